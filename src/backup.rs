@@ -1,0 +1,363 @@
+//! The backup pipeline: source → chunker → id → (known? zero?) → seal → store → manifest →
+//! current pointer.
+//!
+//! A reading thread feeds a bounded channel; each chunk becomes a task that hashes and seals on
+//! the rayon pool and stores with async I/O; a semaphore bounds the chunks in flight, and so
+//! the memory. Commit order (DESIGN.md promise 1): every chunk is durable before the manifest
+//! is written, and the manifest before `current` moves. Any failure before the manifest leaves
+//! only unreferenced chunks, which the next run reuses.
+
+use crate::chunk_id::ChunkId;
+use crate::chunker::{CdcChunker, Chunk, Chunking, FixedChunker, is_zero};
+use crate::cpu;
+use crate::format::lock::LockMode;
+use crate::layout;
+use crate::lock::LockGuard;
+use crate::manifest::{BackupStats, ChunkRef, Manifest};
+use crate::progress;
+use crate::repo::{Repo, hostname};
+use crate::source::{self, SourceSpec};
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Chunks being hashed, sealed or stored at once. With 4 MiB chunks that is at most ~64 MiB
+/// of chunk data (plaintext and sealed copy) in memory, whatever the size of the source.
+pub const DEFAULT_IN_FLIGHT: usize = 8;
+
+pub struct BackupOptions {
+    pub series: String,
+    /// When the version is recorded as made; now if None.
+    pub time: Option<jiff::Timestamp>,
+    pub in_flight: usize,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    pub series: String,
+    pub version: String,
+    pub time: String,
+    pub source_kind: &'static str,
+    pub source: String,
+    pub parent: Option<String>,
+    /// Bytes read from the source (the version's size).
+    pub size: u64,
+    pub chunks: u64,
+    pub chunks_new: u64,
+    pub chunks_reused: u64,
+    pub chunks_zero: u64,
+    pub bytes_new: u64,
+    pub bytes_new_stored: u64,
+    pub seconds: f64,
+    pub mb_per_s: f64,
+}
+
+enum Outcome {
+    Zero,
+    Reused,
+    New { raw: u64, stored: u64 },
+}
+
+struct Ctx {
+    repo: Arc<Repo>,
+    /// Ids the parent version references: certainly stored, no need to ask the store.
+    known: HashSet<ChunkId>,
+    /// Ids this run has already decided about.
+    seen: Mutex<HashSet<ChunkId>>,
+}
+
+/// Version names sort by time: `2026-11-22T130507Z`.
+pub fn version_name(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H%M%SZ").to_string()
+}
+
+pub async fn backup(
+    repo: Arc<Repo>,
+    spec: &SourceSpec,
+    opts: BackupOptions,
+) -> Result<BackupSummary> {
+    layout::validate_series(&opts.series).map_err(|e| anyhow!(e))?;
+    let lock = LockGuard::acquire(
+        &repo,
+        LockMode::Shared,
+        &format!("backup of {}", opts.series),
+    )
+    .await?;
+    let result = run(&repo, spec, &opts).await;
+    lock.release().await;
+    result
+}
+
+async fn run(repo: &Arc<Repo>, spec: &SourceSpec, opts: &BackupOptions) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let series = opts.series.as_str();
+    let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
+    let mut source = source::open(spec)?;
+    let defaults = repo.config.chunker;
+    let chunking = match source.size {
+        Some(_) => Chunking::Fixed {
+            size: defaults.fixed_size,
+        },
+        None => Chunking::Cdc {
+            min: defaults.cdc_min,
+            avg: defaults.cdc_avg,
+            max: defaults.cdc_max,
+        },
+    };
+    chunking
+        .validate()
+        .map_err(|e| anyhow!("repository config: {e}"))?;
+
+    let parent = load_parent(repo, series).await;
+    let known: HashSet<ChunkId> = parent
+        .iter()
+        .flat_map(|m| m.chunks.iter())
+        .filter_map(|c| match c {
+            ChunkRef::Data { id, .. } => Some(*id),
+            ChunkRef::Zero { .. } => None,
+        })
+        .collect();
+    let ctx = Arc::new(Ctx {
+        repo: repo.clone(),
+        known,
+        seen: Mutex::new(HashSet::new()),
+    });
+
+    let reader = source.take_reader();
+    let seed = repo.keys.gear_seed;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Chunk>>(2);
+    let reader_thread = std::thread::spawn(move || {
+        let chunks: Box<dyn Iterator<Item = io::Result<Chunk>>> = match chunking {
+            Chunking::Fixed { size } => Box::new(FixedChunker::new(reader, size)),
+            Chunking::Cdc { min, avg, max } => {
+                Box::new(CdcChunker::new(reader, min, avg, max, seed))
+            }
+        };
+        for item in chunks {
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                break;
+            }
+        }
+    });
+
+    let pb = progress::bar(source.size, &format!("backup {series}"), opts.progress);
+    let description = source.info.description.clone();
+    let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
+    let mut tasks: JoinSet<Result<(usize, ChunkRef, Outcome)>> = JoinSet::new();
+    let mut refs: Vec<Option<ChunkRef>> = Vec::new();
+    let mut stats = BackupStats::default();
+    let mut bytes_read: u64 = 0;
+    let pipeline: Result<()> = async {
+        while let Some(item) = rx.recv().await {
+            let chunk =
+                item.with_context(|| format!("reading source {description} at byte {bytes_read}"))?;
+            bytes_read += chunk.data.len() as u64;
+            pb.set_position(bytes_read);
+            let index = refs.len();
+            refs.push(None);
+            let permit = sem.clone().acquire_owned().await?;
+            while let Some(done) = tasks.try_join_next() {
+                record(done, &mut refs, &mut stats)?;
+            }
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                let r = process(&ctx, index, chunk).await;
+                drop(permit);
+                r
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            record(done, &mut refs, &mut stats)?;
+        }
+        Ok(())
+    }
+    .await;
+    pb.finish_and_clear();
+    if let Err(e) = pipeline {
+        tasks.abort_all();
+        source.abandon();
+        return Err(e.context(format!(
+            "backup of series {series:?} failed; no version recorded"
+        )));
+    }
+    let _ = reader_thread.join();
+    let info = source.info.clone();
+    source.finish(bytes_read)?;
+
+    let chunks = refs
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| anyhow!("internal error: a chunk result went missing"))?;
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+    let mut manifest = Manifest {
+        series: series.to_string(),
+        version: version_name(time),
+        time: time.as_second(),
+        host: hostname(),
+        source: info,
+        size: bytes_read,
+        chunking,
+        chunks,
+        parent: parent.map(|m| m.version),
+        stats,
+        extra: BTreeMap::new(),
+    };
+    manifest
+        .validate()
+        .map_err(|e| anyhow!("internal error: the new manifest is inconsistent: {e}"))?;
+    let digest = commit_manifest(repo, &mut manifest).await?;
+    let current = match repo.current(series).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "warning: replacing the unreadable current pointer of series {series:?}: {e:#}"
+            );
+            None
+        }
+    };
+    // `current` names the newest version; a backup recorded with an earlier --time does not
+    // move it back.
+    if current.is_none_or(|c| c.version <= manifest.version) {
+        repo.set_current(series, &manifest.version, digest).await?;
+    }
+
+    let secs = started.elapsed().as_secs_f64();
+    let s = &manifest.stats;
+    Ok(BackupSummary {
+        series: manifest.series.clone(),
+        version: manifest.version.clone(),
+        time: jiff::Timestamp::from_second(manifest.time)
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        source_kind: manifest.source.kind.as_str(),
+        source: manifest.source.description.clone(),
+        parent: manifest.parent.clone(),
+        size: manifest.size,
+        chunks: manifest.chunks.len() as u64,
+        chunks_new: s.chunks_new,
+        chunks_reused: s.chunks_reused,
+        chunks_zero: s.chunks_zero,
+        bytes_new: s.bytes_new,
+        bytes_new_stored: s.bytes_new_stored,
+        seconds: secs,
+        mb_per_s: if secs > 0.0 {
+            manifest.size as f64 / 1e6 / secs
+        } else {
+            0.0
+        },
+    })
+}
+
+/// The series' current version, used to skip asking the store about chunks it references.
+/// A parent that cannot be read only costs dedup speed, so it is a warning, not a failure.
+async fn load_parent(repo: &Repo, series: &str) -> Option<Manifest> {
+    let pointer = match repo.current(series).await {
+        Ok(p) => p?,
+        Err(e) => {
+            eprintln!("warning: {e:#}; backing up without a parent");
+            return None;
+        }
+    };
+    match repo.load_manifest(series, &pointer.version).await {
+        Ok((m, digest)) if digest == pointer.manifest_digest => Some(m),
+        Ok(_) => {
+            eprintln!(
+                "warning: the current pointer of series {series:?} does not match manifest {}; backing up without a parent",
+                pointer.version
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("warning: {e:#}; backing up without a parent");
+            None
+        }
+    }
+}
+
+/// Writes the manifest under a fresh version name: the time-based name, or with `-2`, `-3`,
+/// ... when another backup of the series took that second.
+async fn commit_manifest(repo: &Repo, m: &mut Manifest) -> Result<[u8; 32]> {
+    let base = m.version.clone();
+    for n in 1..=100 {
+        if n > 1 {
+            m.version = format!("{base}-{n}");
+        }
+        if let Some(digest) = repo.save_manifest(m).await? {
+            return Ok(digest);
+        }
+    }
+    bail!(
+        "series {:?}: 100 versions already named {base}; try again in a second",
+        m.series
+    )
+}
+
+fn record(
+    done: Result<Result<(usize, ChunkRef, Outcome)>, tokio::task::JoinError>,
+    refs: &mut [Option<ChunkRef>],
+    stats: &mut BackupStats,
+) -> Result<()> {
+    let (index, r, outcome) = done.map_err(|e| anyhow!("a backup task failed: {e}"))??;
+    refs[index] = Some(r);
+    match outcome {
+        Outcome::Zero => stats.chunks_zero += 1,
+        Outcome::Reused => stats.chunks_reused += 1,
+        Outcome::New { raw, stored } => {
+            stats.chunks_new += 1;
+            stats.bytes_new += raw;
+            stats.bytes_new_stored += stored;
+        }
+    }
+    Ok(())
+}
+
+async fn process(ctx: &Ctx, index: usize, chunk: Chunk) -> Result<(usize, ChunkRef, Outcome)> {
+    let len = chunk.data.len() as u32;
+    let repo = ctx.repo.clone();
+    let (data, id) = cpu::run(move || {
+        let id = (!is_zero(&chunk.data)).then(|| repo.keys.id.id_of(&chunk.data));
+        (chunk.data, id)
+    })
+    .await?;
+    let Some(id) = id else {
+        return Ok((index, ChunkRef::Zero { len }, Outcome::Zero));
+    };
+    let r = ChunkRef::Data { id, len };
+    let first_sighting = ctx.seen.lock().map(|mut s| s.insert(id)).unwrap_or(true);
+    if ctx.known.contains(&id) || !first_sighting {
+        return Ok((index, r, Outcome::Reused));
+    }
+    let name = layout::chunk(&id);
+    if ctx
+        .repo
+        .store()
+        .exists(&name)
+        .await
+        .with_context(|| format!("checking for chunk {name}"))?
+    {
+        return Ok((index, r, Outcome::Reused));
+    }
+    let repo = ctx.repo.clone();
+    let sealed = cpu::run(move || repo.seal_chunk(&id, &data)).await?;
+    let stored = sealed.len() as u64;
+    ctx.repo
+        .store()
+        .put(&name, sealed)
+        .await
+        .with_context(|| format!("storing chunk {name}"))?;
+    Ok((
+        index,
+        r,
+        Outcome::New {
+            raw: u64::from(len),
+            stored,
+        },
+    ))
+}

@@ -1,0 +1,121 @@
+use super::{GlobalArgs, parse_size};
+use crate::chunker::{Chunking, DEFAULT_FIXED_SIZE};
+use crate::format::config::Encryption;
+use crate::keys::{self, Secret};
+use crate::repo::{InitOptions, Repo};
+use crate::store::LocalDir;
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, ValueEnum};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EncryptionArg {
+    /// XChaCha20-Poly1305 under a random master key, sealed by your passphrase or key file.
+    Repokey,
+    /// No encryption: for people who ask for it by name.
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[arg(long, value_enum, default_value = "repokey")]
+    pub encryption: EncryptionArg,
+    /// Fixed chunk size for files and block devices (a multiple of 4 KiB, 64K to 64M).
+    #[arg(long, value_parser = parse_size, default_value_t = u64::from(DEFAULT_FIXED_SIZE))]
+    pub chunk_size: u64,
+    /// zstd compression level (1-19): 3 balances speed against size.
+    #[arg(long, default_value_t = crate::repo::DEFAULT_ZSTD_LEVEL)]
+    pub compression: i32,
+}
+
+pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
+    let loc = g.repo_location()?;
+    let path = Path::new(loc);
+    let fixed = u32::try_from(a.chunk_size)
+        .map_err(|_| anyhow!("--chunk-size {} is too large", a.chunk_size))?;
+    Chunking::Fixed { size: fixed }
+        .validate()
+        .map_err(|e| anyhow!("--chunk-size: {e}"))?;
+    if path.exists() {
+        let empty = path.is_dir()
+            && path
+                .read_dir()
+                .with_context(|| format!("reading {loc}"))?
+                .next()
+                .is_none();
+        if !empty {
+            bail!(
+                "{loc} already exists and is not an empty directory; choose a new path for the repository"
+            );
+        }
+    } else {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .with_context(|| format!("creating {loc}"))?;
+    }
+    let encryption = match a.encryption {
+        EncryptionArg::Repokey => Encryption::XChaCha20Poly1305,
+        EncryptionArg::None => Encryption::None,
+    };
+    let secret = match encryption {
+        Encryption::None => None,
+        Encryption::XChaCha20Poly1305 => Some(init_secret(g)?),
+    };
+    let mut opts = InitOptions {
+        encryption,
+        zstd_level: a.compression,
+        ..InitOptions::default()
+    };
+    opts.chunker.fixed_size = fixed;
+    let repo = Repo::init(Arc::new(LocalDir::new(path)), opts, secret).await?;
+    if g.json {
+        super::print_json(&serde_json::json!({
+            "repository": loc,
+            "repo_id": hex::encode(repo.config.repo_id),
+            "encryption": format!("{:?}", repo.config.encryption),
+            "chunk_size": repo.config.chunker.fixed_size,
+        }))?;
+    } else if !g.quiet {
+        println!(
+            "created {} repository at {loc}",
+            if repo.keys.seal.is_some() {
+                "an encrypted"
+            } else {
+                "an unencrypted"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// For init, --key-file names a file to create when it does not exist yet.
+fn init_secret(g: &GlobalArgs) -> Result<Secret> {
+    if let Some(kf) = &g.key_file {
+        if !kf.exists() {
+            let contents = keys::new_key_file();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(kf)
+                .with_context(|| format!("creating key file {}", kf.display()))?;
+            f.write_all(contents.as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing key file {}", kf.display()))?;
+            eprintln!(
+                "created key file {}: keep a copy somewhere safe; without it this repository cannot be opened",
+                kf.display()
+            );
+            let key = keys::parse_key_file(contents.as_bytes())
+                .ok_or_else(|| anyhow!("internal error: new key file unreadable"))?;
+            return Ok(Secret::KeyFile(Zeroizing::new(key.to_vec())));
+        }
+    }
+    g.secret(true)
+}

@@ -1,0 +1,106 @@
+use super::{GlobalArgs, rfc3339};
+use crate::chunker::Chunking;
+use crate::manifest::ChunkRef;
+use anyhow::Result;
+use clap::Args;
+use indicatif::HumanBytes;
+use std::collections::HashSet;
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    #[arg(long)]
+    pub name: String,
+    /// Version name or a unique prefix of one; the current version if omitted.
+    #[arg(long)]
+    pub version: Option<String>,
+}
+
+pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
+    let repo = g.open().await?;
+    let version = repo.resolve_version(&a.name, a.version.as_deref()).await?;
+    let (m, _) = repo.load_manifest(&a.name, &version).await?;
+    let current = repo
+        .current(&a.name)
+        .await?
+        .is_some_and(|p| p.version == version);
+    let data = m
+        .chunks
+        .iter()
+        .filter(|c| matches!(c, ChunkRef::Data { .. }))
+        .count();
+    let unique: HashSet<_> = m
+        .chunks
+        .iter()
+        .filter_map(|c| {
+            if let ChunkRef::Data { id, .. } = c {
+                Some(*id)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let chunking = match m.chunking {
+        Chunking::Fixed { size } => format!("fixed {}", HumanBytes(u64::from(size))),
+        Chunking::Cdc { min, avg, max } => {
+            format!(
+                "content-defined (FastCDC) {} / {} / {}",
+                HumanBytes(u64::from(min)),
+                HumanBytes(u64::from(avg)),
+                HumanBytes(u64::from(max))
+            )
+        }
+    };
+    if g.json {
+        return super::print_json(&serde_json::json!({
+            "series": m.series,
+            "version": m.version,
+            "time": rfc3339(m.time),
+            "host": m.host,
+            "source_kind": m.source.kind.as_str(),
+            "source": m.source.description,
+            "size": m.size,
+            "chunking": m.chunking,
+            "chunks": m.chunks.len(),
+            "chunks_data": data,
+            "chunks_zero": m.chunks.len() - data,
+            "chunks_unique": unique.len(),
+            "parent": m.parent,
+            "current": current,
+            "stats": m.stats,
+        }));
+    }
+    println!("series:    {}", m.series);
+    println!(
+        "version:   {}{}",
+        m.version,
+        if current { " (current)" } else { "" }
+    );
+    println!("time:      {}", rfc3339(m.time));
+    println!("host:      {}", m.host);
+    println!(
+        "source:    {} {}",
+        m.source.kind.as_str(),
+        m.source.description
+    );
+    println!("size:      {} bytes ({})", m.size, HumanBytes(m.size));
+    println!("chunking:  {chunking}");
+    println!(
+        "chunks:    {} ({} with data, {} unique, {} zero)",
+        m.chunks.len(),
+        data,
+        unique.len(),
+        m.chunks.len() - data
+    );
+    println!("parent:    {}", m.parent.as_deref().unwrap_or("none"));
+    let s = &m.stats;
+    println!(
+        "backup:    {} new chunks ({}, {} stored), {} reused, {} zero, {:.1} s",
+        s.chunks_new,
+        HumanBytes(s.bytes_new),
+        HumanBytes(s.bytes_new_stored),
+        s.chunks_reused,
+        s.chunks_zero,
+        s.duration_ms as f64 / 1000.0
+    );
+    Ok(())
+}

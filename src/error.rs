@@ -1,0 +1,46 @@
+//! Errors a caller (or `main`, choosing an exit code) must tell apart. Everything else travels
+//! as `anyhow` with context naming the object, series, version or path.
+
+use crate::format::FormatError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A stored object failed authentication, a checksum, its id, or a structural check.
+    #[error("{what} is damaged: {source}")]
+    Damaged {
+        what: String,
+        #[source]
+        source: FormatError,
+    },
+    /// An object that a manifest or pointer refers to is not in the store.
+    #[error("{what} is missing from the repository")]
+    Missing { what: String },
+    #[error("wrong passphrase or key file for the repository at {repo}")]
+    WrongKey { repo: String },
+    #[error("the repository at {repo} is locked: {holder}")]
+    Locked { repo: String, holder: String },
+    /// The reader of standard output went away (`restore - | head`): not a failure.
+    #[error("standard output was closed")]
+    OutputClosed,
+}
+
+/// Documented exit codes (README "Exit codes").
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const DAMAGE: i32 = 3;
+    pub const WRONG_KEY: i32 = 4;
+    pub const LOCKED: i32 = 5;
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Damaged { .. } | Error::Missing { .. } => exit::DAMAGE,
+            Error::WrongKey { .. } => exit::WRONG_KEY,
+            Error::Locked { .. } => exit::LOCKED,
+            Error::OutputClosed => exit::OK,
+        }
+    }
+}

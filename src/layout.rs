@@ -1,0 +1,139 @@
+//! Object names: where each kind of object lives in the store.
+//!
+//! ```text
+//! config  keys/<key-id>  chunks/<2 hex>/<64 hex>  manifests/<series>/<version>
+//! current/<series>  locks/<lock-id>
+//! ```
+//! Series names are escaped into one path segment (`tank/vm` → `tank%2Fvm`) so that a
+//! series name can never reach into another series' objects or climb out of the repository.
+
+use crate::chunk_id::ChunkId;
+
+pub const CONFIG: &str = "config";
+pub const KEYS: &str = "keys/";
+pub const CHUNKS: &str = "chunks/";
+pub const MANIFESTS: &str = "manifests/";
+pub const CURRENT: &str = "current/";
+pub const LOCKS: &str = "locks/";
+
+pub fn chunk(id: &ChunkId) -> String {
+    let hex = id.to_hex();
+    format!("{CHUNKS}{}/{hex}", &hex[..2])
+}
+
+pub fn manifest(series: &str, version: &str) -> String {
+    format!("{MANIFESTS}{}/{version}", escape_series(series))
+}
+
+pub fn manifests_of(series: &str) -> String {
+    format!("{MANIFESTS}{}/", escape_series(series))
+}
+
+pub fn current(series: &str) -> String {
+    format!("{CURRENT}{}", escape_series(series))
+}
+
+pub fn lock(id: &str) -> String {
+    format!("{LOCKS}{id}")
+}
+
+pub fn key(id: &str) -> String {
+    format!("{KEYS}{id}")
+}
+
+/// Bytes kept as they are in an escaped series name; everything else becomes `%XX`.
+fn plain(b: u8, first: bool) -> bool {
+    b.is_ascii_alphanumeric() || b"_-@+=,:".contains(&b) || (b == b'.' && !first)
+}
+
+pub fn escape_series(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        if plain(b, i == 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn unescape_series(escaped: &str) -> Option<String> {
+    let bytes = escaped.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = escaped.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A series name is any non-empty text of at most 200 bytes without control characters.
+pub fn validate_series(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a series name cannot be empty".into());
+    }
+    if name.len() > 200 {
+        return Err(format!("series name {name:?} is longer than 200 bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("series name {name:?} contains control characters"));
+    }
+    Ok(())
+}
+
+/// Version names are made by blockvault (`2026-11-22T130507Z`, maybe with `-2`); anything
+/// else under `manifests/` is not a version.
+pub fn is_version_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        && !v.starts_with('.')
+}
+
+/// Splits `manifests/<escaped series>/<version>` into its parts.
+pub fn parse_manifest_key(key: &str) -> Option<(String, String)> {
+    let rest = key.strip_prefix(MANIFESTS)?;
+    let (series, version) = rest.split_once('/')?;
+    if version.contains('/') || !is_version_name(version) {
+        return None;
+    }
+    Some((unescape_series(series)?, version.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(manifest("tank/vm", "v1"), "manifests/tank%2Fvm/v1");
+        assert_eq!(escape_series(".."), "%2E.");
+        assert_eq!(escape_series("a b"), "a%20b");
+        assert_eq!(
+            parse_manifest_key("manifests/tank%2Fvm/v1"),
+            Some(("tank/vm".into(), "v1".into()))
+        );
+        assert_eq!(parse_manifest_key("manifests/x/.tmp-1"), None);
+        let id = ChunkId([0xab; 32]);
+        assert!(chunk(&id).starts_with("chunks/ab/abab"));
+    }
+
+    proptest! {
+        #[test]
+        fn escaping_round_trips_into_one_segment(name in "\\PC{1,40}") {
+            let e = escape_series(&name);
+            prop_assert!(!e.contains('/') && !e.starts_with('.'));
+            prop_assert_eq!(unescape_series(&e), Some(name));
+        }
+    }
+}

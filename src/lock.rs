@@ -1,0 +1,172 @@
+//! Repository locks: shared for backups and restores, exclusive for garbage collection.
+//!
+//! A lock is an object under `locks/` with a heartbeat. Acquiring writes our lock, then lists
+//! again: if a conflicting live lock is there (one that appeared while we wrote ours), we
+//! remove ours and fail, naming the holder. Two racing processes may both back off; neither
+//! can proceed believing it is alone. A lock whose heartbeat is older than the stale limit,
+//! or whose holder is a dead process on this host, is ignored.
+
+use crate::error::Error;
+use crate::format::lock::{LockInfo, LockMode};
+use crate::format::{Kind, decode_exact, encode};
+use crate::layout;
+use crate::repo::{Repo, hostname, now_unix};
+use crate::seal;
+use anyhow::Result;
+use rand::RngCore;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A lock without a heartbeat for this long is stale. Heartbeats come every
+/// `HEARTBEAT_SECS`, so a live holder is never this far behind.
+pub const DEFAULT_STALE_SECS: i64 = 30 * 60;
+pub const HEARTBEAT_SECS: u64 = 120;
+
+pub struct LockGuard {
+    repo: Arc<Repo>,
+    name: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+fn stale_secs() -> i64 {
+    std::env::var("BLOCKVAULT_LOCK_STALE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_STALE_SECS)
+}
+
+fn is_stale(info: &LockInfo, now: i64, host: &str) -> bool {
+    if now - info.heartbeat > stale_secs() {
+        return true;
+    }
+    info.host == host
+        && info.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", info.pid)).exists()
+}
+
+fn describe(info: &LockInfo, name: &str) -> String {
+    let mode = match info.mode {
+        LockMode::Shared => "shared",
+        LockMode::Exclusive => "exclusive",
+    };
+    let since = jiff::Timestamp::from_second(info.created)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    format!(
+        "{mode} lock {name} held by {} on host {} (pid {}) since {since}",
+        info.purpose, info.host, info.pid
+    )
+}
+
+/// The first live lock (other than `ours`) that conflicts with taking `mode`.
+async fn conflict(repo: &Repo, mode: LockMode, ours: Option<&str>) -> Result<Option<String>> {
+    let now = now_unix();
+    let host = hostname();
+    for name in repo.store().list(layout::LOCKS).await? {
+        if Some(name.as_str()) == ours {
+            continue;
+        }
+        let bytes = match repo.store().get(&name).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let info: LockInfo =
+            match seal::open(Kind::Lock, repo.keys.seal.as_ref(), &name, &bytes, 1 << 16)
+                .and_then(|p| decode_exact(&p))
+            {
+                Ok(i) => i,
+                // An unreadable lock may be a live one from a newer client: respect it.
+                Err(e) => {
+                    return Ok(Some(format!(
+                        "lock {name} cannot be read ({e}); remove it if no blockvault is running"
+                    )));
+                }
+            };
+        if is_stale(&info, now, &host) {
+            continue;
+        }
+        if mode == LockMode::Exclusive || info.mode == LockMode::Exclusive {
+            return Ok(Some(describe(&info, &name)));
+        }
+    }
+    Ok(None)
+}
+
+fn seal_lock(repo: &Repo, name: &str, info: &LockInfo) -> Vec<u8> {
+    seal::seal(
+        Kind::Lock,
+        repo.keys.seal.as_ref(),
+        name,
+        &encode(info),
+        None,
+    )
+}
+
+impl LockGuard {
+    pub async fn acquire(repo: &Arc<Repo>, mode: LockMode, purpose: &str) -> Result<LockGuard> {
+        if let Some(holder) = conflict(repo, mode, None).await? {
+            return Err(Error::Locked {
+                repo: repo.location(),
+                holder,
+            }
+            .into());
+        }
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        let name = layout::lock(&hex::encode(id));
+        let now = now_unix();
+        let info = LockInfo {
+            mode,
+            host: hostname(),
+            pid: std::process::id(),
+            purpose: purpose.into(),
+            created: now,
+            heartbeat: now,
+        };
+        repo.store()
+            .put_new(&name, seal_lock(repo, &name, &info))
+            .await?;
+        if let Some(holder) = conflict(repo, mode, Some(&name)).await? {
+            let _ = repo.store().delete(&name).await;
+            return Err(Error::Locked {
+                repo: repo.location(),
+                holder,
+            }
+            .into());
+        }
+        let heartbeat = {
+            let repo = repo.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let mut info = info;
+                loop {
+                    tokio::time::sleep(Duration::from_secs(HEARTBEAT_SECS)).await;
+                    info.heartbeat = now_unix();
+                    // A missed heartbeat only brings staleness closer; the next one may succeed.
+                    let _ = repo
+                        .store()
+                        .put(&name, seal_lock(&repo, &name, &info))
+                        .await;
+                }
+            })
+        };
+        Ok(LockGuard {
+            repo: repo.clone(),
+            name,
+            heartbeat,
+        })
+    }
+
+    pub async fn release(self) {
+        self.heartbeat.abort();
+        // A lock left behind by a failed delete goes stale by itself.
+        let _ = self.repo.store().delete(&self.name).await;
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}

@@ -1,0 +1,43 @@
+//! `blockvault`: parse arguments, run, map the outcome to a documented exit code.
+
+use blockvault::cli::{self, Cli};
+use blockvault::error::{Error, exit};
+use clap::Parser;
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(exit::FAILURE);
+        }
+    };
+    let code = match runtime.block_on(cli::run(cli)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            let kind = e.chain().find_map(|c| c.downcast_ref::<Error>());
+            if matches!(kind, Some(Error::OutputClosed)) {
+                exit::OK
+            } else {
+                eprintln!("error: {e:#}");
+                kind.map_or(exit::FAILURE, Error::exit_code)
+            }
+        }
+    };
+    // Dropping the runtime would wait for a reader thread blocked on stdin; exit instead.
+    std::process::exit(code);
+}

@@ -1,0 +1,464 @@
+//! Restore: the mirror of backup. Chunks are fetched and opened in parallel (bounded), every
+//! one verified against its id, and written positionally (files, devices) or in order
+//! (stdout).
+//!
+//! - A new file is written under a hidden partial name, made sparse (zero chunks are never
+//!   written), fsynced, and renamed into place only when complete: a failed restore never
+//!   leaves a plausible-looking file behind.
+//! - In place, the target is read chunk by chunk and only chunks whose content differs are
+//!   fetched and written (s3bdbk's restore), so re-syncing a mostly-unchanged device is cheap.
+//! - A target smaller than the version is refused before anything is written.
+
+use crate::chunk_id::ChunkId;
+use crate::chunker::is_zero;
+use crate::cpu;
+use crate::error::Error;
+use crate::format::FormatError;
+use crate::format::lock::LockMode;
+use crate::layout;
+use crate::lock::LockGuard;
+use crate::manifest::{ChunkRef, Manifest};
+use crate::progress;
+use crate::repo::Repo;
+use crate::source::size_of;
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A new file; `force` replaces an existing one.
+    NewFile {
+        path: PathBuf,
+        force: bool,
+    },
+    /// An existing file or block device, updated where it differs.
+    InPlace(PathBuf),
+    Stdout,
+}
+
+pub struct RestoreOptions {
+    pub in_flight: usize,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreSummary {
+    pub series: String,
+    pub version: String,
+    pub target: String,
+    pub size: u64,
+    pub chunks_written: u64,
+    pub chunks_unchanged: u64,
+    pub chunks_zero: u64,
+    pub bytes_written: u64,
+    pub seconds: f64,
+    pub mb_per_s: f64,
+}
+
+#[derive(Default)]
+struct Counts {
+    written: u64,
+    unchanged: u64,
+    zero: u64,
+    bytes: u64,
+}
+
+pub async fn restore(
+    repo: Arc<Repo>,
+    series: &str,
+    version: &str,
+    target: Target,
+    opts: RestoreOptions,
+) -> Result<RestoreSummary> {
+    let lock = LockGuard::acquire(
+        &repo,
+        LockMode::Shared,
+        &format!("restore of {series} {version}"),
+    )
+    .await?;
+    let result = run(&repo, series, version, &target, &opts).await;
+    lock.release().await;
+    result
+}
+
+async fn run(
+    repo: &Arc<Repo>,
+    series: &str,
+    version: &str,
+    target: &Target,
+    opts: &RestoreOptions,
+) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let (m, _) = repo.load_manifest(series, version).await?;
+    let m = Arc::new(m);
+    let pb = progress::bar(
+        Some(m.size),
+        &format!("restore {series} {version}"),
+        opts.progress,
+    );
+    let (counts, shown) = match target {
+        Target::NewFile { path, force } => (
+            to_new_file(repo, &m, path, *force, opts, &pb).await?,
+            path.display().to_string(),
+        ),
+        Target::InPlace(path) => (
+            in_place(repo, &m, path, opts, &pb).await?,
+            path.display().to_string(),
+        ),
+        Target::Stdout => (to_stdout(repo, &m, opts, &pb).await?, "-".to_string()),
+    };
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    Ok(RestoreSummary {
+        series: series.into(),
+        version: version.into(),
+        target: shown,
+        size: m.size,
+        chunks_written: counts.written,
+        chunks_unchanged: counts.unchanged,
+        chunks_zero: counts.zero,
+        bytes_written: counts.bytes,
+        seconds: secs,
+        mb_per_s: if secs > 0.0 {
+            m.size as f64 / 1e6 / secs
+        } else {
+            0.0
+        },
+    })
+}
+
+/// Fetches a chunk and returns its verified plaintext; errors name the chunk, series,
+/// version and byte range.
+async fn fetch(
+    repo: &Arc<Repo>,
+    m: &Manifest,
+    id: ChunkId,
+    offset: u64,
+    len: u32,
+) -> Result<Vec<u8>> {
+    let name = layout::chunk(&id);
+    let what = format!(
+        "chunk {name} (series {:?}, version {}, bytes {offset}..{})",
+        m.series,
+        m.version,
+        offset + u64::from(len)
+    );
+    let bytes = match repo.store().get(&name).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Err(Error::Missing { what }.into()),
+        Err(e) => return Err(anyhow!(e).context(format!("fetching {what}"))),
+    };
+    let r = repo.clone();
+    let plain = cpu::run(move || r.open_chunk(&id, &bytes))
+        .await?
+        .map_err(|source| Error::Damaged {
+            what: what.clone(),
+            source,
+        })?;
+    if plain.len() != len as usize {
+        return Err(Error::Damaged {
+            what,
+            source: FormatError::Payload(format!("{} bytes, the manifest says {len}", plain.len())),
+        }
+        .into());
+    }
+    Ok(plain)
+}
+
+fn join_err(e: tokio::task::JoinError) -> anyhow::Error {
+    anyhow!("a restore task failed: {e}")
+}
+
+async fn to_new_file(
+    repo: &Arc<Repo>,
+    m: &Arc<Manifest>,
+    path: &Path,
+    force: bool,
+    opts: &RestoreOptions,
+    pb: &indicatif::ProgressBar,
+) -> Result<Counts> {
+    if let Ok(meta) = fs::metadata(path) {
+        if meta.file_type().is_block_device() {
+            bail!(
+                "target {} is a block device: add --in-place to restore onto it",
+                path.display()
+            );
+        }
+        if !force {
+            bail!(
+                "target {} already exists: add --in-place to update it (only differing chunks are written) or --force to replace it",
+                path.display()
+            );
+        }
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("target {} has no file name", path.display()))?;
+    let partial = path.with_file_name(format!(".{name}.blockvault-partial"));
+    let result = async {
+        let file =
+            File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        // Extending leaves a hole: zero chunks are never written and cost no disk space.
+        file.set_len(m.size)
+            .with_context(|| format!("sizing {}", partial.display()))?;
+        let file = Arc::new(file);
+        let counts = write_positional(repo, m, &file, None, opts, pb, &partial).await?;
+        file.sync_all()
+            .with_context(|| format!("flushing {}", partial.display()))?;
+        fs::rename(&partial, path)
+            .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+        if let Some(dir) = path.parent().map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        }) {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("flushing directory {}", dir.display()))?;
+        }
+        Ok(counts)
+    }
+    .await;
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result
+}
+
+/// Devices mounted anywhere, by device path, from /proc/self/mounts.
+fn mount_point_of(dev: &Path) -> Option<String> {
+    let canon = fs::canonicalize(dev).ok()?;
+    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        let (src, at) = (parts.next()?, parts.next()?);
+        (fs::canonicalize(src).ok()? == canon).then(|| at.to_string())
+    })
+}
+
+async fn in_place(
+    repo: &Arc<Repo>,
+    m: &Arc<Manifest>,
+    path: &Path,
+    opts: &RestoreOptions,
+    pb: &indicatif::ProgressBar,
+) -> Result<Counts> {
+    let meta = fs::metadata(path)
+        .with_context(|| format!("target {} for an in-place restore", path.display()))?;
+    let is_device = meta.file_type().is_block_device();
+    if !is_device && !meta.is_file() {
+        bail!(
+            "target {} is neither a regular file nor a block device",
+            path.display()
+        );
+    }
+    if is_device {
+        if let Some(at) = mount_point_of(path) {
+            bail!(
+                "target {} is mounted at {at}: unmount it first; nothing was written",
+                path.display()
+            );
+        }
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening target {} for writing", path.display()))?;
+    let size = size_of(&mut file, path)?;
+    if size < m.size {
+        bail!(
+            "target {} is {size} bytes, smaller than version {} of series {:?} ({} bytes); nothing was written",
+            path.display(),
+            m.version,
+            m.series,
+            m.size
+        );
+    }
+    let file = Arc::new(file);
+    let counts = write_positional(repo, m, &file, Some(()), opts, pb, path).await?;
+    if !is_device && size > m.size {
+        file.set_len(m.size)
+            .with_context(|| format!("truncating {} to {} bytes", path.display(), m.size))?;
+    }
+    file.sync_all()
+        .with_context(|| format!("flushing {}", path.display()))?;
+    Ok(counts)
+}
+
+/// Writes every chunk at its offset. With `compare`, reads the target first and skips chunks
+/// it already holds; without, zero chunks are skipped (the file is sparse and new).
+async fn write_positional(
+    repo: &Arc<Repo>,
+    m: &Arc<Manifest>,
+    file: &Arc<File>,
+    compare: Option<()>,
+    opts: &RestoreOptions,
+    pb: &indicatif::ProgressBar,
+    shown: &Path,
+) -> Result<Counts> {
+    let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
+    let mut tasks: JoinSet<Result<(u32, Option<bool>)>> = JoinSet::new();
+    let mut counts = Counts::default();
+    let tally = |counts: &mut Counts,
+                 r: Result<Result<(u32, Option<bool>)>, tokio::task::JoinError>|
+     -> Result<()> {
+        let (len, written) = r.map_err(join_err)??;
+        match written {
+            None => counts.zero += 1,
+            Some(true) => {
+                counts.written += 1;
+                counts.bytes += u64::from(len);
+            }
+            Some(false) => counts.unchanged += 1,
+        }
+        pb.inc(u64::from(len));
+        Ok(())
+    };
+    let shown = shown.display().to_string();
+    for (offset, c) in m.offsets() {
+        let c = *c;
+        if compare.is_none() {
+            if let ChunkRef::Zero { len } = c {
+                counts.zero += 1;
+                pb.inc(u64::from(len));
+                continue;
+            }
+        }
+        let permit = sem.clone().acquire_owned().await?;
+        while let Some(done) = tasks.try_join_next() {
+            tally(&mut counts, done)?;
+        }
+        let (repo, m, file, shown) = (repo.clone(), m.clone(), file.clone(), shown.clone());
+        tasks.spawn(async move {
+            let r = write_one(&repo, &m, &file, c, offset, compare.is_some(), &shown).await;
+            drop(permit);
+            r
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        tally(&mut counts, done)?;
+    }
+    Ok(counts)
+}
+
+/// Returns the chunk length and None (a zero chunk left as a hole), Some(true) (written) or
+/// Some(false) (already there).
+async fn write_one(
+    repo: &Arc<Repo>,
+    m: &Manifest,
+    file: &Arc<File>,
+    c: ChunkRef,
+    offset: u64,
+    compare: bool,
+    shown: &str,
+) -> Result<(u32, Option<bool>)> {
+    let len = c.len();
+    if compare {
+        let f = file.clone();
+        let keys = repo.keys.clone();
+        let same = tokio::task::spawn_blocking(move || -> io::Result<bool> {
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact_at(&mut buf, offset)?;
+            Ok(match c {
+                ChunkRef::Zero { .. } => is_zero(&buf),
+                ChunkRef::Data { id, .. } => keys.id.id_of(&buf) == id,
+            })
+        })
+        .await
+        .map_err(join_err)?
+        .with_context(|| format!("reading target {shown} at byte {offset}"))?;
+        if same {
+            return Ok((len, Some(false)));
+        }
+    }
+    let data = match c {
+        ChunkRef::Zero { len } => vec![0u8; len as usize],
+        ChunkRef::Data { id, len } => fetch(repo, m, id, offset, len).await?,
+    };
+    let f = file.clone();
+    tokio::task::spawn_blocking(move || f.write_all_at(&data, offset))
+        .await
+        .map_err(join_err)?
+        .with_context(|| format!("writing target {shown} at byte {offset}"))?;
+    Ok((
+        len,
+        if compare || matches!(c, ChunkRef::Data { .. }) {
+            Some(true)
+        } else {
+            None
+        },
+    ))
+}
+
+async fn to_stdout(
+    repo: &Arc<Repo>,
+    m: &Arc<Manifest>,
+    opts: &RestoreOptions,
+    pb: &indicatif::ProgressBar,
+) -> Result<Counts> {
+    // A writer thread keeps blocking writes to a slow pipe off the async workers.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let writer = std::thread::spawn(move || -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        for buf in rx {
+            out.write_all(&buf)?;
+        }
+        out.flush()
+    });
+    let mut counts = Counts::default();
+    let mut queue: VecDeque<tokio::task::JoinHandle<Result<Vec<u8>>>> = VecDeque::new();
+    let mut chunks = m.offsets().map(|(o, c)| (o, *c)).collect::<VecDeque<_>>();
+    let outcome: Result<()> = async {
+        loop {
+            while queue.len() < opts.in_flight.max(1) {
+                let Some((offset, c)) = chunks.pop_front() else {
+                    break;
+                };
+                let (repo, m) = (repo.clone(), m.clone());
+                queue.push_back(tokio::spawn(async move {
+                    match c {
+                        ChunkRef::Zero { len } => Ok(vec![0u8; len as usize]),
+                        ChunkRef::Data { id, len } => fetch(&repo, &m, id, offset, len).await,
+                    }
+                }));
+            }
+            let Some(next) = queue.pop_front() else { break };
+            let data = next.await.map_err(join_err)??;
+            let len = data.len() as u64;
+            if tx.send(data).is_err() {
+                break;
+            }
+            counts.written += 1;
+            counts.bytes += len;
+            pb.inc(len);
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    for h in queue {
+        h.abort();
+    }
+    let written = writer
+        .join()
+        .map_err(|_| anyhow!("the output thread panicked"))?;
+    outcome?;
+    match written {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Error::OutputClosed.into()),
+        Err(e) => Err(anyhow!(e).context("writing to standard output")),
+        Ok(()) => Ok(counts),
+    }
+}

@@ -1,0 +1,190 @@
+//! What a backup reads: a file, a block device, standard input, or a command's output.
+//!
+//! Opening a source decides how it is chunked (fixed for files and devices, content-defined
+//! for streams) and what it must look like at the end: a file or device must not change size,
+//! a command must exit 0. `finish` checks that after the last byte is read, so a source that
+//! failed never becomes a version.
+
+use crate::manifest::{SourceInfo, SourceKind};
+use anyhow::{Context, Result, bail};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    Path(PathBuf),
+    Stdin,
+    Command(String),
+}
+
+enum Finish {
+    /// The size a file or device had when opened; it must still have it at the end.
+    Sized {
+        path: PathBuf,
+        size: u64,
+    },
+    Child {
+        command: String,
+        child: Child,
+    },
+    Stream,
+}
+
+pub struct OpenedSource {
+    pub info: SourceInfo,
+    pub reader: Box<dyn Read + Send>,
+    /// Known for files and devices; None for streams.
+    pub size: Option<u64>,
+    finish: Finish,
+}
+
+/// The size of a regular file or block device, read from the open handle.
+pub fn size_of(file: &mut File, path: &Path) -> Result<u64> {
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading the metadata of {}", path.display()))?;
+    if meta.file_type().is_block_device() {
+        let size = file
+            .seek(SeekFrom::End(0))
+            .with_context(|| format!("finding the size of block device {}", path.display()))?;
+        file.seek(SeekFrom::Start(0))
+            .with_context(|| format!("rewinding block device {}", path.display()))?;
+        Ok(size)
+    } else {
+        Ok(meta.len())
+    }
+}
+
+pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
+    match spec {
+        SourceSpec::Stdin => Ok(OpenedSource {
+            info: SourceInfo {
+                kind: SourceKind::Stdin,
+                description: "-".into(),
+            },
+            reader: Box::new(io::stdin()),
+            size: None,
+            finish: Finish::Stream,
+        }),
+        SourceSpec::Command(cmd) => {
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting command `{cmd}`"))?;
+            let Some(stdout) = child.stdout.take() else {
+                bail!("command `{cmd}`: no output pipe")
+            };
+            Ok(OpenedSource {
+                info: SourceInfo {
+                    kind: SourceKind::Command,
+                    description: cmd.clone(),
+                },
+                reader: Box::new(stdout),
+                size: None,
+                finish: Finish::Child {
+                    command: cmd.clone(),
+                    child,
+                },
+            })
+        }
+        SourceSpec::Path(path) => {
+            let mut file = File::open(path)
+                .with_context(|| format!("cannot open source {}", path.display()))?;
+            let ft = file
+                .metadata()
+                .with_context(|| format!("cannot read source {}", path.display()))?
+                .file_type();
+            let description = path.display().to_string();
+            if ft.is_dir() {
+                bail!(
+                    "source {} is a directory; back up a file, a block device, or a stream (e.g. --command 'tar -C {} -cf - .')",
+                    path.display(),
+                    path.display()
+                );
+            }
+            if ft.is_file() || ft.is_block_device() {
+                let size = size_of(&mut file, path)?;
+                let kind = if ft.is_block_device() {
+                    SourceKind::BlockDevice
+                } else {
+                    SourceKind::File
+                };
+                return Ok(OpenedSource {
+                    info: SourceInfo { kind, description },
+                    reader: Box::new(file),
+                    size: Some(size),
+                    finish: Finish::Sized {
+                        path: path.clone(),
+                        size,
+                    },
+                });
+            }
+            // FIFOs, character devices, /dev/stdin: read as a stream.
+            Ok(OpenedSource {
+                info: SourceInfo {
+                    kind: SourceKind::Stream,
+                    description,
+                },
+                reader: Box::new(file),
+                size: None,
+                finish: Finish::Stream,
+            })
+        }
+    }
+}
+
+impl OpenedSource {
+    /// Splits off the reader, so it can move to the reading thread while `finish` stays here.
+    pub fn take_reader(&mut self) -> Box<dyn Read + Send> {
+        std::mem::replace(&mut self.reader, Box::new(io::empty()))
+    }
+
+    /// Called after the last byte was read: fails if the source did not end the way a
+    /// complete, consistent read ends.
+    pub fn finish(self, bytes_read: u64) -> Result<()> {
+        match self.finish {
+            Finish::Stream => Ok(()),
+            Finish::Sized { path, size } => {
+                if bytes_read != size {
+                    bail!(
+                        "source {} changed size during the backup: it had {size} bytes, {bytes_read} were read; no version recorded",
+                        path.display()
+                    );
+                }
+                let mut f = File::open(&path)
+                    .with_context(|| format!("reopening source {}", path.display()))?;
+                let now = size_of(&mut f, &path)?;
+                if now != size {
+                    bail!(
+                        "source {} changed size during the backup: {size} bytes when opened, {now} now; no version recorded",
+                        path.display()
+                    );
+                }
+                Ok(())
+            }
+            Finish::Child { command, mut child } => {
+                let status = child
+                    .wait()
+                    .with_context(|| format!("waiting for command `{command}`"))?;
+                if !status.success() {
+                    bail!("command `{command}` failed ({status}); no version recorded");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops a command source whose output is no longer wanted.
+    pub fn abandon(self) {
+        if let Finish::Child { mut child, .. } = self.finish {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! A repository in a local directory: one file per object.
+//!
+//! Writes go to a hidden temporary file in the target's directory, are fsynced, then renamed
+//! (or hard-linked, for `put_new`, which fails atomically if the name exists) into place, and
+//! the directory is fsynced: after `put` returns, the object survives a power cut, and a crash
+//! before that leaves only a hidden `.tmp-*` file that listing ignores.
+
+use super::{Store, StoreError, valid_key};
+use async_trait::async_trait;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct LocalDir {
+    root: Arc<PathBuf>,
+}
+
+impl LocalDir {
+    pub fn new(root: impl Into<PathBuf>) -> LocalDir {
+        LocalDir {
+            root: Arc::new(root.into()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        if !valid_key(key) {
+            return Err(StoreError::BadKey {
+                store: self.describe(),
+                key: key.into(),
+            });
+        }
+        Ok(self.root.join(key))
+    }
+
+    /// Runs blocking file I/O off the async workers, attributing errors to `key`.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&Path, PathBuf) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let path = self.path(key)?;
+        let root = self.root.clone();
+        let res = tokio::task::spawn_blocking(move || f(&root, path)).await;
+        let res = res.unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))));
+        res.map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                StoreError::NotFound {
+                    store: self.describe(),
+                    key: key.into(),
+                }
+            } else {
+                StoreError::Io {
+                    store: self.describe(),
+                    key: key.into(),
+                    source,
+                }
+            }
+        })
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing parents below `root`, fsyncing each parent so the new entry
+/// is durable before anything is written into it.
+fn ensure_dir(root: &Path, dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.is_dir() && d != root {
+        missing.push(d.to_path_buf());
+        d = match d.parent() {
+            Some(p) => p,
+            None => break,
+        };
+    }
+    for m in missing.iter().rev() {
+        match fs::DirBuilder::new().mode(0o700).create(m) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = m.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_atomic(root: &Path, path: &Path, data: &[u8], only_if_new: bool) -> io::Result<bool> {
+    let dir = path.parent().unwrap_or(root);
+    ensure_dir(root, dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let placed = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        if only_if_new {
+            match fs::hard_link(&tmp, path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        } else {
+            fs::rename(&tmp, path).map(|()| true)
+        }
+    })();
+    // After a rename the temporary name is gone already; after a link or a failure it is not.
+    let _ = fs::remove_file(&tmp);
+    let placed = placed?;
+    if placed {
+        sync_dir(dir)?;
+    }
+    Ok(placed)
+}
+
+fn list_into(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let Some(key) = path.strip_prefix(root).ok().and_then(Path::to_str) else {
+            continue;
+        };
+        if entry.file_type()?.is_dir() {
+            // Only descend where keys under the prefix can be.
+            let as_dir = format!("{key}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                list_into(root, &path, prefix, out)?;
+            }
+        } else if key.starts_with(prefix) {
+            out.push(key.to_string());
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for LocalDir {
+    fn describe(&self) -> String {
+        format!("local directory {}", self.root.display())
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        self.blocking(key, move |root, path| {
+            write_atomic(root, &path, &data, false).map(drop)
+        })
+        .await
+    }
+
+    async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
+        self.blocking(key, move |root, path| {
+            write_atomic(root, &path, &data, true)
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.blocking(key, |_, path| fs::read(path)).await
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        self.blocking(key, move |_, path| {
+            let mut f = File::open(path)?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut out = Vec::new();
+            f.take(len).read_to_end(&mut out)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.blocking(key, |_, path| match fs::metadata(path) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.root.clone();
+        let p = prefix.to_string();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            list_into(&root, &root, &p, &mut out)?;
+            out.sort();
+            Ok::<_, io::Error>(out)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))));
+        res.map_err(|source| StoreError::Io {
+            store: self.describe(),
+            key: format!("{prefix}*"),
+            source,
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.blocking(key, |_, path| match fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+        .await
+    }
+}
