@@ -1,1 +1,8 @@
+//! All integration tests, one binary (ripgrep's layout): helpers in `util`, one module per area.
 
+mod util;
+
+mod bad_input;
+mod e2e;
+mod format_vectors;
+mod store_conformance;
