@@ -75,6 +75,12 @@ fn ensure_dir(root: &Path, dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
+    if !root.is_dir() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)?;
+    }
     let mut missing = Vec::new();
     let mut d = dir;
     while !d.is_dir() && d != root {

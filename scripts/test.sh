@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests use (Debian packages),
+# checks formatting and lints, then runs every test. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Tools the end-to-end tests drive for real: mke2fs/debugfs (ext4 images), losetup (loop
+# devices), setsid (running without a terminal).
+need=()
+command -v mke2fs >/dev/null || need+=(e2fsprogs)
+command -v debugfs >/dev/null || need+=(e2fsprogs)
+command -v losetup >/dev/null || need+=(mount)
+command -v setsid >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Loop devices need the loop module and root; fail loudly rather than skip.
+if [ "$(id -u)" != 0 ]; then
+  echo "the end-to-end tests attach loop devices and must run as root" >&2
+  exit 1
+fi
+[ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+# Unit tests, the integration binary, doc tests, and one quick pass of each benchmark.
+cargo test --all-targets
+cargo test --doc
