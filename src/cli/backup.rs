@@ -4,6 +4,7 @@ use crate::source::SourceSpec;
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use indicatif::HumanBytes;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -34,7 +35,14 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
     let spec = match (&a.command, &a.source) {
         (Some(c), _) if c.trim().is_empty() => bail!("--command is empty"),
         (Some(c), _) => SourceSpec::Command(c.clone()),
-        (None, Some(p)) if p.as_os_str() == "-" => SourceSpec::Stdin,
+        (None, Some(p)) if p.as_os_str() == "-" => {
+            if std::io::stdin().is_terminal() {
+                bail!(
+                    "standard input is a terminal: pipe the data to back up into blockvault (e.g. `pg_dump db | blockvault backup --name db -`)"
+                );
+            }
+            SourceSpec::Stdin
+        }
         (None, Some(p)) => SourceSpec::Path(p.clone()),
         (None, None) => {
             bail!("nothing to back up: give a SOURCE path, `-` for standard input, or --command")

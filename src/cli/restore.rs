@@ -4,6 +4,7 @@ use crate::restore::{RestoreOptions, Target, restore};
 use anyhow::{Result, bail};
 use clap::Args;
 use indicatif::HumanBytes;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -32,6 +33,11 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     let to_stdout = a.target.as_os_str() == "-";
     let target = match (to_stdout, a.in_place) {
         (true, true) => bail!("--in-place needs a file or device, not standard output"),
+        (true, false) if std::io::stdout().is_terminal() => {
+            bail!(
+                "standard output is a terminal: redirect it (`> file`, `| psql`) or give a target file"
+            )
+        }
         (true, false) => Target::Stdout,
         (false, true) => Target::InPlace(a.target.clone()),
         (false, false) => Target::NewFile {
