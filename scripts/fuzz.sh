@@ -18,7 +18,7 @@ targets=("$@")
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   # Seeds: the real objects of the format's test vectors.
-  cp ../format-spec/vectors/*.bin "corpus/$t/" 2>/dev/null || true
+  find ../format-spec/vectors/repo-* -type f -exec cp {} "corpus/$t/" \; 2>/dev/null || true
   echo "== $t for ${secs}s"
   "${fuzz[@]}" run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576
 done

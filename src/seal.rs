@@ -30,6 +30,25 @@ pub fn seal(
     payload: &[u8],
     zstd_level: Option<i32>,
 ) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    if key.is_some() {
+        rand::rng().fill_bytes(&mut nonce);
+    }
+    seal_with_nonce(kind, key, name, payload, zstd_level, &nonce)
+}
+
+/// [`seal`] with the nonce given, so the test vectors in `format-spec/vectors/` can be
+/// reproduced byte for byte. Never call it with a nonce that is not fresh and random: reusing
+/// a nonce under one key breaks XChaCha20-Poly1305. The nonce is ignored without a key.
+#[doc(hidden)]
+pub fn seal_with_nonce(
+    kind: Kind,
+    key: Option<&SealKey>,
+    name: &str,
+    payload: &[u8],
+    zstd_level: Option<i32>,
+    nonce: &[u8; NONCE_LEN],
+) -> Vec<u8> {
     let compressed = zstd_level
         .and_then(|level| zstd::bulk::compress(payload, level).ok())
         .filter(|c| c.len() < payload.len());
@@ -53,16 +72,14 @@ pub fn seal(
     out.extend_from_slice(&header);
     match key {
         Some(key) => {
-            let mut nonce = [0u8; NONCE_LEN];
-            rand::rng().fill_bytes(&mut nonce);
-            out.extend_from_slice(&nonce);
+            out.extend_from_slice(nonce);
             out.extend_from_slice(body);
             let aead = XChaCha20Poly1305::new((&key.0).into());
             let start = HEADER_LEN + NONCE_LEN;
             // Encryption in place cannot fail for inputs below the cipher's 256 GiB limit.
             let tag = aead
                 .encrypt_in_place_detached(
-                    XNonce::from_slice(&nonce),
+                    XNonce::from_slice(nonce),
                     &aad(&header, name),
                     &mut out[start..],
                 )
