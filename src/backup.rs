@@ -224,7 +224,7 @@ async fn run(repo: &Arc<Repo>, spec: &SourceSpec, opts: &BackupOptions) -> Resul
     };
     // `current` names the newest version; a backup recorded with an earlier --time does not
     // move it back.
-    if current.is_none_or(|c| c.version <= manifest.version) {
+    if current.is_none_or(|c| layout::version_order(&c.version, &manifest.version).is_le()) {
         repo.set_current(series, &manifest.version, digest).await?;
     }
 

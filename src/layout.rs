@@ -99,6 +99,20 @@ pub fn is_version_name(v: &str) -> bool {
         && !v.starts_with('.')
 }
 
+/// Orders version names by time, then by the `-N` suffix a same-second backup gets, so
+/// `…Z-10` comes after `…Z-2` (plain string order would not).
+pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn key(v: &str) -> (&str, u64) {
+        match v.rsplit_once("Z-") {
+            Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                (&v[..base.len() + 1], n.parse().unwrap_or(u64::MAX))
+            }
+            _ => (v, 1),
+        }
+    }
+    key(a).cmp(&key(b))
+}
+
 /// Splits `manifests/<escaped series>/<version>` into its parts.
 pub fn parse_manifest_key(key: &str) -> Option<(String, String)> {
     let rest = key.strip_prefix(MANIFESTS)?;
@@ -106,7 +120,12 @@ pub fn parse_manifest_key(key: &str) -> Option<(String, String)> {
     if version.contains('/') || !is_version_name(version) {
         return None;
     }
-    Some((unescape_series(series)?, version.to_string()))
+    let name = unescape_series(series)?;
+    // Only the canonical spelling names a series: `%61` is not another way to write `a`.
+    if escape_series(&name) != series {
+        return None;
+    }
+    Some((name, version.to_string()))
 }
 
 #[cfg(test)]
@@ -124,6 +143,23 @@ mod tests {
             Some(("tank/vm".into(), "v1".into()))
         );
         assert_eq!(parse_manifest_key("manifests/x/.tmp-1"), None);
+        assert_eq!(parse_manifest_key("manifests/%61/v1"), None);
+        let mut v = vec![
+            "2026-11-22T130507Z-10",
+            "2026-11-22T130508Z",
+            "2026-11-22T130507Z-2",
+            "2026-11-22T130507Z",
+        ];
+        v.sort_by(|a, b| version_order(a, b));
+        assert_eq!(
+            v,
+            [
+                "2026-11-22T130507Z",
+                "2026-11-22T130507Z-2",
+                "2026-11-22T130507Z-10",
+                "2026-11-22T130508Z"
+            ]
+        );
         let id = ChunkId([0xab; 32]);
         assert!(chunk(&id).starts_with("chunks/ab/abab"));
     }

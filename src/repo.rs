@@ -148,6 +148,7 @@ impl Repo {
         let plain = seal::open(Kind::Config, None, layout::CONFIG, &bytes, MAX_METADATA_LEN)
             .map_err(damaged(&what))?;
         let config: Config = decode_exact(&plain).map_err(damaged(&what))?;
+        validate_config(&config).map_err(|e| damaged(&what)(FormatError::Payload(e)))?;
         let key_names = store.list(layout::KEYS).await?;
         let keys = match config.encryption {
             Encryption::None => {
@@ -339,7 +340,7 @@ impl Repo {
             .filter(|(s, _)| s == series)
             .map(|(_, v)| v)
             .collect();
-        v.sort();
+        v.sort_by(|a, b| layout::version_order(a, b));
         Ok(v)
     }
 
@@ -390,6 +391,24 @@ impl Repo {
             ),
         }
     }
+}
+
+/// What a client checks before trusting a config's settings.
+fn validate_config(c: &Config) -> Result<(), String> {
+    Chunking::Fixed {
+        size: c.chunker.fixed_size,
+    }
+    .validate()?;
+    Chunking::Cdc {
+        min: c.chunker.cdc_min,
+        avg: c.chunker.cdc_avg,
+        max: c.chunker.cdc_max,
+    }
+    .validate()?;
+    if !(1..=19).contains(&c.zstd_level) {
+        return Err(format!("zstd level {} is outside 1..=19", c.zstd_level));
+    }
+    Ok(())
 }
 
 async fn add_key(
