@@ -5,8 +5,9 @@ use crate::format::FormatError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A stored object failed authentication, a checksum, its id, or a structural check.
-    #[error("{what} is damaged: {source}")]
+    /// A stored object failed authentication, a checksum, its id, or a structural check. The
+    /// reason is the error's source (printed by `{:#}`), not repeated here.
+    #[error("{what} {}", if matches!(.source, FormatError::UnsupportedVersion { .. }) { "cannot be read" } else { "is damaged" })]
     Damaged {
         what: String,
         #[source]
