@@ -132,6 +132,7 @@ fn pipeline(c: &mut Criterion) {
                     time: None,
                     in_flight: DEFAULT_IN_FLIGHT,
                     progress: false,
+                    allow_empty: false,
                 };
                 black_box(
                     rt.block_on(backup(repo, &SourceSpec::Path(src.clone()), opts))

@@ -36,6 +36,8 @@ pub struct BackupOptions {
     pub time: Option<jiff::Timestamp>,
     pub in_flight: usize,
     pub progress: bool,
+    /// Record a version even if a stream source produced no bytes at all.
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,6 +192,15 @@ async fn run(repo: &Arc<Repo>, spec: &SourceSpec, opts: &BackupOptions) -> Resul
     let _ = reader_thread.join();
     let info = source.info.clone();
     source.finish(bytes_read)?;
+    // `pg_dump db | blockvault backup -` cannot see pg_dump's exit status; a producer that
+    // died before writing anything shows up as an empty stream, so do not call that a backup.
+    if bytes_read == 0 && info.kind.is_stream() && !opts.allow_empty {
+        bail!(
+            "{} {} produced no data; no version recorded (if an empty backup is what you want, add --allow-empty)",
+            info.kind.as_str(),
+            info.description
+        );
+    }
 
     let chunks = refs
         .into_iter()

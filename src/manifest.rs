@@ -45,6 +45,14 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// Read to its end with no size known in advance (content-defined chunking).
+    pub fn is_stream(&self) -> bool {
+        matches!(
+            self,
+            SourceKind::Stdin | SourceKind::Command | SourceKind::Stream
+        )
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             SourceKind::File => "file",

@@ -447,6 +447,28 @@ fn cases() -> Vec<Case> {
             }),
         },
         Case {
+            name: "an empty stream on stdin (a producer that died before writing)",
+            run: |f| {
+                (
+                    f.bv(&["backup", "--name", "vm101", "-"]),
+                    strings(&["stdin", "produced no data", "--allow-empty"]),
+                )
+            },
+            code: 1,
+            after: Some(only_the_original_version),
+        },
+        Case {
+            name: "a command that exits 0 but writes nothing",
+            run: |f| {
+                (
+                    f.bv(&["backup", "--name", "vm101", "--command", "true"]),
+                    strings(&["command true produced no data"]),
+                )
+            },
+            code: 1,
+            after: Some(only_the_original_version),
+        },
+        Case {
             name: "init over an existing repository",
             run: |f| (f.bv(&["init"]), strings(&[f.repo(), "already exists"])),
             code: 1,

@@ -778,3 +778,47 @@ fn source_that_shrinks_during_backup_fails() {
     r.error(1, &[s(&src), "changed size", "no version recorded"]);
     assert!(v.list().is_empty(), "no version recorded");
 }
+
+#[test]
+fn list_shows_a_damaged_version_without_hiding_the_healthy_ones() {
+    let v = Vault::new();
+    let src = v.path("image");
+    write_random_file(&src, 11, 3 << 20);
+    let first = v.backup("vm101", &[s(&src)]);
+    let first = text(&first, "version").to_string();
+    // A later version of the same content (the name needs a different second).
+    let second = v.backup("vm101", &[s(&src), "--time", "2030-01-01T00:00:00Z"]);
+    let second = text(&second, "version").to_string();
+    let manifest = v.manifest_object("vm101", &first);
+    let bytes = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, &bytes[..bytes.len() / 2]).unwrap();
+
+    let text_list = v.run(&["list"]);
+    assert_eq!(text_list.code, 3, "damage is exit 3: {}", text_list.stderr);
+    let out = text_list.stdout_text();
+    assert!(
+        out.contains(&second),
+        "the healthy version is still listed:\n{out}"
+    );
+    assert!(
+        out.contains(&first) && out.contains("DAMAGED"),
+        "the damaged one is marked:\n{out}"
+    );
+    assert!(
+        text_list.stderr.contains(&first),
+        "the error names the damaged version"
+    );
+
+    let json_list = v.run(&["list", "--json"]);
+    assert_eq!(json_list.code, 3);
+    let rows: Vec<Value> = serde_json::from_slice(&json_list.stdout).unwrap();
+    assert_eq!(rows.len(), 2);
+    let damaged: Vec<&Value> = rows.iter().filter(|r| r.get("damaged").is_some()).collect();
+    assert_eq!(damaged.len(), 1);
+    assert_eq!(damaged[0]["version"], first.as_str());
+    // The healthy version still restores.
+    std::fs::write(&manifest, &bytes).unwrap();
+    let out_file = v.path("restored");
+    v.restore("vm101", &["--version", &second, s(&out_file)]);
+    assert_same_contents(&src, &out_file);
+}

@@ -29,6 +29,10 @@ pub struct BackupArgs {
     /// Chunks processed at once; memory use is about this times twice the chunk size.
     #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N")]
     pub in_flight: usize,
+    /// Record a version even when standard input or the command produces no data (refused
+    /// by default: an empty stream is usually a producer that failed).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
@@ -66,6 +70,7 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             time,
             in_flight: a.in_flight,
             progress: g.progress(),
+            allow_empty: a.allow_empty,
         },
     )
     .await?;

@@ -1,4 +1,6 @@
 use super::{GlobalArgs, rfc3339};
+use crate::error::Error;
+use crate::format::FormatError;
 use crate::repo::Repo;
 use anyhow::Result;
 use clap::Args;
@@ -12,7 +14,7 @@ pub struct ListArgs {
     pub name: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 pub struct VersionRow {
     pub series: String,
     pub version: String,
@@ -24,6 +26,14 @@ pub struct VersionRow {
     pub host: String,
     pub chunks: u64,
     pub bytes_new_stored: u64,
+    /// Why the manifest could not be read; the fields after `current` are then empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
+}
+
+fn is_damage(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Damaged { .. })))
 }
 
 pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<Vec<VersionRow>> {
@@ -37,11 +47,30 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<Vec<VersionRow>> {
     };
     let mut rows = Vec::new();
     for s in series {
-        let current = repo.current(&s).await?.map(|p| p.version);
+        let current = match repo.current(&s).await {
+            Ok(p) => p.map(|p| p.version),
+            Err(e) if is_damage(&e) => None,
+            Err(e) => return Err(e),
+        };
         for v in repo.list_versions(&s).await? {
-            let (m, _) = repo.load_manifest(&s, &v).await?;
+            let is_current = current.as_deref() == Some(v.as_str());
+            let m = match repo.load_manifest(&s, &v).await {
+                Ok((m, _)) => m,
+                // One damaged manifest must not hide every healthy version from the user.
+                Err(e) if is_damage(&e) => {
+                    rows.push(VersionRow {
+                        series: s.clone(),
+                        version: v,
+                        current: is_current,
+                        damaged: Some(format!("{e:#}")),
+                        ..VersionRow::default()
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             rows.push(VersionRow {
-                current: current.as_deref() == Some(v.as_str()),
+                current: is_current,
                 series: s.clone(),
                 version: v,
                 time: rfc3339(m.time),
@@ -51,17 +80,44 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<Vec<VersionRow>> {
                 host: m.host,
                 chunks: m.chunks.len() as u64,
                 bytes_new_stored: m.stats.bytes_new_stored,
+                damaged: None,
             });
         }
     }
     Ok(rows)
 }
 
+/// Exit 3 after listing when any version could not be read.
+fn verdict(rows: &[VersionRow]) -> Result<()> {
+    let damaged: Vec<String> = rows
+        .iter()
+        .filter(|r| r.damaged.is_some())
+        .map(|r| format!("{} {}", r.series, r.version))
+        .collect();
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    let what = match damaged.as_slice() {
+        [one] => format!("the manifest of {one}"),
+        many => format!(
+            "the manifests of {} versions ({})",
+            many.len(),
+            many.join(", ")
+        ),
+    };
+    Err(Error::Damaged {
+        what,
+        source: FormatError::Payload("see the list above".into()),
+    }
+    .into())
+}
+
 pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
     let repo = g.open().await?;
     let rows = rows(&repo, a.name.as_deref()).await?;
     if g.json {
-        return super::print_json(&rows);
+        super::print_json(&rows)?;
+        return verdict(&rows);
     }
     if rows.is_empty() {
         println!("no backups yet in {}", repo.location());
@@ -83,16 +139,18 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
         } else {
             r.version.clone()
         };
-        println!(
-            "{:<w$}  {:<22}  {:<20}  {:>10}  {} {}",
-            r.series,
-            v,
-            r.time,
-            HumanBytes(r.size).to_string(),
-            r.source_kind,
-            r.source
-        );
+        match &r.damaged {
+            Some(why) => println!("{:<w$}  {v:<22}  DAMAGED: {why}", r.series),
+            None => println!(
+                "{:<w$}  {v:<22}  {:<20}  {:>10}  {} {}",
+                r.series,
+                r.time,
+                HumanBytes(r.size).to_string(),
+                r.source_kind,
+                r.source
+            ),
+        }
     }
     println!("(* = current version of the series)");
-    Ok(())
+    verdict(&rows)
 }
