@@ -133,6 +133,7 @@ fn pipeline(c: &mut Criterion) {
                     in_flight: DEFAULT_IN_FLIGHT,
                     progress: false,
                     allow_empty: false,
+                    dry_run: false,
                 };
                 black_box(
                     rt.block_on(backup(repo, &SourceSpec::Path(src.clone()), opts))

@@ -25,6 +25,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 [ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
 
+# Real S3 servers (Garage, moto) for the S3 tests; the tests start and stop them themselves.
+python3 -c 'import venv, ensurepip' 2>/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+}
+./scripts/install-test-servers.sh
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 # Unit tests, the integration binary, doc tests, and one quick pass of each benchmark.

@@ -17,6 +17,7 @@ use crate::manifest::{BackupStats, ChunkRef, Manifest};
 use crate::progress;
 use crate::repo::{Repo, hostname};
 use crate::source::{self, SourceSpec};
+use crate::store::Requests;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -38,6 +39,9 @@ pub struct BackupOptions {
     pub progress: bool,
     /// Record a version even if a stream source produced no bytes at all.
     pub allow_empty: bool,
+    /// Read, chunk, hash and compress, ask the store what it has, but write nothing: no
+    /// chunk, no manifest, no lock.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +62,11 @@ pub struct BackupSummary {
     pub bytes_new_stored: u64,
     pub seconds: f64,
     pub mb_per_s: f64,
+    /// True when nothing was written (`--dry-run`); `version` is then empty and the chunk
+    /// and byte counts say what would have been uploaded.
+    pub dry_run: bool,
+    /// Requests this run made of the store, by type.
+    pub requests: Requests,
 }
 
 enum Outcome {
@@ -72,6 +81,7 @@ struct Ctx {
     known: HashSet<ChunkId>,
     /// Ids this run has already decided about.
     seen: Mutex<HashSet<ChunkId>>,
+    dry_run: bool,
 }
 
 /// Version names sort by time: `2026-11-22T130507Z`.
@@ -85,19 +95,29 @@ pub async fn backup(
     opts: BackupOptions,
 ) -> Result<BackupSummary> {
     layout::validate_series(&opts.series).map_err(|e| anyhow!(e))?;
+    let requests_before = repo.store().requests();
+    if opts.dry_run {
+        // A dry run writes nothing, not even a lock.
+        return run(&repo, spec, &opts).await;
+    }
     let lock = LockGuard::acquire(
         &repo,
         LockMode::Shared,
         &format!("backup of {}", opts.series),
     )
     .await?;
-    let result = run(&repo, spec, &opts).await;
+    let mut result = run(&repo, spec, &opts).await;
     lock.release().await;
+    // The lock's own requests (and a first conditional-write probe) are part of the cost.
+    if let Ok(summary) = &mut result {
+        summary.requests = repo.store().requests().since(requests_before);
+    }
     result
 }
 
 async fn run(repo: &Arc<Repo>, spec: &SourceSpec, opts: &BackupOptions) -> Result<BackupSummary> {
     let started = Instant::now();
+    let requests_before = repo.store().requests();
     let series = opts.series.as_str();
     let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
     let mut source = source::open(spec)?;
@@ -129,6 +149,7 @@ async fn run(repo: &Arc<Repo>, spec: &SourceSpec, opts: &BackupOptions) -> Resul
         repo: repo.clone(),
         known,
         seen: Mutex::new(HashSet::new()),
+        dry_run: opts.dry_run,
     });
 
     let reader = source.take_reader();
@@ -207,6 +228,32 @@ async fn run(repo: &Arc<Repo>, spec: &SourceSpec, opts: &BackupOptions) -> Resul
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| anyhow!("internal error: a chunk result went missing"))?;
     stats.duration_ms = started.elapsed().as_millis() as u64;
+    if opts.dry_run {
+        let secs = started.elapsed().as_secs_f64();
+        return Ok(BackupSummary {
+            series: series.to_string(),
+            version: String::new(),
+            time: time.to_string(),
+            source_kind: info.kind.as_str(),
+            source: info.description.clone(),
+            parent: parent.map(|m| m.version),
+            size: bytes_read,
+            chunks: chunks.len() as u64,
+            chunks_new: stats.chunks_new,
+            chunks_reused: stats.chunks_reused,
+            chunks_zero: stats.chunks_zero,
+            bytes_new: stats.bytes_new,
+            bytes_new_stored: stats.bytes_new_stored,
+            seconds: secs,
+            mb_per_s: if secs > 0.0 {
+                bytes_read as f64 / 1e6 / secs
+            } else {
+                0.0
+            },
+            dry_run: true,
+            requests: repo.store().requests().since(requests_before),
+        });
+    }
     let mut manifest = Manifest {
         series: series.to_string(),
         version: version_name(time),
@@ -263,6 +310,8 @@ async fn run(repo: &Arc<Repo>, spec: &SourceSpec, opts: &BackupOptions) -> Resul
         } else {
             0.0
         },
+        dry_run: false,
+        requests: repo.store().requests().since(requests_before),
     })
 }
 
@@ -358,6 +407,16 @@ async fn process(ctx: &Ctx, index: usize, chunk: Chunk) -> Result<(usize, ChunkR
     let repo = ctx.repo.clone();
     let sealed = cpu::run(move || repo.seal_chunk(&id, &data)).await?;
     let stored = sealed.len() as u64;
+    if ctx.dry_run {
+        return Ok((
+            index,
+            r,
+            Outcome::New {
+                raw: u64::from(len),
+                stored,
+            },
+        ));
+    }
     ctx.repo
         .store()
         .put(&name, sealed)

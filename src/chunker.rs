@@ -200,11 +200,12 @@ impl<R: Read> Iterator for CdcChunker<R> {
         if self.failed {
             return None;
         }
-        if self.end - self.start < self.max && !self.eof {
-            if let Err(e) = self.refill() {
-                self.failed = true;
-                return Some(Err(e));
-            }
+        if self.end - self.start < self.max
+            && !self.eof
+            && let Err(e) = self.refill()
+        {
+            self.failed = true;
+            return Some(Err(e));
         }
         if self.start == self.end {
             return None;

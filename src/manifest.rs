@@ -127,10 +127,11 @@ impl Manifest {
             if len == 0 || len > max {
                 return bad(format!("chunk {i} has length {len}, outside 1..={max}"));
             }
-            if let Chunking::Fixed { size } = self.chunking {
-                if i + 1 < self.chunks.len() && len != u64::from(size) {
-                    return bad(format!("fixed chunk {i} has length {len}, expected {size}"));
-                }
+            if let Chunking::Fixed { size } = self.chunking
+                && i + 1 < self.chunks.len()
+                && len != u64::from(size)
+            {
+                return bad(format!("fixed chunk {i} has length {len}, expected {size}"));
             }
             total = total.saturating_add(len);
         }

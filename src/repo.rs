@@ -23,12 +23,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Config option: the S3 storage class for chunk objects when a backup names none.
+pub const OPTION_STORAGE_CLASS: &str = "storage_class";
 
 pub struct InitOptions {
     pub encryption: Encryption,
     pub chunker: ChunkerDefaults,
     pub zstd_level: i32,
     pub argon2: Argon2Cost,
+    pub options: BTreeMap<String, String>,
 }
 
 impl Default for InitOptions {
@@ -43,6 +46,7 @@ impl Default for InitOptions {
             },
             zstd_level: DEFAULT_ZSTD_LEVEL,
             argon2: Argon2Cost::default(),
+            options: BTreeMap::new(),
         }
     }
 }
@@ -105,7 +109,7 @@ impl Repo {
             encryption: opts.encryption,
             chunker: opts.chunker,
             zstd_level: opts.zstd_level,
-            options: BTreeMap::new(),
+            options: opts.options,
         };
         let keys = match opts.encryption {
             Encryption::None => Keys::unencrypted(&repo_id),
@@ -363,10 +367,10 @@ impl Repo {
             );
         }
         let Some(wanted) = wanted else {
-            if let Some(p) = self.current(series).await? {
-                if versions.contains(&p.version) {
-                    return Ok(p.version);
-                }
+            if let Some(p) = self.current(series).await?
+                && versions.contains(&p.version)
+            {
+                return Ok(p.version);
             }
             return Ok(versions[versions.len() - 1].clone());
         };

@@ -21,6 +21,7 @@ use crate::manifest::{ChunkRef, Manifest};
 use crate::progress;
 use crate::repo::Repo;
 use crate::source::size_of;
+use crate::store::Requests;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -62,6 +63,8 @@ pub struct RestoreSummary {
     pub bytes_written: u64,
     pub seconds: f64,
     pub mb_per_s: f64,
+    /// Requests this restore made of the store, by type.
+    pub requests: Requests,
 }
 
 #[derive(Default)]
@@ -79,14 +82,19 @@ pub async fn restore(
     target: Target,
     opts: RestoreOptions,
 ) -> Result<RestoreSummary> {
+    let requests_before = repo.store().requests();
     let lock = LockGuard::acquire(
         &repo,
         LockMode::Shared,
         &format!("restore of {series} {version}"),
     )
     .await?;
-    let result = run(&repo, series, version, &target, &opts).await;
+    let mut result = run(&repo, series, version, &target, &opts).await;
     lock.release().await;
+    // The lock's own requests (and a first conditional-write probe) are part of the cost.
+    if let Ok(summary) = &mut result {
+        summary.requests = repo.store().requests().since(requests_before);
+    }
     result
 }
 
@@ -98,6 +106,7 @@ async fn run(
     opts: &RestoreOptions,
 ) -> Result<RestoreSummary> {
     let started = Instant::now();
+    let requests_before = repo.store().requests();
     let (m, _) = repo.load_manifest(series, version).await?;
     let m = Arc::new(m);
     let pb = progress::bar(
@@ -133,6 +142,7 @@ async fn run(
         } else {
             0.0
         },
+        requests: repo.store().requests().since(requests_before),
     })
 }
 
@@ -264,13 +274,11 @@ async fn in_place(
             path.display()
         );
     }
-    if is_device {
-        if let Some(at) = mount_point_of(path) {
-            bail!(
-                "target {} is mounted at {at}: unmount it first; nothing was written",
-                path.display()
-            );
-        }
+    if is_device && let Some(at) = mount_point_of(path) {
+        bail!(
+            "target {} is mounted at {at}: unmount it first; nothing was written",
+            path.display()
+        );
     }
     let mut file = OpenOptions::new()
         .read(true)
@@ -330,12 +338,12 @@ async fn write_positional(
     let shown = shown.display().to_string();
     for (offset, c) in m.offsets() {
         let c = *c;
-        if compare.is_none() {
-            if let ChunkRef::Zero { len } = c {
-                counts.zero += 1;
-                pb.inc(u64::from(len));
-                continue;
-            }
+        if compare.is_none()
+            && let ChunkRef::Zero { len } = c
+        {
+            counts.zero += 1;
+            pb.inc(u64::from(len));
+            continue;
         }
         let permit = sem.clone().acquire_owned().await?;
         while let Some(done) = tasks.try_join_next() {

@@ -213,6 +213,7 @@ mod tests {
     use super::*;
     use crate::keys::MasterKey;
     use proptest::prelude::*;
+    use rand::RngCore;
 
     fn keys() -> Keys {
         Keys::from_master(&MasterKey([3; 32]))

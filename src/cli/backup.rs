@@ -33,6 +33,10 @@ pub struct BackupArgs {
     /// by default: an empty stream is usually a producer that failed).
     #[arg(long)]
     pub allow_empty: bool,
+    /// Read and chunk the source and say how many objects and bytes would be uploaded,
+    /// without writing anything to the repository.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
@@ -71,16 +75,28 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             in_flight: a.in_flight,
             progress: g.progress(),
             allow_empty: a.allow_empty,
+            dry_run: a.dry_run,
         },
     )
     .await?;
     if g.json {
         super::print_json(&s)?;
     } else if !g.quiet {
-        println!(
-            "backed up {} ({}) as series {} version {}",
-            s.source, s.source_kind, s.series, s.version
-        );
+        if s.dry_run {
+            println!(
+                "dry run of {} ({}) for series {}: nothing was written; it would upload {} objects ({} stored)",
+                s.source,
+                s.source_kind,
+                s.series,
+                s.chunks_new,
+                HumanBytes(s.bytes_new_stored)
+            );
+        } else {
+            println!(
+                "backed up {} ({}) as series {} version {}",
+                s.source, s.source_kind, s.series, s.version
+            );
+        }
         println!(
             "  read {} in {:.1} s ({:.0} MB/s); new {} ({} stored); chunks: {} new, {} reused, {} zero",
             HumanBytes(s.size),
@@ -92,6 +108,13 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             s.chunks_reused,
             s.chunks_zero
         );
+        let r = &s.requests;
+        if r.total() > 0 {
+            println!(
+                "  requests: {} PUT, {} GET, {} HEAD, {} LIST, {} DELETE",
+                r.put, r.get, r.head, r.list, r.delete
+            );
+        }
     }
     Ok(())
 }

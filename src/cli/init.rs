@@ -2,10 +2,11 @@ use super::{GlobalArgs, parse_size};
 use crate::chunker::{Chunking, DEFAULT_FIXED_SIZE};
 use crate::format::config::Encryption;
 use crate::keys::{self, Secret};
-use crate::repo::{InitOptions, Repo};
-use crate::store::LocalDir;
+use crate::repo::{InitOptions, OPTION_STORAGE_CLASS, Repo};
+use crate::store::{LocalDir, S3, Store};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
@@ -34,31 +35,50 @@ pub struct InitArgs {
 
 pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     let loc = g.repo_location()?;
-    let path = Path::new(loc);
     let fixed = u32::try_from(a.chunk_size)
         .map_err(|_| anyhow!("--chunk-size {} is too large", a.chunk_size))?;
     Chunking::Fixed { size: fixed }
         .validate()
         .map_err(|e| anyhow!("--chunk-size: {e}"))?;
-    if path.exists() {
-        let empty = path.is_dir()
-            && path
-                .read_dir()
-                .with_context(|| format!("reading {loc}"))?
-                .next()
-                .is_none();
-        if !empty {
+    let mut options = BTreeMap::new();
+    if let Some(class) = &g.storage_class {
+        crate::store::s3::storage_class(Some(class))
+            .map_err(|e| anyhow!("--storage-class: {e}"))?;
+        options.insert(OPTION_STORAGE_CLASS.to_string(), class.clone());
+    }
+    let store: Arc<dyn Store> = if loc.starts_with("s3://") {
+        let s3 = S3::connect(g.s3_options(loc)?).await?;
+        s3.check_bucket().await?;
+        if !s3.list("").await?.is_empty() {
             bail!(
-                "{loc} already exists and is not an empty directory; choose a new path for the repository"
+                "{} already holds objects; choose an empty prefix for a new repository",
+                s3.describe()
             );
         }
+        Arc::new(s3)
     } else {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
-            .with_context(|| format!("creating {loc}"))?;
-    }
+        let path = Path::new(loc);
+        if path.exists() {
+            let empty = path.is_dir()
+                && path
+                    .read_dir()
+                    .with_context(|| format!("reading {loc}"))?
+                    .next()
+                    .is_none();
+            if !empty {
+                bail!(
+                    "{loc} already exists and is not an empty directory; choose a new path for the repository"
+                );
+            }
+        } else {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .with_context(|| format!("creating {loc}"))?;
+        }
+        Arc::new(LocalDir::new(path))
+    };
     let encryption = match a.encryption {
         EncryptionArg::Repokey => Encryption::XChaCha20Poly1305,
         EncryptionArg::None => Encryption::None,
@@ -73,7 +93,7 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
         ..InitOptions::default()
     };
     opts.chunker.fixed_size = fixed;
-    let repo = Repo::init(Arc::new(LocalDir::new(path)), opts, secret).await?;
+    let repo = Repo::init(store, opts, secret).await?;
     if g.json {
         super::print_json(&serde_json::json!({
             "repository": loc,
@@ -96,26 +116,26 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
 
 /// For init, --key-file names a file to create when it does not exist yet.
 fn init_secret(g: &GlobalArgs) -> Result<Secret> {
-    if let Some(kf) = &g.key_file {
-        if !kf.exists() {
-            let contents = keys::new_key_file();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(kf)
-                .with_context(|| format!("creating key file {}", kf.display()))?;
-            f.write_all(contents.as_bytes())
-                .and_then(|()| f.sync_all())
-                .with_context(|| format!("writing key file {}", kf.display()))?;
-            eprintln!(
-                "created key file {}: keep a copy somewhere safe; without it this repository cannot be opened",
-                kf.display()
-            );
-            let key = keys::parse_key_file(contents.as_bytes())
-                .ok_or_else(|| anyhow!("internal error: new key file unreadable"))?;
-            return Ok(Secret::KeyFile(Zeroizing::new(key.to_vec())));
-        }
+    if let Some(kf) = &g.key_file
+        && !kf.exists()
+    {
+        let contents = keys::new_key_file();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(kf)
+            .with_context(|| format!("creating key file {}", kf.display()))?;
+        f.write_all(contents.as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing key file {}", kf.display()))?;
+        eprintln!(
+            "created key file {}: keep a copy somewhere safe; without it this repository cannot be opened",
+            kf.display()
+        );
+        let key = keys::parse_key_file(contents.as_bytes())
+            .ok_or_else(|| anyhow!("internal error: new key file unreadable"))?;
+        return Ok(Secret::KeyFile(Zeroizing::new(key.to_vec())));
     }
     g.secret(true)
 }

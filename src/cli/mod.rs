@@ -8,7 +8,7 @@ mod restore;
 mod show;
 
 use crate::keys::{self, Secret};
-use crate::store::{LocalDir, Store};
+use crate::store::{LocalDir, S3, S3Options, Store};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -27,8 +27,8 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// The repository: a local directory.
-    #[arg(long, env = "BLOCKVAULT_REPO", global = true, value_name = "PATH")]
+    /// The repository: a local directory, or s3://bucket/prefix.
+    #[arg(long, env = "BLOCKVAULT_REPO", global = true, value_name = "PATH|URL")]
     pub repo: Option<String>,
     /// Read the passphrase from this file (its first line). BLOCKVAULT_PASSWORD also works;
     /// otherwise blockvault asks on the terminal.
@@ -44,6 +44,17 @@ pub struct GlobalArgs {
     /// No progress bar and no text summary.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// S3-compatible endpoint (Garage, Ceph RGW, MinIO, ...), e.g. http://10.0.0.5:3900.
+    /// AWS_ENDPOINT_URL also works.
+    #[arg(long, global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (Garage: its s3_region). AWS_REGION and profiles also work.
+    #[arg(long, global = true, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Storage class for chunk data on S3 (STANDARD_IA, GLACIER_IR, ...); manifests,
+    /// pointers, keys and locks stay STANDARD. With init: the repository's default.
+    #[arg(long, global = true, value_name = "CLASS")]
+    pub storage_class: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,20 +84,28 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 impl GlobalArgs {
     fn repo_location(&self) -> Result<&str> {
-        let r = self.repo.as_deref().ok_or_else(|| {
-            anyhow!("no repository given: use --repo PATH or set BLOCKVAULT_REPO")
-        })?;
-        if r.starts_with("s3://") {
-            bail!(
-                "S3 repositories ({r}) are not supported by this build yet; use a local directory"
-            );
-        }
-        Ok(r)
+        self.repo.as_deref().ok_or_else(|| {
+            anyhow!(
+                "no repository given: use --repo PATH or s3://bucket/prefix, or set BLOCKVAULT_REPO"
+            )
+        })
     }
 
-    /// The store of an existing repository.
-    fn store(&self) -> Result<Arc<dyn Store>> {
+    fn s3_options(&self, url: &str) -> Result<S3Options> {
+        let mut o = S3Options::from_url(url).map_err(|e| anyhow!(e))?;
+        o.endpoint = self.s3_endpoint.clone();
+        o.region = self.s3_region.clone();
+        o.chunk_storage_class = self.storage_class.clone();
+        Ok(o)
+    }
+
+    /// The store of an existing repository, and the S3 handle when it is one.
+    async fn store(&self) -> Result<(Arc<dyn Store>, Option<Arc<S3>>)> {
         let loc = self.repo_location()?;
+        if loc.starts_with("s3://") {
+            let s3 = Arc::new(S3::connect(self.s3_options(loc)?).await?);
+            return Ok((s3.clone(), Some(s3)));
+        }
         let path = Path::new(loc);
         if !path.exists() {
             bail!(
@@ -96,13 +115,18 @@ impl GlobalArgs {
         if !path.is_dir() {
             bail!("{loc} is not a blockvault repository: it is not a directory");
         }
-        Ok(Arc::new(LocalDir::new(path)))
+        Ok((Arc::new(LocalDir::new(path)), None))
     }
 
     /// Opens the repository, asking for a secret only if it is encrypted.
     async fn open(&self) -> Result<Arc<crate::repo::Repo>> {
-        let store = self.store()?;
+        let (store, s3) = self.store().await?;
         let repo = crate::repo::Repo::open(store, || self.secret(false)).await?;
+        if let (Some(s3), None) = (s3, &self.storage_class) {
+            let default = repo.config.options.get(crate::repo::OPTION_STORAGE_CLASS);
+            s3.set_chunk_storage_class(default.map(String::as_str))
+                .map_err(|e| anyhow!("the repository's default storage class: {e}"))?;
+        }
         Ok(Arc::new(repo))
     }
 

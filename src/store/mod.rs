@@ -11,12 +11,16 @@
 
 pub mod local_dir;
 pub mod memory;
+pub mod s3;
 
 pub use local_dir::LocalDir;
 pub use memory::Memory;
+pub use s3::{S3, S3Options};
 
 use async_trait::async_trait;
+use serde::Serialize;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,6 +35,14 @@ pub enum StoreError {
     },
     #[error("{store}: invalid object name {key:?}")]
     BadKey { store: String, key: String },
+    /// A remote store refused or failed the request (after retries); `message` says why in
+    /// the user's terms: bucket missing, access denied, wrong region, unreachable endpoint.
+    #[error("{}{store}: {message}", if key.is_empty() { String::new() } else { format!("{key} in ") })]
+    Remote {
+        store: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl StoreError {
@@ -39,10 +51,82 @@ impl StoreError {
     }
 }
 
+/// Requests a store has made, by type: what a run cost on a store that bills per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Requests {
+    pub put: u64,
+    pub get: u64,
+    pub head: u64,
+    pub list: u64,
+    pub delete: u64,
+}
+
+impl Requests {
+    pub fn since(self, earlier: Requests) -> Requests {
+        Requests {
+            put: self.put - earlier.put,
+            get: self.get - earlier.get,
+            head: self.head - earlier.head,
+            list: self.list - earlier.list,
+            delete: self.delete - earlier.delete,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.put + self.get + self.head + self.list + self.delete
+    }
+}
+
+/// Counters a store bumps as it makes requests.
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    put: AtomicU64,
+    get: AtomicU64,
+    head: AtomicU64,
+    list: AtomicU64,
+    delete: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum RequestKind {
+    Put,
+    Get,
+    Head,
+    List,
+    Delete,
+}
+
+impl RequestCounter {
+    pub fn count(&self, kind: RequestKind) {
+        let c = match kind {
+            RequestKind::Put => &self.put,
+            RequestKind::Get => &self.get,
+            RequestKind::Head => &self.head,
+            RequestKind::List => &self.list,
+            RequestKind::Delete => &self.delete,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Requests {
+        Requests {
+            put: self.put.load(Ordering::Relaxed),
+            get: self.get.load(Ordering::Relaxed),
+            head: self.head.load(Ordering::Relaxed),
+            list: self.list.load(Ordering::Relaxed),
+            delete: self.delete.load(Ordering::Relaxed),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Where this store is, for messages: "local directory /srv/vault".
     fn describe(&self) -> String;
+    /// Requests made so far (operations, for a local directory).
+    fn requests(&self) -> Requests {
+        Requests::default()
+    }
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError>;
     /// Creates `key` only if it does not exist yet; `Ok(false)` when it already did.
     async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError>;

@@ -1,0 +1,514 @@
+//! A repository in an S3 bucket (AWS or any S3-compatible server: Garage, Ceph RGW, MinIO).
+//!
+//! Keys are stored under the repository's prefix. Transient failures (5xx, SlowDown,
+//! timeouts, connection resets) are retried by the SDK's standard retry strategy, with
+//! exponential backoff and jitter, before an error reaches the caller.
+//!
+//! Conditional creation (`If-None-Match: *`) is used for `put_new` only where the server has
+//! been seen to honour it: Garage answers 200 and overwrites. `conditional_writes` probes
+//! once per process. Where it is not honoured, `put_new` checks with HEAD and then writes;
+//! two racing creators can then both "win". Nothing depends on that being atomic: manifest
+//! names carry the time and lock names are random, so a race needs two writers choosing the
+//! same name in the same second (see format-spec, "Read and write ordering").
+
+use super::{RequestCounter, RequestKind, Requests, Store, StoreError};
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::StorageClass;
+use rand::RngCore;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Where and how to reach a bucket.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub bucket: String,
+    /// Empty, or ending in `/`.
+    pub prefix: String,
+    /// For S3-compatible servers; path-style addressing is used whenever this is set.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Storage class for chunk objects; everything else is always STANDARD.
+    pub chunk_storage_class: Option<String>,
+}
+
+/// Storage classes that S3 accepts for PUT. Chunks in GLACIER or DEEP_ARCHIVE cannot be read
+/// without a restore request first; we allow them, since that is a deliberate choice.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+];
+
+/// Checks a storage class name against what S3 accepts.
+pub fn storage_class(name: Option<&str>) -> Result<Option<StorageClass>, String> {
+    match name {
+        None => Ok(None),
+        Some(c) if STORAGE_CLASSES.contains(&c) => Ok(Some(StorageClass::from(c))),
+        Some(c) => Err(format!(
+            "unknown storage class {c:?} (known: {})",
+            STORAGE_CLASSES.join(", ")
+        )),
+    }
+}
+
+impl S3Options {
+    /// Parses `s3://bucket[/prefix]`.
+    pub fn from_url(url: &str) -> Result<S3Options, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!(
+                "{url:?} names no bucket (expected s3://bucket/prefix)"
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|s| s == "." || s == "..") {
+            return Err(format!(
+                "{url:?}: the prefix may not contain . or .. segments"
+            ));
+        }
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        Ok(S3Options {
+            bucket: bucket.to_string(),
+            prefix,
+            ..S3Options::default()
+        })
+    }
+}
+
+pub struct S3 {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    shown: String,
+    chunk_class: std::sync::RwLock<Option<StorageClass>>,
+    counter: RequestCounter,
+    conditional: OnceCell<bool>,
+}
+
+/// How many times one request is tried before its failure is the run's failure. With the
+/// standard strategy's backoff (up to 20 s between tries) this rides out a server restart.
+const MAX_ATTEMPTS: u32 = 10;
+
+impl S3 {
+    pub async fn connect(opts: S3Options) -> Result<S3, StoreError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(r) = &opts.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(e) = &opts.endpoint {
+            loader = loader.endpoint_url(e.clone());
+        }
+        let shared = loader.load().await;
+        let endpoint = opts
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let shown = match &endpoint {
+            Some(e) => format!("s3://{}/{} at {e}", opts.bucket, opts.prefix),
+            None => format!("s3://{}/{}", opts.bucket, opts.prefix),
+        };
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            // Garage rejects the SDK's default streaming checksums (S3-TESTING.md).
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(300))
+                    .build(),
+            );
+        if endpoint.is_some() {
+            b = b.force_path_style(true);
+        }
+        if shared.region().is_none() {
+            // Without a region the SDK cannot sign; us-east-1 is what S3-compatible servers
+            // most often expect when they say nothing.
+            b = b.region(Region::new("us-east-1"));
+        }
+        let chunk_class =
+            storage_class(opts.chunk_storage_class.as_deref()).map_err(|message| {
+                StoreError::Remote {
+                    store: shown.clone(),
+                    key: String::new(),
+                    message,
+                }
+            })?;
+        Ok(S3 {
+            client: Client::from_conf(b.build()),
+            bucket: opts.bucket,
+            prefix: opts.prefix,
+            shown,
+            chunk_class: std::sync::RwLock::new(chunk_class),
+            counter: RequestCounter::default(),
+            conditional: OnceCell::new(),
+        })
+    }
+
+    /// Sets the storage class for chunk objects written from now on (the repository's
+    /// default, read from its config after opening, unless the command line chose one).
+    pub fn set_chunk_storage_class(&self, class: Option<&str>) -> Result<(), String> {
+        let c = storage_class(class)?;
+        *self.chunk_class.write().unwrap_or_else(|p| p.into_inner()) = c;
+        Ok(())
+    }
+
+    fn full(&self, key: &str) -> Result<String, StoreError> {
+        if !super::valid_key(key) {
+            return Err(StoreError::BadKey {
+                store: self.describe(),
+                key: key.into(),
+            });
+        }
+        Ok(format!("{}{key}", self.prefix))
+    }
+
+    /// Turns an SDK error into one that says, in a user's words, what is wrong and where.
+    fn error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+        &self,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().map(str::to_string);
+        if status == Some(404) && code.as_deref() != Some("NoSuchBucket") {
+            return StoreError::NotFound {
+                store: self.describe(),
+                key: key.into(),
+            };
+        }
+        // One line, short: the SDK's full context (`DisplayErrorContext`) spans several
+        // lines for a credentials failure and ends in a Debug dump of the whole error.
+        let why = reason(&err);
+        let message = match (code.as_deref(), status) {
+            (Some("NoSuchBucket"), _) => format!("bucket {:?} does not exist", self.bucket),
+            (
+                Some("AccessDenied") | Some("InvalidAccessKeyId") | Some("SignatureDoesNotMatch"),
+                _,
+            )
+            | (_, Some(403)) => {
+                format!(
+                    "access denied to bucket {:?} (check the credentials and the bucket policy): {why}",
+                    self.bucket
+                )
+            }
+            (
+                Some("AuthorizationHeaderMalformed")
+                | Some("PermanentRedirect")
+                | Some("IllegalLocationConstraintException"),
+                _,
+            )
+            | (_, Some(301)) => {
+                format!(
+                    "wrong region for bucket {:?} (set --s3-region or AWS_REGION): {why}",
+                    self.bucket
+                )
+            }
+            _ if code.is_none() && why.contains("credential") => {
+                "no usable AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role)".to_string()
+            }
+            _ if matches!(
+                err,
+                SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+            ) =>
+            {
+                format!("the endpoint is unreachable after {MAX_ATTEMPTS} tries: {why}")
+            }
+            (_, Some(status)) => format!("{why} (HTTP {status})"),
+            _ => why,
+        };
+        StoreError::Remote {
+            store: self.describe(),
+            key: key.into(),
+            message,
+        }
+    }
+
+    /// Whether the server refuses a conditional create of an existing key, as AWS S3 does
+    /// and Garage does not. Probed once per process with a throwaway key.
+    pub async fn conditional_writes(&self) -> Result<bool, StoreError> {
+        self.conditional
+            .get_or_try_init(|| async {
+                let mut id = [0u8; 16];
+                rand::rng().fill_bytes(&mut id);
+                let key = format!("probe/{}", hex::encode(id));
+                let first = self.create_if_absent(&key, b"probe".to_vec()).await?;
+                let second = self.create_if_absent(&key, b"probe".to_vec()).await?;
+                let _ = self.delete(&key).await;
+                Ok(first && !second)
+            })
+            .await
+            .copied()
+    }
+
+    /// PUT with `If-None-Match: *`: Ok(false) when the server says the key exists.
+    async fn create_if_absent(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
+        let full = self.full(key)?;
+        self.counter.count(RequestKind::Put);
+        let res = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .if_none_match("*")
+            .body(ByteStream::from(data))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => Ok(false),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    /// The bucket exists and we may use it: one cheap request, for clear errors up front.
+    pub async fn check_bucket(&self) -> Result<(), StoreError> {
+        self.counter.count(RequestKind::Head);
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
+                Err(StoreError::Remote {
+                    store: self.describe(),
+                    key: String::new(),
+                    message: format!("bucket {:?} does not exist", self.bucket),
+                })
+            }
+            Err(e) => Err(self.error("", e)),
+        }
+    }
+}
+
+/// Why a request failed, in one line: the server's error code and message when it sent
+/// them, else the innermost cause ("Connection refused (os error 111)").
+fn reason<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> String {
+    let text = match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => {
+            let mut cause: &dyn std::error::Error = err;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            cause.to_string()
+        }
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[async_trait]
+impl Store for S3 {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn requests(&self) -> Requests {
+        self.counter.snapshot()
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        let full = self.full(key)?;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .body(ByteStream::from(data));
+        // Only chunk data goes to colder storage: listing and planning read manifests,
+        // pointers and locks, which must stay instantly readable.
+        if key.starts_with(crate::layout::CHUNKS) {
+            req = req.set_storage_class(
+                self.chunk_class
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            );
+        }
+        self.counter.count(RequestKind::Put);
+        req.send().await.map(drop).map_err(|e| self.error(key, e))
+    }
+
+    async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
+        if self.conditional_writes().await? {
+            return self.create_if_absent(key, data).await;
+        }
+        if self.exists(key).await? {
+            return Ok(false);
+        }
+        self.put(key, data).await.map(|()| true)
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let full = self.full(key)?;
+        self.counter.count(RequestKind::Get);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        let body = out.body.collect().await.map_err(|e| StoreError::Remote {
+            store: self.describe(),
+            key: key.into(),
+            message: format!("reading the object failed midway: {e}"),
+        })?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let full = self.full(key)?;
+        if len == 0 {
+            // A zero-length range cannot be expressed; the object must still exist.
+            return if self.exists(key).await? {
+                Ok(Vec::new())
+            } else {
+                Err(StoreError::NotFound {
+                    store: self.describe(),
+                    key: key.into(),
+                })
+            };
+        }
+        let last = offset.saturating_add(len - 1);
+        self.counter.count(RequestKind::Get);
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .range(format!("bytes={offset}-{last}"))
+            .send()
+            .await;
+        let out = match res {
+            Ok(o) => o,
+            // 416: the range starts at or past the end of an existing object.
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(416) => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(self.error(key, e)),
+        };
+        let body = out.body.collect().await.map_err(|e| StoreError::Remote {
+            store: self.describe(),
+            key: key.into(),
+            message: format!("reading the object failed midway: {e}"),
+        })?;
+        let mut bytes = body.into_bytes().to_vec();
+        // A server that ignores Range sends the whole object.
+        if bytes.len() as u64 > len {
+            let start = (offset as usize).min(bytes.len());
+            let end = start.saturating_add(len as usize).min(bytes.len());
+            bytes = bytes[start..end].to_vec();
+        }
+        Ok(bytes)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let full = self.full(key)?;
+        self.counter.count(RequestKind::Head);
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match self.error(key, e) {
+                StoreError::NotFound { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let full_prefix = format!("{}{prefix}", self.prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.counter.count(RequestKind::List);
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.error(&format!("{prefix}*"), e))?;
+            for obj in page.contents() {
+                if let Some(k) = obj.key().and_then(|k| k.strip_prefix(&self.prefix))
+                    && super::valid_key(k)
+                {
+                    out.push(k.to_string());
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let full = self.full(key)?;
+        self.counter.count(RequestKind::Delete);
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error(key, e) {
+                StoreError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let o = S3Options::from_url("s3://bucket/a/b/").unwrap();
+        assert_eq!((o.bucket.as_str(), o.prefix.as_str()), ("bucket", "a/b/"));
+        let o = S3Options::from_url("s3://bucket").unwrap();
+        assert_eq!((o.bucket.as_str(), o.prefix.as_str()), ("bucket", ""));
+        assert!(S3Options::from_url("s3:///x").is_err());
+        assert!(S3Options::from_url("s3://b/../x").is_err());
+        assert!(S3Options::from_url("http://b").is_err());
+    }
+}
