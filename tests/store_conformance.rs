@@ -1,12 +1,33 @@
 //! One conformance suite for the `Store` contract (src/store/mod.rs), run against every
-//! backend (restic's `internal/backend/test/suite.go` is the model). A new backend (S3) adds
-//! one `#[tokio::test]` that calls [`conformance`].
+//! backend (restic's `internal/backend/test/suite.go` is the model): the local directory,
+//! memory, and S3 on two real servers, Garage and moto (tests/s3_servers.rs), each in a
+//! fresh prefix of a shared bucket.
+//!
+//! One promise depends on the server: an atomic `put_new` needs conditional writes
+//! (`If-None-Match: *`), which moto (like AWS) honours and Garage silently ignores. For S3
+//! the suite asserts what the store's probe (`S3::conditional_writes`) says, and checks
+//! atomicity only where the probe says it is there.
 
+use crate::s3_servers::{self, Server};
 use blockvault::store::{LocalDir, Memory, Store, StoreError};
 use std::sync::Arc;
 
+/// Whether the backend's `put_new` is atomic against racing creators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutNew {
+    Atomic,
+    /// Check-then-write (S3 on a server that ignores `If-None-Match`): racing creators may
+    /// all "win"; each write is still whole.
+    NotAtomic,
+}
+
 /// Every promise of the `Store` trait, checked against one empty store.
 pub async fn conformance(store: Arc<dyn Store>) {
+    conformance_with(store, PutNew::Atomic).await
+}
+
+/// The suite, with `put_new` racing checked as `put_new` says.
+pub async fn conformance_with(store: Arc<dyn Store>, put_new: PutNew) {
     let name = store.describe();
     let ctx = |what: &str| format!("{name}: {what}");
 
@@ -65,6 +86,8 @@ pub async fn conformance(store: Arc<dyn Store>) {
     );
 
     // put_new is atomic: of many racing writers exactly one wins, and its bytes are stored.
+    // Where it is not (PutNew::NotAtomic), at least one wins and the object is one writer's
+    // bytes, whole.
     let mut racers = tokio::task::JoinSet::new();
     for i in 0..16u8 {
         let st = store.clone();
@@ -77,18 +100,33 @@ pub async fn conformance(store: Arc<dyn Store>) {
             winners.push(i);
         }
     }
-    assert_eq!(
-        winners.len(),
-        1,
-        "{}",
-        ctx("exactly one racing put_new wins")
-    );
-    assert_eq!(
-        store.get("race/once").await.unwrap(),
-        vec![winners[0]; 4096],
-        "{}",
-        ctx("the winner's bytes are stored whole")
-    );
+    let stored = store.get("race/once").await.unwrap();
+    match put_new {
+        PutNew::Atomic => {
+            assert_eq!(
+                winners.len(),
+                1,
+                "{}",
+                ctx(&format!("exactly one racing put_new wins, not {winners:?}"))
+            );
+            assert_eq!(
+                stored,
+                vec![winners[0]; 4096],
+                "{}",
+                ctx("the winner's bytes are stored whole")
+            );
+        }
+        PutNew::NotAtomic => {
+            assert!(!winners.is_empty(), "{}", ctx("some racing put_new wins"));
+            assert!(
+                stored.len() == 4096
+                    && winners.contains(&stored[0])
+                    && stored.iter().all(|&b| b == stored[0]),
+                "{}",
+                ctx("one winner's bytes are stored whole")
+            );
+        }
+    }
 
     // --- get of a missing object ---
     for missing in ["nothing", "chunks/zz/none", "manifests/s/v2"] {
@@ -409,4 +447,82 @@ async fn local_dir_ignores_leftover_temporary_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_conforms() {
     conformance(Arc::new(Memory::new())).await;
+}
+
+/// Garage ignores `If-None-Match: *` (S3-TESTING.md): the probe must say so, and the rest of
+/// the contract holds with check-then-write `put_new`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_on_garage_conforms() {
+    s3_conforms(s3_servers::garage(), false).await;
+}
+
+/// moto honours conditional writes as AWS does: the probe says so, and 16 racing `put_new`
+/// have exactly one winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_on_moto_conforms() {
+    s3_conforms(s3_servers::moto(), true).await;
+}
+
+async fn s3_conforms(server: &'static Server, conditional: bool) {
+    let prefix = server.fresh_prefix("conformance");
+    // Neighbours whose names start like the prefix: the store must neither list nor touch
+    // them.
+    let client = server.client();
+    let neighbours = [format!("{prefix}-sibling/config"), format!("{prefix}x")];
+    for k in &neighbours {
+        client
+            .put_object()
+            .bucket(&server.bucket)
+            .key(k)
+            .body(b"neighbour".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(server.store(&prefix).await);
+    let name = store.describe();
+    assert!(
+        name.contains(&server.bucket) && name.contains(&prefix) && name.contains(&server.endpoint),
+        "describe() names bucket, prefix and endpoint: {name}"
+    );
+    assert_eq!(
+        store.conditional_writes().await.unwrap(),
+        conditional,
+        "{name}: the conditional-write probe on {:?}",
+        server.kind
+    );
+    let put_new = if conditional {
+        PutNew::Atomic
+    } else {
+        PutNew::NotAtomic
+    };
+    let requests_before = store.requests();
+    conformance_with(store.clone() as Arc<dyn Store>, put_new).await;
+    let r = store.requests().since(requests_before);
+    assert!(
+        r.put >= 1100 && r.list >= 2 && r.get > 0 && r.head > 0 && r.delete > 0,
+        "{name}: requests are counted by type: {r:?}"
+    );
+
+    // Everything the suite wrote is under the prefix, and the neighbours are untouched (the
+    // probe's throwaway object is gone too).
+    let all = tokio::task::spawn_blocking(move || {
+        s3_servers::list_objects(&server.client(), &server.bucket, &prefix)
+    })
+    .await
+    .unwrap();
+    let outside: Vec<_> = all
+        .iter()
+        .filter(|o| !o.key.starts_with('/'))
+        .map(|o| o.key.clone())
+        .collect();
+    assert_eq!(
+        outside,
+        ["-sibling/config", "x"],
+        "only the neighbours lie outside the prefix"
+    );
+    assert!(
+        !all.iter().any(|o| o.key.starts_with("/probe/")),
+        "the probe's object was removed"
+    );
 }

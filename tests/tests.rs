@@ -1,8 +1,10 @@
 //! All integration tests, one binary (ripgrep's layout): helpers in `util`, one module per area.
 
+mod s3_servers;
 mod util;
 
 mod bad_input;
 mod e2e;
 mod format_vectors;
+mod s3;
 mod store_conformance;

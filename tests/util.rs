@@ -178,11 +178,23 @@ pub fn s(p: &Path) -> &str {
 }
 
 /// A repository in a temporary directory, with a scratch directory beside it for sources and
-/// restore targets. Both disappear when the `Vault` is dropped.
+/// restore targets. Both disappear when the `Vault` is dropped. With `remote` set, the
+/// repository is elsewhere (an `s3://` URL) and `repo` is unused.
 pub struct Vault {
     pub root: tempfile::TempDir,
     pub repo: PathBuf,
     pub work: PathBuf,
+    pub remote: Option<Remote>,
+}
+
+/// A repository that is not a local directory: its `--repo` URL, the options every command
+/// needs to reach it (`--s3-endpoint`, `--s3-region`), and the environment (credentials).
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub url: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub env_remove: Vec<String>,
 }
 
 impl Vault {
@@ -195,7 +207,20 @@ impl Vault {
         let repo = root.path().join("vault");
         let work = root.path().join("work");
         fs::create_dir(&work).expect("creating the scratch directory");
-        Vault { root, repo, work }
+        Vault {
+            root,
+            repo,
+            work,
+            remote: None,
+        }
+    }
+
+    /// A scratch area and a repository at `remote`, not initialised yet.
+    pub fn at(remote: Remote) -> Vault {
+        Vault {
+            remote: Some(remote),
+            ..Vault::uninitialised()
+        }
     }
 
     /// An encrypted repository opened by [`PASSWORD`].
@@ -220,7 +245,17 @@ impl Vault {
     /// `blockvault --repo <repo> args...`
     pub fn cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut c = blockvault();
-        c.arg("--repo").arg(&self.repo).args(args);
+        match &self.remote {
+            None => c.arg("--repo").arg(&self.repo),
+            Some(r) => {
+                for k in &r.env_remove {
+                    c.env_remove(k);
+                }
+                c.envs(r.env.iter().map(|(k, v)| (k, v)));
+                c.arg("--repo").arg(&r.url).args(&r.args)
+            }
+        };
+        c.args(args);
         c
     }
 

@@ -90,6 +90,7 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     let mut opts = InitOptions {
         encryption,
         zstd_level: a.compression,
+        options,
         ..InitOptions::default()
     };
     opts.chunker.fixed_size = fixed;

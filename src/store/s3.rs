@@ -98,6 +98,8 @@ pub struct S3 {
     bucket: String,
     prefix: String,
     shown: String,
+    /// The endpoint as configured ("aws" for the SDK's default), keying the probe cache.
+    endpoint_for_cache: String,
     chunk_class: std::sync::RwLock<Option<StorageClass>>,
     counter: RequestCounter,
     conditional: OnceCell<bool>,
@@ -159,6 +161,7 @@ impl S3 {
             })?;
         Ok(S3 {
             client: Client::from_conf(b.build()),
+            endpoint_for_cache: endpoint.clone().unwrap_or_else(|| "aws".into()),
             bucket: opts.bucket,
             prefix: opts.prefix,
             shown,
@@ -252,16 +255,48 @@ impl S3 {
     pub async fn conditional_writes(&self) -> Result<bool, StoreError> {
         self.conditional
             .get_or_try_init(|| async {
+                let cache = self.probe_cache_file();
+                if let Some(known) = cache.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+                    match known.trim() {
+                        "honoured" => return Ok(true),
+                        "ignored" => return Ok(false),
+                        _ => {}
+                    }
+                }
                 let mut id = [0u8; 16];
                 rand::rng().fill_bytes(&mut id);
                 let key = format!("probe/{}", hex::encode(id));
                 let first = self.create_if_absent(&key, b"probe".to_vec()).await?;
                 let second = self.create_if_absent(&key, b"probe".to_vec()).await?;
                 let _ = self.delete(&key).await;
-                Ok(first && !second)
+                let honoured = first && !second;
+                // Remembered per endpoint and bucket, so later runs skip the probe's three
+                // requests; a lost cache file only costs one more probe.
+                if let Some(f) = cache {
+                    let _ = f.parent().map(std::fs::create_dir_all);
+                    let _ = std::fs::write(&f, if honoured { "honoured\n" } else { "ignored\n" });
+                }
+                Ok(honoured)
             })
             .await
             .copied()
+    }
+
+    /// `~/.cache/blockvault/s3-conditional-writes/<hash of endpoint and bucket>`, or
+    /// `$XDG_CACHE_HOME/...`; None when there is no home to cache in.
+    fn probe_cache_file(&self) -> Option<std::path::PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache"))
+            })?;
+        let who = format!("{}\n{}", self.endpoint_for_cache, self.bucket);
+        let name = &blake3::hash(who.as_bytes()).to_hex()[..32];
+        Some(
+            base.join("blockvault")
+                .join("s3-conditional-writes")
+                .join(name),
+        )
     }
 
     /// PUT with `If-None-Match: *`: Ok(false) when the server says the key exists.
@@ -412,14 +447,15 @@ impl Store for S3 {
             }
             Err(e) => return Err(self.error(key, e)),
         };
+        // A server that ignores Range answers 200 with the whole object and no Content-Range.
+        let whole_object = out.content_range().is_none();
         let body = out.body.collect().await.map_err(|e| StoreError::Remote {
             store: self.describe(),
             key: key.into(),
             message: format!("reading the object failed midway: {e}"),
         })?;
         let mut bytes = body.into_bytes().to_vec();
-        // A server that ignores Range sends the whole object.
-        if bytes.len() as u64 > len {
+        if whole_object {
             let start = (offset as usize).min(bytes.len());
             let end = start.saturating_add(len as usize).min(bytes.len());
             bytes = bytes[start..end].to_vec();
