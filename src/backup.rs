@@ -98,7 +98,7 @@ pub async fn backup(
     let requests_before = repo.store().requests();
     if opts.dry_run {
         // A dry run writes nothing, not even a lock.
-        return run(&repo, spec, &opts).await;
+        return run(&repo, spec, &opts, None).await;
     }
     let lock = LockGuard::acquire(
         &repo,
@@ -106,7 +106,7 @@ pub async fn backup(
         &format!("backup of {}", opts.series),
     )
     .await?;
-    let mut result = run(&repo, spec, &opts).await;
+    let mut result = run(&repo, spec, &opts, Some(&lock)).await;
     lock.release().await;
     // The lock's own requests (and a first conditional-write probe) are part of the cost.
     if let Ok(summary) = &mut result {
@@ -115,7 +115,12 @@ pub async fn backup(
     result
 }
 
-async fn run(repo: &Arc<Repo>, spec: &SourceSpec, opts: &BackupOptions) -> Result<BackupSummary> {
+async fn run(
+    repo: &Arc<Repo>,
+    spec: &SourceSpec,
+    opts: &BackupOptions,
+    lock: Option<&LockGuard>,
+) -> Result<BackupSummary> {
     let started = Instant::now();
     let requests_before = repo.store().requests();
     let series = opts.series.as_str();
@@ -270,6 +275,9 @@ async fn run(repo: &Arc<Repo>, spec: &SourceSpec, opts: &BackupOptions) -> Resul
     manifest
         .validate()
         .map_err(|e| anyhow!("internal error: the new manifest is inconsistent: {e}"))?;
+    if let Some(lock) = lock {
+        lock.ensure_fresh()?;
+    }
     let digest = commit_manifest(repo, &mut manifest).await?;
     let current = match repo.current(series).await {
         Ok(c) => c,

@@ -15,6 +15,7 @@ use crate::seal;
 use anyhow::Result;
 use rand::RngCore;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// A lock without a heartbeat for this long is stale. Heartbeats come every
@@ -26,6 +27,8 @@ pub struct LockGuard {
     repo: Arc<Repo>,
     name: String,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// Unix seconds of the last heartbeat the store accepted.
+    last_beat: Arc<AtomicI64>,
 }
 
 fn stale_secs() -> i64 {
@@ -135,19 +138,25 @@ impl LockGuard {
             }
             .into());
         }
+        let last_beat = Arc::new(AtomicI64::new(now));
         let heartbeat = {
             let repo = repo.clone();
             let name = name.clone();
+            let last_beat = last_beat.clone();
             tokio::spawn(async move {
                 let mut info = info;
                 loop {
                     tokio::time::sleep(Duration::from_secs(HEARTBEAT_SECS)).await;
                     info.heartbeat = now_unix();
                     // A missed heartbeat only brings staleness closer; the next one may succeed.
-                    let _ = repo
+                    if repo
                         .store()
                         .put(&name, seal_lock(&repo, &name, &info))
-                        .await;
+                        .await
+                        .is_ok()
+                    {
+                        last_beat.store(info.heartbeat, Ordering::Relaxed);
+                    }
                 }
             })
         };
@@ -155,7 +164,27 @@ impl LockGuard {
             repo: repo.clone(),
             name,
             heartbeat,
+            last_beat,
         })
+    }
+
+    /// Fails if our lock may have looked stale to others: no heartbeat reached the store for
+    /// half the stale limit. A backup checks this before committing its manifest, so a gc that
+    /// judged this lock stale (and may have swept chunks this backup reuses) never sees a
+    /// manifest appear that references them.
+    pub fn ensure_fresh(&self) -> Result<()> {
+        let since = now_unix() - self.last_beat.load(Ordering::Relaxed);
+        if since > stale_secs() / 2 {
+            return Err(Error::Locked {
+                repo: self.repo.location(),
+                holder: format!(
+                    "this process's own lock {} had no accepted heartbeat for {since} s, so another process may have judged it stale; nothing was committed",
+                    self.name
+                ),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     pub async fn release(self) {

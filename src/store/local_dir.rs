@@ -139,7 +139,12 @@ fn write_atomic(root: &Path, path: &Path, data: &[u8], only_if_new: bool) -> io:
     Ok(placed)
 }
 
-fn list_into(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
+fn list_into(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<(String, u64)>,
+) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -163,7 +168,7 @@ fn list_into(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<String>) -> io
                 list_into(root, &path, prefix, out)?;
             }
         } else if key.starts_with(prefix) {
-            out.push(key.to_string());
+            out.push((key.to_string(), entry.metadata()?.len()));
         }
     }
     Ok(())
@@ -214,6 +219,15 @@ impl Store for LocalDir {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .list_sizes(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let root = self.root.clone();
         let p = prefix.to_string();
         let res = tokio::task::spawn_blocking(move || {

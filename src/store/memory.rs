@@ -83,6 +83,15 @@ impl Store for Memory {
         Ok(self.map().contains_key(key))
     }
 
+    async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .map()
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.len() as u64))
+            .collect())
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         Ok(self
             .map()

@@ -483,6 +483,15 @@ impl Store for S3 {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .list_sizes(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let full_prefix = format!("{}{prefix}", self.prefix);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -501,7 +510,7 @@ impl Store for S3 {
                 if let Some(k) = obj.key().and_then(|k| k.strip_prefix(&self.prefix))
                     && super::valid_key(k)
                 {
-                    out.push(k.to_string());
+                    out.push((k.to_string(), obj.size().unwrap_or(0).max(0) as u64));
                 }
             }
             match page.next_continuation_token() {
