@@ -17,19 +17,23 @@
 //! rayon (`cpu`); storage I/O is async (tokio) with bounded concurrency.
 
 pub mod backup;
+pub mod check;
 pub mod chunk_id;
 pub mod chunker;
 pub mod cli;
 pub mod cpu;
 pub mod error;
 pub mod format;
+pub mod gc;
 pub mod keys;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod progress;
+pub mod prune;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod seal;
 pub mod source;
 pub mod store;

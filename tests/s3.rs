@@ -732,6 +732,7 @@ fn garage_outage_mid_backup() {
 
     // The repository checks clean, every earlier version restores, and a new backup succeeds
     // and restores.
+    v.run(&["check"]).ok();
     let out1 = v.path("small.out");
     v.restore("disk", &["--version", text(&b1, "version"), s(&out1)]);
     assert_same_contents(&small, &out1);

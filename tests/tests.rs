@@ -6,5 +6,7 @@ mod util;
 mod bad_input;
 mod e2e;
 mod format_vectors;
+mod gc;
+mod retention;
 mod s3;
 mod store_conformance;

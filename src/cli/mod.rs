@@ -2,8 +2,12 @@
 //! was typed into a validated plan and calls the library; nothing here touches stored bytes.
 
 mod backup;
+mod check;
+mod forget;
+mod gc;
 mod init;
 mod list;
+mod prune;
 mod restore;
 mod show;
 
@@ -26,6 +30,7 @@ pub struct Cli {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Repository and output options")]
 pub struct GlobalArgs {
     /// The repository: a local directory, or s3://bucket/prefix.
     #[arg(long, env = "BLOCKVAULT_REPO", global = true, value_name = "PATH|URL")]
@@ -69,6 +74,14 @@ pub enum Command {
     Show(show::ShowArgs),
     /// Restore a version to a file, a block device, or standard output.
     Restore(restore::RestoreArgs),
+    /// Remove the versions of a series that no retention policy keeps (--dry-run to see the plan).
+    Prune(prune::PruneArgs),
+    /// Remove one version of a series.
+    Forget(forget::ForgetArgs),
+    /// Verify the repository: manifests, pointers, chunks; with --read-data, chunk contents.
+    Check(check::CheckArgs),
+    /// Delete chunk objects that no version references (takes the exclusive lock).
+    Gc(gc::GcArgs),
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -79,6 +92,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::List(a) => list::run(g, a).await,
         Command::Show(a) => show::run(g, a).await,
         Command::Restore(a) => restore::run(g, a).await,
+        Command::Prune(a) => prune::run(g, a).await,
+        Command::Forget(a) => forget::run(g, a).await,
+        Command::Check(a) => check::run(g, a).await,
+        Command::Gc(a) => gc::run(g, a).await,
     }
 }
 

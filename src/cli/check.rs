@@ -1,0 +1,146 @@
+use super::GlobalArgs;
+use crate::check::{self, CheckOptions, CheckReport, DEFAULT_IN_FLIGHT, Subset};
+use crate::error::Error;
+use crate::format::FormatError;
+use anyhow::Result;
+use clap::Args;
+use indicatif::HumanBytes;
+
+/// Exits 3 when anything is damaged, naming each damaged version and the byte ranges affected.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Only this series (its manifests, pointer and chunks).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Also fetch every referenced chunk, authenticate it and re-hash its content.
+    #[arg(long)]
+    pub read_data: bool,
+    /// With --read-data: only this share of the chunks, chosen at random (e.g. 10%).
+    #[arg(long, value_name = "PERCENT", requires = "read_data", value_parser = parse_percent)]
+    pub subset: Option<f64>,
+    /// With --subset: choose the chunks by this seed (the same seed picks the same chunks);
+    /// a random one is used and printed otherwise.
+    #[arg(long, value_name = "S", requires = "subset")]
+    pub seed: Option<u64>,
+    /// Objects fetched at once.
+    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N")]
+    pub in_flight: usize,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let n: f64 = t
+        .strip_suffix('%')
+        .unwrap_or(t)
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage (try 10%)"))?;
+    if n.is_finite() && n > 0.0 && n <= 100.0 {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{s:?}: the subset must be above 0% and at most 100%"
+        ))
+    }
+}
+
+fn ranges(r: &[(u64, u64)]) -> String {
+    let shown: Vec<String> = r.iter().take(8).map(|(a, b)| format!("{a}..{b}")).collect();
+    let more = if r.len() > 8 {
+        format!(" and {} more ranges", r.len() - 8)
+    } else {
+        String::new()
+    };
+    format!("{}{more}", shown.join(", "))
+}
+
+fn print_text(r: &CheckReport) {
+    for p in &r.problems {
+        let at = match &p.version {
+            Some(v) => format!("series {:?} version {v}", p.series),
+            None => format!("series {:?}", p.series),
+        };
+        let bytes = if p.ranges.is_empty() {
+            String::new()
+        } else {
+            format!(", bytes {}", ranges(&p.ranges))
+        };
+        println!("DAMAGED {} ({at}{bytes}): {}", p.object, p.reason);
+    }
+    println!(
+        "checked {} series, {} versions: {} chunks referenced, {} stored ({} missing, {} not referenced)",
+        r.series,
+        r.versions,
+        r.chunks_referenced,
+        r.chunks_stored,
+        r.chunks_missing,
+        r.chunks_unreferenced
+    );
+    if r.read_data {
+        let subset = match (r.subset_percent, r.seed) {
+            (Some(p), Some(seed)) if p < 100.0 => format!(" ({p}% subset, seed {seed})"),
+            _ => String::new(),
+        };
+        println!(
+            "read {} chunks ({}){subset}: {} damaged",
+            r.chunks_read,
+            HumanBytes(r.bytes_read),
+            r.chunks_damaged
+        );
+    }
+    if r.is_ok() {
+        println!("no damage found");
+    } else {
+        println!(
+            "{} damaged versions: {}",
+            r.damaged_versions.len(),
+            r.damaged_versions.join(", ")
+        );
+    }
+}
+
+pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
+    let repo = g.open().await?;
+    if let Some(s) = &a.name {
+        // Reports an unknown series with the names that do exist.
+        repo.resolve_version(s, None).await?;
+    }
+    let read_data = a.read_data.then(|| Subset {
+        percent: a.subset.unwrap_or(100.0),
+        seed: a.seed.unwrap_or_else(rand::random),
+    });
+    let location = repo.location();
+    let report = check::check(
+        repo,
+        CheckOptions {
+            only: a.name.clone(),
+            read_data,
+            in_flight: a.in_flight,
+        },
+    )
+    .await?;
+    if g.json {
+        super::print_json(&report)?;
+    } else if !g.quiet {
+        print_text(&report);
+    }
+    if report.is_ok() {
+        return Ok(());
+    }
+    let versions = match report.damaged_versions.len() {
+        0 => String::new(),
+        n => format!(
+            "; {n} damaged version{}: {}",
+            if n == 1 { "" } else { "s" },
+            report.damaged_versions.join(", ")
+        ),
+    };
+    Err(Error::Damaged {
+        what: format!("the repository at {location}"),
+        source: FormatError::Payload(format!(
+            "{} problems found{versions} (see the report above)",
+            report.problems.len()
+        )),
+    }
+    .into())
+}

@@ -1,0 +1,44 @@
+use super::GlobalArgs;
+use crate::backup::DEFAULT_IN_FLIGHT;
+use crate::gc::{GcOptions, gc};
+use anyhow::Result;
+use clap::Args;
+use indicatif::HumanBytes;
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Say what would be deleted, delete nothing (takes no lock).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Deletes issued at once.
+    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N")]
+    pub in_flight: usize,
+}
+
+pub async fn run(g: &GlobalArgs, a: GcArgs) -> Result<()> {
+    let repo = g.open().await?;
+    let s = gc(
+        repo,
+        GcOptions {
+            dry_run: a.dry_run,
+            in_flight: a.in_flight,
+        },
+    )
+    .await?;
+    if g.json {
+        return super::print_json(&s);
+    }
+    if !g.quiet {
+        let verb = if s.dry_run { "would delete" } else { "deleted" };
+        println!(
+            "{} versions in {} series reference {} chunks; {} of {} stored chunks were unreferenced: {verb} them, {}",
+            s.versions,
+            s.series,
+            s.chunks_referenced,
+            s.chunks_deleted,
+            s.chunks_stored,
+            HumanBytes(s.bytes_deleted)
+        );
+    }
+    Ok(())
+}

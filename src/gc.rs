@@ -1,0 +1,160 @@
+//! Garbage collection: mark every chunk that any manifest references, sweep the rest.
+//!
+//! # Why it never deletes a chunk that a finished or running backup needs (DESIGN.md promise 4)
+//!
+//! 1. **gc runs alone.** It takes the exclusive lock (`lock.rs`): acquiring writes the lock,
+//!    lists `locks/` again and backs off if any other live lock is there. Backups, restores,
+//!    prunes and forgets take shared locks and back off in the same way if a live exclusive
+//!    lock is there. Two racers may both back off; neither proceeds believing it is alone.
+//! 2. **A backup decides about chunks only under its lock.** Every "this chunk is already
+//!    stored" decision (the parent manifest, `exists` in the store) is made after its shared
+//!    lock was taken and before its manifest is committed. No gc can run in between, so no
+//!    chunk it decided to reuse can disappear before its manifest names it.
+//! 3. **Stale locks.** A lock with no heartbeat for the stale limit (30 min by default;
+//!    heartbeats come every 2 min), or held by a dead process on this host, is ignored. A
+//!    backup that is alive but cannot heartbeat (a network partition) refuses to commit
+//!    once its last accepted heartbeat is older than half the stale limit
+//!    (`LockGuard::ensure_fresh`). So a gc that ignored its lock never sees that backup's
+//!    manifest appear. gc checks its own lock the same way before every batch of deletes.
+//! 4. **Mark from every manifest, or not at all.** If any manifest cannot be listed, read or
+//!    authenticated, gc stops before deleting anything, so a damaged manifest never turns
+//!    into deleted chunks.
+//! 5. **Only unreferenced chunks are deleted, nothing else.** Manifests, pointers, keys and
+//!    locks are never touched. A gc interrupted at any point has deleted only chunks that no
+//!    version needs: the repository is consistent, and the next gc finishes the sweep.
+//!
+//! Which operations may run at once:
+//!
+//! | running \ starting | backup, restore, prune, forget (shared) | gc (exclusive) | check, list, show (no lock) |
+//! |---|---|---|---|
+//! | shared             | yes | waits (refused, exit 5) | yes |
+//! | exclusive (gc)     | refused, exit 5 | refused, exit 5 | yes (may report chunks being swept as missing) |
+//!
+//! No client keeps a cache of chunk ids across runs yet. One that does must drop it when a
+//! gc has run since it was written.
+
+use crate::chunk_id::ChunkId;
+use crate::format::lock::LockMode;
+use crate::layout;
+use crate::lock::LockGuard;
+use crate::manifest::ChunkRef;
+use crate::repo::Repo;
+use crate::store::Requests;
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+pub struct GcOptions {
+    pub dry_run: bool,
+    /// Deletes issued at once.
+    pub in_flight: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GcSummary {
+    pub dry_run: bool,
+    pub series: u64,
+    pub versions: u64,
+    pub chunks_referenced: u64,
+    pub chunks_stored: u64,
+    /// Deleted, or with `--dry-run` would be deleted.
+    pub chunks_deleted: u64,
+    pub bytes_deleted: u64,
+    pub seconds: f64,
+    pub requests: Requests,
+}
+
+/// Deletes happen in batches; the lock is checked before each one.
+const BATCH: usize = 256;
+
+pub async fn gc(repo: Arc<Repo>, opts: GcOptions) -> Result<GcSummary> {
+    let before = repo.store().requests();
+    // A dry run deletes nothing, so it needs no lock and never blocks backups.
+    let lock = if opts.dry_run {
+        None
+    } else {
+        Some(LockGuard::acquire(&repo, LockMode::Exclusive, "gc").await?)
+    };
+    let result = run(&repo, &opts, lock.as_ref()).await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    let mut summary = result?;
+    summary.requests = repo.store().requests().since(before);
+    Ok(summary)
+}
+
+async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Result<GcSummary> {
+    let started = Instant::now();
+    // Mark.
+    let mut referenced: HashSet<ChunkId> = HashSet::new();
+    let series = repo.list_series().await?;
+    let mut versions = 0u64;
+    for s in &series {
+        for v in repo.list_versions(s).await? {
+            let (m, _) = repo
+                .load_manifest(s, &v)
+                .await
+                .with_context(|| format!("gc stopped before deleting anything: version {v} of series {s:?} cannot be read (forget it, or repair it, first)"))?;
+            versions += 1;
+            referenced.extend(m.chunks.iter().filter_map(|c| match c {
+                ChunkRef::Data { id, .. } => Some(*id),
+                ChunkRef::Zero { .. } => None,
+            }));
+        }
+    }
+    // Sweep: every chunk object whose name is a chunk id nobody references. Objects under
+    // chunks/ whose names are not chunk ids are not ours to judge and are left alone.
+    let stored = repo.store().list_sizes(layout::CHUNKS).await?;
+    let chunks_stored = stored.len() as u64;
+    let garbage: Vec<(String, u64)> = stored
+        .into_iter()
+        .filter(|(key, _)| {
+            key.rsplit('/')
+                .next()
+                .and_then(|name| name.parse::<ChunkId>().ok())
+                .is_some_and(|id| layout::chunk(&id) == *key && !referenced.contains(&id))
+        })
+        .collect();
+    let bytes: u64 = garbage.iter().map(|(_, size)| size).sum();
+    if !opts.dry_run {
+        let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
+        for batch in garbage.chunks(BATCH) {
+            if let Some(lock) = lock {
+                lock.ensure_fresh()?;
+            }
+            let mut tasks = JoinSet::new();
+            for (key, _) in batch {
+                let permit = sem.clone().acquire_owned().await?;
+                let (repo, key) = (repo.clone(), key.clone());
+                tasks.spawn(async move {
+                    let r = repo
+                        .store()
+                        .delete(&key)
+                        .await
+                        .with_context(|| format!("deleting unreferenced chunk {key}"));
+                    drop(permit);
+                    r
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.map_err(|e| anyhow!("a delete task failed: {e}"))??;
+            }
+        }
+    }
+    Ok(GcSummary {
+        dry_run: opts.dry_run,
+        series: series.len() as u64,
+        versions,
+        chunks_referenced: referenced.len() as u64,
+        chunks_stored,
+        chunks_deleted: garbage.len() as u64,
+        bytes_deleted: bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        requests: Requests::default(),
+    })
+}

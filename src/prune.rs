@@ -1,0 +1,222 @@
+//! Carrying out retention: read a series' history for the planner, remove versions, keep the
+//! `current` pointer on a version that exists.
+//!
+//! Removing a version deletes its manifest and nothing else: chunks are left to garbage
+//! collection, which alone may delete them (under the exclusive lock). So `prune` and
+//! `forget` take a shared lock and run alongside backups: a backup never reads a manifest it
+//! did not choose as its parent before we started, and the plan never contains a version
+//! that did not exist when it was made, so a version committed meanwhile is never removed.
+//!
+//! Order: the pointer moves (if it named a removed version) **before** any manifest is
+//! deleted, so a crash in between leaves the pointer on a version that exists.
+//!
+//! What a version depends on is asked of [`retention::needs_of`], in one place: `prune` hands
+//! it to the planner (which keeps every needed base) and `forget` to
+//! [`retention::dependents`] (which refuses to orphan a dependent).
+
+use crate::error::Error;
+use crate::layout;
+use crate::repo::Repo;
+use crate::retention::{self, VersionInfo};
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Manifests read at once while collecting a history (small objects; latency-bound on S3).
+const READ_IN_FLIGHT: usize = 16;
+
+/// The time a version's name records (`2026-11-22T130507Z`, maybe with `-N`), for a version
+/// whose manifest cannot be read.
+pub fn time_from_name(version: &str) -> Option<i64> {
+    let base = match version.rsplit_once("Z-") {
+        Some((b, n)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => b,
+        _ => version.strip_suffix('Z')?,
+    };
+    // The `Z` is a literal in the name, not an offset jiff could parse: read a civil time
+    // and place it in UTC.
+    let civil = jiff::civil::DateTime::strptime("%Y-%m-%dT%H%M%S", base).ok()?;
+    jiff::tz::TimeZone::UTC
+        .to_timestamp(civil)
+        .ok()
+        .map(|t| t.as_second())
+}
+
+fn is_damage(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Damaged { .. })))
+}
+
+/// Every version of `series` as the planner sees it, oldest first. A version whose manifest
+/// is damaged is still planned for (by the time in its name; `warn` is told), so a damaged
+/// version can be pruned like any other; one whose name holds no time either is an error.
+pub async fn history(
+    repo: &Arc<Repo>,
+    series: &str,
+    mut warn: impl FnMut(String),
+) -> Result<Vec<VersionInfo>> {
+    let versions = repo.list_versions(series).await?;
+    let sem = Arc::new(Semaphore::new(READ_IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    for (i, v) in versions.iter().enumerate() {
+        let (repo, sem, series, v) = (repo.clone(), sem.clone(), series.to_string(), v.clone());
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            (i, repo.load_manifest(&series, &v).await)
+        });
+    }
+    let mut out: Vec<Option<VersionInfo>> = vec![None; versions.len()];
+    while let Some(done) = tasks.join_next().await {
+        let (i, loaded) = done.map_err(|e| anyhow!("reading manifests: {e}"))?;
+        let name = versions[i].clone();
+        out[i] = Some(match loaded {
+            Ok((m, _)) => VersionInfo {
+                name,
+                time: m.time,
+                needs: retention::needs_of(&m),
+            },
+            Err(e) if is_damage(&e) => {
+                let Some(time) = time_from_name(&name) else {
+                    return Err(e.context(format!(
+                        "version {name} of series {series:?} is damaged and its name holds no time to plan by; remove it with `blockvault forget`"
+                    )));
+                };
+                warn(format!(
+                    "{e:#}; planning for it by the time in its name (it depends on nothing it could record)"
+                ));
+                VersionInfo {
+                    name,
+                    time,
+                    needs: None,
+                }
+            }
+            Err(e) => {
+                // A version that vanished since the listing (another prune or forget) is gone.
+                if !repo
+                    .store()
+                    .exists(&layout::manifest(series, &name))
+                    .await?
+                {
+                    continue;
+                }
+                return Err(e);
+            }
+        });
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Removal {
+    pub removed: Vec<String>,
+    /// Where `current` was moved, if it named a removed version.
+    pub current_moved_to: Option<String>,
+    /// `current` was deleted: no version of the series is left.
+    pub current_deleted: bool,
+}
+
+/// Removes `remove` from `series`. `survivors` are the versions that stay, in any order; if
+/// `current` names a removed version it moves to the newest survivor whose manifest opens
+/// (or is deleted when none is left), before any manifest is deleted.
+///
+/// The pointer move is a read, then a plain put: a backup that commits in between and moves
+/// the pointer forward can have that move undone (stores offer no compare-and-swap here).
+/// Only the rare prune that removes the version `current` names takes this path, the newest
+/// version is never pruned, and the loss is bounded: `current` then names an older version,
+/// restores without `--version` pick it, and the next backup moves it forward again.
+pub async fn remove_versions(
+    repo: &Repo,
+    series: &str,
+    remove: &[String],
+    survivors: &[VersionInfo],
+) -> Result<Removal> {
+    let mut out = Removal::default();
+    if remove.is_empty() {
+        return Ok(out);
+    }
+    let pointer = match repo.current(series).await {
+        Ok(p) => p,
+        // An unreadable pointer stays as it is: the next backup replaces it.
+        Err(e) if is_damage(&e) => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(p) = pointer
+        && remove.contains(&p.version)
+    {
+        let mut newest_first: Vec<&VersionInfo> = survivors.iter().collect();
+        newest_first.sort_by(|a, b| {
+            b.time
+                .cmp(&a.time)
+                .then_with(|| layout::version_order(&b.name, &a.name))
+        });
+        let mut target = None;
+        for v in newest_first {
+            match repo.load_manifest(series, &v.name).await {
+                Ok((_, digest)) => {
+                    target = Some((v.name.clone(), digest));
+                    break;
+                }
+                Err(e) if is_damage(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        match target {
+            Some((version, digest)) => {
+                repo.set_current(series, &version, digest).await?;
+                out.current_moved_to = Some(version);
+            }
+            None => {
+                let name = layout::current(series);
+                repo.store().delete(&name).await.with_context(|| {
+                    format!("deleting the current pointer {name} of series {series:?}")
+                })?;
+                out.current_deleted = true;
+            }
+        }
+    }
+    for v in remove {
+        let name = layout::manifest(series, v);
+        repo.store().delete(&name).await.with_context(|| {
+            format!("removing version {v} of series {series:?}: deleting {name}")
+        })?;
+        out.removed.push(v.clone());
+    }
+    Ok(out)
+}
+
+/// Removes one version, refusing when another version needs it (a future ZFS incremental
+/// whose base it is: see [`retention::needs_of`], the single place that will know).
+pub async fn forget(
+    repo: &Arc<Repo>,
+    series: &str,
+    version: &str,
+    warn: impl FnMut(String),
+) -> Result<Removal> {
+    let history = history(repo, series, warn).await?;
+    if !history.iter().any(|v| v.name == version) {
+        bail!("series {series:?} has no version {version}");
+    }
+    let dependents = retention::dependents(&history, version);
+    if !dependents.is_empty() {
+        bail!(
+            "version {version} of series {series:?} is needed by {}: forgetting it would make them unrestorable; forget those first",
+            dependents.join(", ")
+        );
+    }
+    let survivors: Vec<VersionInfo> = history.into_iter().filter(|v| v.name != version).collect();
+    remove_versions(repo, series, &[version.to_string()], &survivors).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_from_names() {
+        assert_eq!(time_from_name("2026-11-22T130507Z"), Some(1_795_352_707));
+        assert_eq!(time_from_name("2026-11-22T130507Z-12"), Some(1_795_352_707));
+        assert_eq!(time_from_name("nightly"), None);
+        assert_eq!(time_from_name("2026-11-22T130507Z-x"), None);
+    }
+}

@@ -1,0 +1,217 @@
+//! Garbage collection: it deletes exactly the chunks no version references, never one that a
+//! finished or running backup needs, and it stays out of the way of backups (and they of it)
+//! through the lock protocol.
+
+use crate::util::*;
+use serde_json::Value;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+fn gc_json(v: &Vault, args: &[&str]) -> Value {
+    let mut all = vec!["gc", "--json"];
+    all.extend_from_slice(args);
+    v.run(&all).ok().json()
+}
+
+#[test]
+fn gc_deletes_exactly_the_chunks_no_version_references() {
+    let v = Vault::new();
+    let (a, b) = (v.path("a"), v.path("b"));
+    write_random_file(&a, 1, 20 * MIB);
+    write_random_file(&b, 2, 20 * MIB);
+    let va = v.backup("vm", &[s(&a)]);
+    let vb = v.backup("vm", &[s(&b), "--time", "2030-01-01T00:00:00Z"]);
+    assert_eq!(v.chunk_objects().len(), 10);
+
+    // Nothing is garbage while both versions exist.
+    let g = gc_json(&v, &[]);
+    assert_eq!(n(&g, "chunks_deleted"), 0, "{g}");
+    assert_eq!(v.chunk_objects().len(), 10);
+
+    v.run(&["forget", "--name", "vm", "--version", text(&va, "version")])
+        .ok();
+    let dry = gc_json(&v, &["--dry-run"]);
+    assert_eq!(
+        (
+            n(&dry, "chunks_deleted"),
+            n(&dry, "bytes_deleted") >= 20 * MIB
+        ),
+        (5, true),
+        "{dry}"
+    );
+    assert_eq!(v.chunk_objects().len(), 10, "a dry run deletes nothing");
+
+    let g = gc_json(&v, &[]);
+    assert_eq!(n(&g, "chunks_deleted"), 5, "{g}");
+    assert_eq!(v.chunk_objects().len(), 5);
+    assert!(
+        v.repo
+            .join("locks")
+            .read_dir()
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "gc released its lock"
+    );
+    let out = v.path("b.out");
+    v.restore("vm", &["--version", text(&vb, "version"), s(&out)]);
+    assert_same_contents(&b, &out);
+    assert_eq!(
+        n(&gc_json(&v, &[]), "chunks_deleted"),
+        0,
+        "a second gc finds nothing"
+    );
+}
+
+#[test]
+fn gc_is_refused_while_a_backup_runs_and_a_backup_while_gc_would() {
+    let v = Vault::new();
+    let first = v.path("first");
+    write_random_file(&first, 3, 6 * MIB);
+    v.backup("vm", &[s(&first)]);
+    // A backup reading from a pipe we hold open: it holds its shared lock until we close it.
+    let mut child = v
+        .cmd(&["backup", "--name", "stream", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&random_bytes(4, 3 * MIB as usize)).unwrap();
+    let started = Instant::now();
+    while v
+        .repo
+        .join("locks")
+        .read_dir()
+        .map(|d| d.count())
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the backup never took its lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = v.run(&["gc"]);
+    refused.error(5, &["locked", "backup of stream"]);
+    stdin.write_all(&random_bytes(5, MIB as usize)).unwrap();
+    drop(stdin);
+    assert!(
+        child.wait().unwrap().success(),
+        "the backup finished despite the gc attempt"
+    );
+    // With the backup done, gc runs, and every version is intact.
+    let g = gc_json(&v, &[]);
+    assert_eq!(n(&g, "versions"), 2, "{g}");
+    assert_eq!(n(&g, "chunks_deleted"), 0, "{g}");
+    v.run(&["check", "--read-data"]).ok();
+}
+
+#[test]
+fn leftovers_of_a_killed_backup_are_collected_and_nothing_else() {
+    let v = Vault::new();
+    let kept = v.path("kept");
+    write_random_file(&kept, 6, 8 * MIB);
+    let kv = v.backup("vm", &[s(&kept)]);
+    let big = v.path("big");
+    write_random_file(&big, 7, 200 * MIB);
+    let before = v.chunk_objects().len();
+    let mut child = v
+        .cmd(&["backup", "--name", "vm", s(&big)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while v.chunk_objects().len() < before + 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no chunk appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let leftovers = v.chunk_objects().len() - before;
+    // The dead process's lock is on this host and its pid is gone: it does not block gc.
+    let g = gc_json(&v, &[]);
+    assert_eq!(n(&g, "chunks_deleted"), leftovers as u64, "{g}");
+    assert_eq!(v.chunk_objects().len(), before);
+    let out = v.path("kept.out");
+    v.restore("vm", &["--version", text(&kv, "version"), s(&out)]);
+    assert_same_contents(&kept, &out);
+    v.run(&["check", "--read-data"]).ok();
+}
+
+/// Backups in other processes while gc runs again and again: whichever gets the lock first
+/// goes, the other is refused (exit 5) and tries again; afterwards every version restores
+/// bit-exact. A gc that deleted a chunk a running backup had decided to reuse would show up
+/// here as a version that fails to restore.
+#[test]
+fn backups_in_other_processes_while_gc_runs_repeatedly() {
+    let v = Vault::new();
+    // Sources that share chunks with each other, so reuse decisions happen all the time.
+    let base = random_bytes(8, 24 * MIB as usize);
+    let mut sources = Vec::new();
+    for i in 0..6u64 {
+        let mut data = base.clone();
+        let at = (i as usize * 4 * MIB as usize) % data.len();
+        data[at..at + 4096].copy_from_slice(&random_bytes(100 + i, 4096));
+        let p = v.path(&format!("src-{i}"));
+        std::fs::write(&p, &data).unwrap();
+        sources.push(p);
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let made: Vec<(String, std::path::PathBuf)> = std::thread::scope(|scope| {
+        let backups = scope.spawn(|| {
+            let mut made = Vec::new();
+            for (i, p) in sources.iter().enumerate() {
+                let time = format!("2030-01-01T00:00:{i:02}Z");
+                let started = Instant::now();
+                loop {
+                    let r = v.run(&["backup", "--json", "--name", "vm", s(p), "--time", &time]);
+                    if r.code == 5 {
+                        assert!(
+                            started.elapsed() < Duration::from_secs(120),
+                            "the backup never got the lock"
+                        );
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                    let summary = r.ok().json();
+                    made.push((text(&summary, "version").to_string(), p.clone()));
+                    break;
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            made
+        });
+        let mut gc_runs = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let r = v.run(&["gc", "--json"]);
+            assert!(
+                r.code == 0 || r.code == 5,
+                "gc either runs or is refused: {r:?}"
+            );
+            gc_runs += usize::from(r.code == 0);
+        }
+        assert!(gc_runs > 0, "gc never got a turn");
+        backups.join().unwrap()
+    });
+    assert_eq!(made.len(), 6);
+    v.run(&["gc"]).ok();
+    for (version, source) in &made {
+        let out = v.path(&format!("{version}.out"));
+        v.restore("vm", &["--version", version, s(&out)]);
+        assert_same_contents(source, &out);
+    }
+}
