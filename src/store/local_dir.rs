@@ -218,15 +218,6 @@ impl Store for LocalDir {
         .await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .list_sizes(prefix)
-            .await?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect())
-    }
-
     async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let root = self.root.clone();
         let p = prefix.to_string();

@@ -134,7 +134,14 @@ pub trait Store: Send + Sync {
     /// Up to `len` bytes from `offset`; fewer at the end of the object.
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .list_sizes(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
     /// Like `list`, with each object's size in bytes (for what gc reclaims).
     async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;

@@ -482,15 +482,6 @@ impl Store for S3 {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .list_sizes(prefix)
-            .await?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect())
-    }
-
     async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let full_prefix = format!("{}{prefix}", self.prefix);
         let mut out = Vec::new();
