@@ -250,6 +250,18 @@ impl S3 {
         }
     }
 
+    /// The whole body of a GET; a connection lost midway is this key's error.
+    async fn read_body(&self, key: &str, body: ByteStream) -> Result<Vec<u8>, StoreError> {
+        match body.collect().await {
+            Ok(b) => Ok(b.into_bytes().to_vec()),
+            Err(e) => Err(StoreError::Remote {
+                store: self.describe(),
+                key: key.into(),
+                message: format!("reading the object failed midway: {e}"),
+            }),
+        }
+    }
+
     /// Whether the server refuses a conditional create of an existing key, as AWS S3 does
     /// and Garage does not. Probed once per process with a throwaway key.
     pub async fn conditional_writes(&self) -> Result<bool, StoreError> {
@@ -408,12 +420,7 @@ impl Store for S3 {
             .send()
             .await
             .map_err(|e| self.error(key, e))?;
-        let body = out.body.collect().await.map_err(|e| StoreError::Remote {
-            store: self.describe(),
-            key: key.into(),
-            message: format!("reading the object failed midway: {e}"),
-        })?;
-        Ok(body.into_bytes().to_vec())
+        self.read_body(key, out.body).await
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
@@ -449,12 +456,7 @@ impl Store for S3 {
         };
         // A server that ignores Range answers 200 with the whole object and no Content-Range.
         let whole_object = out.content_range().is_none();
-        let body = out.body.collect().await.map_err(|e| StoreError::Remote {
-            store: self.describe(),
-            key: key.into(),
-            message: format!("reading the object failed midway: {e}"),
-        })?;
-        let mut bytes = body.into_bytes().to_vec();
+        let mut bytes = self.read_body(key, out.body).await?;
         if whole_object {
             let start = (offset as usize).min(bytes.len());
             let end = start.saturating_add(len as usize).min(bytes.len());
