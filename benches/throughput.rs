@@ -134,6 +134,8 @@ fn pipeline(c: &mut Criterion) {
                     progress: false,
                     allow_empty: false,
                     dry_run: false,
+                    zfs_required: false,
+                    zfs_base: None,
                 };
                 black_box(
                     rt.block_on(backup(repo, &SourceSpec::Path(src.clone()), opts))

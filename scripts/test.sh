@@ -11,6 +11,12 @@ command -v mke2fs >/dev/null || need+=(e2fsprogs)
 command -v debugfs >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(mount)
 command -v setsid >/dev/null || need+=(util-linux)
+# Real `zfs send`/`zfs receive` (zfs-fuse: pools on image files, no kernel module), bzip2 for
+# the OpenZFS test streams, diff for comparing restored datasets.
+export PATH="$PATH:/usr/sbin:/sbin"
+command -v zfs-fuse >/dev/null || need+=(zfs-fuse)
+command -v bzip2 >/dev/null || need+=(bzip2)
+command -v diff >/dev/null || need+=(diffutils)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -24,6 +30,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 [ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
+# zfs-fuse mounts datasets through FUSE; the ZFS tests start and stop the daemon themselves.
+[ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 
 # Real S3 servers (Garage, moto) for the S3 tests; the tests start and stop them themselves.
 python3 -c 'import venv, ensurepip' 2>/dev/null || {

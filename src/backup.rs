@@ -18,6 +18,9 @@ use crate::progress;
 use crate::repo::{Repo, hostname};
 use crate::source::{self, SourceSpec};
 use crate::store::Requests;
+use crate::zfs::ZfsFacts;
+use crate::zfs::facts::hex_guid;
+use crate::zfs::stream::{StreamError, StreamInfo, StreamParser};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -42,6 +45,24 @@ pub struct BackupOptions {
     /// Read, chunk, hash and compress, ask the store what it has, but write nothing: no
     /// chunk, no manifest, no lock.
     pub dry_run: bool,
+    /// The source must be a ZFS send stream (`--zfs`). Streams from stdin, commands and pipes
+    /// are recognised as ZFS by their first record either way, and then validated too.
+    pub zfs_required: bool,
+    /// The stream must be an incremental from exactly this snapshot GUID (the base that
+    /// `--auto-incremental` chose from the repository): a pool whose snapshot of that name is
+    /// another snapshot now is caught before anything is committed.
+    pub zfs_base: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ZfsSummary {
+    pub snapshot: String,
+    pub guid: String,
+    /// Zero for a full stream.
+    pub base_guid: String,
+    pub incremental: bool,
+    pub compound: bool,
+    pub substreams: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +88,9 @@ pub struct BackupSummary {
     pub dry_run: bool,
     /// Requests this run made of the store, by type.
     pub requests: Requests,
+    /// What the ZFS send stream said, when the source was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zfs: Option<ZfsSummary>,
 }
 
 enum Outcome {
@@ -157,7 +181,17 @@ async fn run(
         dry_run: opts.dry_run,
     });
 
-    let reader = source.take_reader();
+    let zfs_slot: ZfsSlot = Arc::new(Mutex::new(None));
+    let reader: Box<dyn io::Read + Send> = if opts.zfs_required || source.info.kind.is_stream() {
+        Box::new(ZfsTee {
+            inner: source.take_reader(),
+            parser: StreamParser::new(opts.zfs_required),
+            slot: zfs_slot.clone(),
+            ended: false,
+        })
+    } else {
+        source.take_reader()
+    };
     let seed = repo.keys.gear_seed;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Chunk>>(2);
     let reader_thread = std::thread::spawn(move || {
@@ -210,7 +244,12 @@ async fn run(
     pb.finish_and_clear();
     if let Err(e) = pipeline {
         tasks.abort_all();
+        let note = source.failure_note();
         source.abandon();
+        let e = match note {
+            Some(n) => e.context(n),
+            None => e,
+        };
         return Err(e.context(format!(
             "backup of series {series:?} failed; no version recorded"
         )));
@@ -218,6 +257,43 @@ async fn run(
     let _ = reader_thread.join();
     let info = source.info.clone();
     source.finish(bytes_read)?;
+    let zfs = match zfs_slot.lock().map(|mut s| s.take()) {
+        Ok(Some(Ok(Some(stream)))) => Some(ZfsFacts::from_stream(&stream).ok_or_else(|| {
+            anyhow!(
+                "{} is a ZFS send stream that holds no snapshot; no version recorded",
+                info.description
+            )
+        })?),
+        Ok(Some(Err(e))) => {
+            bail!(
+                "{} is not a valid ZFS send stream: {e}; no version recorded",
+                info.description
+            )
+        }
+        Ok(None) if opts.zfs_required => bail!(
+            "internal error: the ZFS stream of {} was not validated; no version recorded",
+            info.description
+        ),
+        _ => None,
+    };
+    if let (Some(want), Some(z)) = (opts.zfs_base, &zfs)
+        && z.base_guid != want
+    {
+        bail!(
+            "{} is not incremental from the stored snapshot (GUID {}) but from GUID {}: the snapshot of that name on the pool is not the one in the repository; no version recorded (back up with a full send, without --auto-incremental)",
+            info.description,
+            hex_guid(want),
+            hex_guid(z.base_guid)
+        );
+    }
+    let zfs_summary = zfs.as_ref().map(|z| ZfsSummary {
+        snapshot: z.snapshot.clone(),
+        guid: hex_guid(z.guid),
+        base_guid: hex_guid(z.base_guid),
+        incremental: z.is_incremental(),
+        compound: z.compound,
+        substreams: z.substreams,
+    });
     // `pg_dump db | blockvault backup -` cannot see pg_dump's exit status; a producer that
     // died before writing anything shows up as an empty stream, so do not call that a backup.
     if bytes_read == 0 && info.kind.is_stream() && !opts.allow_empty {
@@ -257,6 +333,7 @@ async fn run(
             },
             dry_run: true,
             requests: repo.store().requests().since(requests_before),
+            zfs: zfs_summary,
         });
     }
     let mut manifest = Manifest {
@@ -272,6 +349,9 @@ async fn run(
         stats,
         extra: BTreeMap::new(),
     };
+    if let Some(z) = &zfs {
+        z.to_extra(&mut manifest.extra);
+    }
     manifest
         .validate()
         .map_err(|e| anyhow!("internal error: the new manifest is inconsistent: {e}"))?;
@@ -320,7 +400,52 @@ async fn run(
         },
         dry_run: false,
         requests: repo.store().requests().since(requests_before),
+        zfs: zfs_summary,
     })
+}
+
+type ZfsSlot = Arc<Mutex<Option<Result<Option<StreamInfo>, StreamError>>>>;
+
+/// Hands every byte the chunker reads to the ZFS stream parser too, on the reading thread, so
+/// a stream is validated as it flows, with no temporary copy. A stream that turns out invalid
+/// fails the read, and so the run, at the byte where it went wrong.
+struct ZfsTee {
+    inner: Box<dyn io::Read + Send>,
+    parser: StreamParser,
+    slot: ZfsSlot,
+    ended: bool,
+}
+
+impl ZfsTee {
+    fn conclude(&mut self, r: Result<Option<StreamInfo>, StreamError>) -> io::Result<()> {
+        self.ended = true;
+        let err = r.as_ref().err().cloned();
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(r);
+        }
+        match err {
+            Some(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl io::Read for ZfsTee {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.ended {
+            return Ok(n);
+        }
+        if n == 0 {
+            let r = self.parser.finish();
+            self.conclude(r)?;
+            return Ok(0);
+        }
+        if let Err(e) = self.parser.feed(&buf[..n]) {
+            self.conclude(Err(e))?;
+        }
+        Ok(n)
+    }
 }
 
 /// The series' current version, used to skip asking the store about chunks it references.

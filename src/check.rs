@@ -7,6 +7,7 @@
 //!   damaged, named with its object);
 //! - the `current` pointer opens, names a version that exists, and carries the digest of that
 //!   manifest as stored (format-spec 10.5);
+//! - every ZFS incremental has a chain of stored streams back to a full one;
 //! - every chunk a readable manifest names is stored; with `--read-data`, every chunk fetched
 //!   authenticates, its plaintext hashes to its id, and its length is the one each manifest
 //!   records.
@@ -40,6 +41,8 @@ use crate::lock::LockGuard;
 use crate::manifest::{ChunkRef, Manifest};
 use crate::repo::Repo;
 use crate::store::Requests;
+use crate::zfs::chain::{Chains, Node, Status};
+use crate::zfs::{ZfsFacts, facts::hex_guid};
 use anyhow::{Result, anyhow};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -245,6 +248,45 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     }
     report.series = versions.len() as u64;
     report.versions = existing.len() as u64;
+
+    // 2b. ZFS chains: an incremental stream whose base no stored stream brings cannot be
+    // restored, though every object it names is intact (its base was forgotten with --force,
+    // or never backed up).
+    for (s, vs) in &versions {
+        let facts: Vec<Option<ZfsFacts>> = vs
+            .iter()
+            .map(|v| {
+                manifests
+                    .get(&(s.clone(), v.clone()))
+                    .and_then(|(m, _)| ZfsFacts::from_extra(&m.extra).ok().flatten())
+            })
+            .collect();
+        let nodes: Vec<Node> = vs
+            .iter()
+            .zip(&facts)
+            .map(|(v, z)| Node {
+                name: v,
+                zfs: z.as_ref(),
+                readable: manifests.contains_key(&(s.clone(), v.clone())),
+            })
+            .collect();
+        let chains = Chains::resolve(&nodes);
+        for (i, v) in vs.iter().enumerate() {
+            if let Status::Missing { base_guid } = chains.status(i) {
+                report.problems.push(Problem {
+                    kind: "chain",
+                    object: layout::manifest(s, v),
+                    series: s.clone(),
+                    version: Some(v.clone()),
+                    ranges: Vec::new(),
+                    reason: format!(
+                        "it is an incremental ZFS stream from snapshot GUID {}, which no restorable version of the series brings: it cannot be restored",
+                        hex_guid(*base_guid)
+                    ),
+                });
+            }
+        }
+    }
 
     // 3. Current pointers: of every series in scope, and any pointer left without a series.
     let mut pointer_series: BTreeSet<String> = versions.keys().cloned().collect();

@@ -15,6 +15,11 @@
 //! `repo` binds a store to its config, keys and layout; `backup` and `restore` are the only
 //! modules that touch both the core and the store. Hashing, compression and sealing run on
 //! rayon (`cpu`); storage I/O is async (tokio) with bounded concurrency.
+//!
+//! ZFS send streams (`zfs`) are validated as they flow through backup (a tee on the reading
+//! thread, no temporary files) and again on their way out; their snapshot GUIDs chain
+//! versions together, and `prune`, `forget` and `receive` (restore into `zfs receive`) obey
+//! those chains.
 
 pub mod backup;
 pub mod check;
@@ -31,9 +36,11 @@ pub mod lock;
 pub mod manifest;
 pub mod progress;
 pub mod prune;
+pub mod receive;
 pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod seal;
 pub mod source;
 pub mod store;
+pub mod zfs;

@@ -10,14 +10,17 @@
 //! Order: the pointer moves (if it named a removed version) **before** any manifest is
 //! deleted, so a crash in between leaves the pointer on a version that exists.
 //!
-//! What a version depends on is asked of [`retention::needs_of`], in one place: `prune` hands
-//! it to the planner (which keeps every needed base) and `forget` to
-//! [`retention::dependents`] (which refuses to orphan a dependent).
+//! What a version depends on is decided in one place, [`crate::zfs::chain`], from the ZFS
+//! facts of every version of the series ([`load_series`]): `prune` hands each version's
+//! `needs` to the planner (which keeps every needed base) and checks the plan with
+//! [`Series::orphaned_by`] before removing anything; `forget` refuses what that check refuses.
 
 use crate::error::Error;
 use crate::layout;
 use crate::repo::Repo;
-use crate::retention::{self, VersionInfo};
+use crate::retention::VersionInfo;
+use crate::zfs::ZfsFacts;
+use crate::zfs::chain::{self, Chains, Node, Status};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::sync::Arc;
@@ -48,14 +51,79 @@ fn is_damage(e: &anyhow::Error) -> bool {
         .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Damaged { .. })))
 }
 
-/// Every version of `series` as the planner sees it, oldest first. A version whose manifest
-/// is damaged is still planned for (by the time in its name; `warn` is told), so a damaged
-/// version can be pruned like any other; one whose name holds no time either is an error.
-pub async fn history(
+/// One version of a series as the commands that plan over a whole series see it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// What the retention planner needs; `needs` is filled from the ZFS chains.
+    pub info: VersionInfo,
+    /// False when the manifest is damaged (or its ZFS facts are): planned by the time in its
+    /// name, restorable by nothing.
+    pub readable: bool,
+    pub zfs: Option<ZfsFacts>,
+}
+
+/// Every version of a series, oldest first, with the ZFS chains between them resolved.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub versions: Vec<Loaded>,
+    pub chains: Chains,
+}
+
+impl Series {
+    fn nodes(&self) -> Vec<Node<'_>> {
+        self.versions
+            .iter()
+            .map(|v| Node {
+                name: &v.info.name,
+                zfs: v.zfs.as_ref(),
+                readable: v.readable,
+            })
+            .collect()
+    }
+
+    pub fn index_of(&self, version: &str) -> Option<usize> {
+        self.versions.iter().position(|v| v.info.name == version)
+    }
+
+    /// What the retention planner takes.
+    pub fn infos(&self) -> Vec<VersionInfo> {
+        self.versions.iter().map(|v| v.info.clone()).collect()
+    }
+
+    /// The versions that would stop being restorable if `remove` were removed: an incremental
+    /// ZFS stream whose base (or its base's base ...) goes, with no other copy to stand in.
+    pub fn orphaned_by(&self, remove: &[String]) -> Vec<String> {
+        let idx: Vec<usize> = remove.iter().filter_map(|r| self.index_of(r)).collect();
+        chain::orphaned_by(&self.nodes(), &idx)
+            .into_iter()
+            .map(|i| self.versions[i].info.name.clone())
+            .collect()
+    }
+
+    /// The versions to replay, oldest first, to restore `version`.
+    pub fn chain(&self, version: &str) -> Vec<&Loaded> {
+        self.index_of(version)
+            .map(|i| self.chains.chain(i))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| &self.versions[i])
+            .collect()
+    }
+
+    pub fn status(&self, version: &str) -> Option<&Status> {
+        self.index_of(version).map(|i| self.chains.status(i))
+    }
+}
+
+/// Every version of `series`, oldest first. A version whose manifest is damaged is still
+/// planned for (by the time in its name; `warn` is told), so a damaged version can be pruned
+/// like any other; one whose name holds no time either is an error.
+pub async fn load_series(
     repo: &Arc<Repo>,
     series: &str,
     mut warn: impl FnMut(String),
-) -> Result<Vec<VersionInfo>> {
+) -> Result<Series> {
     let versions = repo.list_versions(series).await?;
     let sem = Arc::new(Semaphore::new(READ_IN_FLIGHT));
     let mut tasks = JoinSet::new();
@@ -66,16 +134,38 @@ pub async fn history(
             (i, repo.load_manifest(&series, &v).await)
         });
     }
-    let mut out: Vec<Option<VersionInfo>> = vec![None; versions.len()];
+    let mut out: Vec<Option<Loaded>> = vec![None; versions.len()];
     while let Some(done) = tasks.join_next().await {
         let (i, loaded) = done.map_err(|e| anyhow!("reading manifests: {e}"))?;
         let name = versions[i].clone();
-        out[i] = Some(match loaded {
-            Ok((m, _)) => VersionInfo {
-                name,
-                time: m.time,
-                needs: retention::needs_of(&m),
+        let facts = loaded.map(|(m, _)| {
+            let zfs = ZfsFacts::from_extra(&m.extra);
+            (m, zfs)
+        });
+        out[i] = Some(match facts {
+            Ok((m, Ok(zfs))) => Loaded {
+                info: VersionInfo {
+                    name,
+                    time: m.time,
+                    needs: None,
+                },
+                readable: true,
+                zfs,
             },
+            Ok((m, Err(why))) => {
+                warn(format!(
+                    "version {name} of series {series:?} has unreadable ZFS facts ({why}); nothing can be restored through it"
+                ));
+                Loaded {
+                    info: VersionInfo {
+                        name,
+                        time: m.time,
+                        needs: None,
+                    },
+                    readable: false,
+                    zfs: None,
+                }
+            }
             Err(e) if is_damage(&e) => {
                 let Some(time) = time_from_name(&name) else {
                     return Err(e.context(format!(
@@ -85,10 +175,14 @@ pub async fn history(
                 warn(format!(
                     "{e:#}; planning for it by the time in its name (it depends on nothing it could record)"
                 ));
-                VersionInfo {
-                    name,
-                    time,
-                    needs: None,
+                Loaded {
+                    info: VersionInfo {
+                        name,
+                        time,
+                        needs: None,
+                    },
+                    readable: false,
+                    zfs: None,
                 }
             }
             Err(e) => {
@@ -104,7 +198,27 @@ pub async fn history(
             }
         });
     }
-    Ok(out.into_iter().flatten().collect())
+    let mut versions: Vec<Loaded> = out.into_iter().flatten().collect();
+    let nodes: Vec<Node> = versions
+        .iter()
+        .map(|v| Node {
+            name: &v.info.name,
+            zfs: v.zfs.as_ref(),
+            readable: v.readable,
+        })
+        .collect();
+    let chains = Chains::resolve(&nodes);
+    let needs: Vec<Option<String>> = (0..versions.len())
+        .map(|i| chains.needs(i).map(|p| versions[p].info.name.clone()))
+        .collect();
+    for (v, n) in versions.iter_mut().zip(needs) {
+        v.info.needs = n;
+    }
+    Ok(Series {
+        name: series.to_string(),
+        versions,
+        chains,
+    })
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -114,6 +228,8 @@ pub struct Removal {
     pub current_moved_to: Option<String>,
     /// `current` was deleted: no version of the series is left.
     pub current_deleted: bool,
+    /// Versions left unrestorable by a forced removal (their ZFS base is gone).
+    pub orphaned: Vec<String>,
 }
 
 /// Removes `remove` from `series`. `survivors` are the versions that stay, in any order; if
@@ -185,27 +301,37 @@ pub async fn remove_versions(
     Ok(out)
 }
 
-/// Removes one version, refusing when another version needs it (a future ZFS incremental
-/// whose base it is: see [`retention::needs_of`], the single place that will know).
+/// Removes one version. Refused when that would leave another version unrestorable (an
+/// incremental ZFS stream whose chain runs through it), unless `force`, which then removes
+/// it all the same and returns the versions it made unrestorable in `orphaned`.
 pub async fn forget(
     repo: &Arc<Repo>,
     series: &str,
     version: &str,
+    force: bool,
     warn: impl FnMut(String),
 ) -> Result<Removal> {
-    let history = history(repo, series, warn).await?;
-    if !history.iter().any(|v| v.name == version) {
+    let loaded = load_series(repo, series, warn).await?;
+    if loaded.index_of(version).is_none() {
         bail!("series {series:?} has no version {version}");
     }
-    let dependents = retention::dependents(&history, version);
-    if !dependents.is_empty() {
+    let remove = [version.to_string()];
+    let orphaned = loaded.orphaned_by(&remove);
+    if !orphaned.is_empty() && !force {
         bail!(
-            "version {version} of series {series:?} is needed by {}: forgetting it would make them unrestorable; forget those first",
-            dependents.join(", ")
+            "version {version} of series {series:?} is needed to restore {}: forgetting it would make {} unrestorable; forget those first, or add --force to destroy them along with it",
+            orphaned.join(", "),
+            if orphaned.len() == 1 { "it" } else { "them" }
         );
     }
-    let survivors: Vec<VersionInfo> = history.into_iter().filter(|v| v.name != version).collect();
-    remove_versions(repo, series, &[version.to_string()], &survivors).await
+    let survivors: Vec<VersionInfo> = loaded
+        .infos()
+        .into_iter()
+        .filter(|v| v.name != version)
+        .collect();
+    let mut done = remove_versions(repo, series, &remove, &survivors).await?;
+    done.orphaned = orphaned;
+    Ok(done)
 }
 
 #[cfg(test)]

@@ -19,9 +19,11 @@ use crate::layout;
 use crate::lock::LockGuard;
 use crate::manifest::{ChunkRef, Manifest};
 use crate::progress;
+use crate::receive::Validating;
 use crate::repo::Repo;
 use crate::source::size_of;
 use crate::store::Requests;
+use crate::zfs::ZfsFacts;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -68,11 +70,11 @@ pub struct RestoreSummary {
 }
 
 #[derive(Default)]
-struct Counts {
-    written: u64,
-    unchanged: u64,
-    zero: u64,
-    bytes: u64,
+pub(crate) struct Counts {
+    pub written: u64,
+    pub unchanged: u64,
+    pub zero: u64,
+    pub bytes: u64,
 }
 
 pub async fn restore(
@@ -417,10 +419,41 @@ async fn to_stdout(
     opts: &RestoreOptions,
     pb: &indicatif::ProgressBar,
 ) -> Result<Counts> {
+    // A stored ZFS stream is validated again on its way out, as `--zfs-receive` does: bytes
+    // that would make it invalid are not written.
+    let (outcome, written) = if matches!(ZfsFacts::from_extra(&m.extra), Ok(Some(_))) {
+        let what = format!("version {} of series {:?}", m.version, m.series);
+        to_writer(repo, m, opts, pb, Validating::new(io::stdout(), what)).await
+    } else {
+        to_writer(repo, m, opts, pb, io::stdout()).await
+    };
+    outcome?;
+    match written {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Error::OutputClosed.into()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(Error::Damaged {
+            what: format!("version {} of series {:?}", m.version, m.series),
+            source: FormatError::Payload(e.to_string()),
+        }
+        .into()),
+        Err(e) => Err(anyhow!(e).context("writing to standard output")),
+        Ok(counts) => Ok(counts),
+    }
+}
+
+/// Writes the version in order to `out`. Returns the outcome of fetching (damage, missing
+/// chunks) and, separately, of writing, so that callers can tell a reader that went away
+/// from a repository that failed.
+pub(crate) async fn to_writer(
+    repo: &Arc<Repo>,
+    m: &Arc<Manifest>,
+    opts: &RestoreOptions,
+    pb: &indicatif::ProgressBar,
+    out: impl Write + Send + 'static,
+) -> (Result<()>, io::Result<Counts>) {
     // A writer thread keeps blocking writes to a slow pipe off the async workers.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
     let writer = std::thread::spawn(move || -> io::Result<()> {
-        let mut out = io::stdout().lock();
+        let mut out = out;
         for buf in rx {
             out.write_all(&buf)?;
         }
@@ -460,13 +493,9 @@ async fn to_stdout(
     for h in queue {
         h.abort();
     }
-    let written = writer
-        .join()
-        .map_err(|_| anyhow!("the output thread panicked"))?;
-    outcome?;
-    match written {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Error::OutputClosed.into()),
-        Err(e) => Err(anyhow!(e).context("writing to standard output")),
-        Ok(()) => Ok(counts),
-    }
+    let written = match writer.join() {
+        Ok(r) => r.map(|()| counts),
+        Err(_) => Err(io::Error::other("the output thread panicked")),
+    };
+    (outcome, written)
 }

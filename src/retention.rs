@@ -92,47 +92,9 @@ pub struct VersionInfo {
     /// Unix seconds (the manifest's `time`).
     pub time: i64,
     /// The version this one cannot be restored without (the base of a ZFS incremental);
-    /// `None` for a self-contained version. See [`needs_of`].
+    /// `None` for a self-contained version. Filled from the ZFS chains of the series
+    /// ([`crate::zfs::chain`], via [`crate::prune::load_series`]).
     pub needs: Option<String>,
-}
-
-/// What a version depends on. This is the one place that answers it: `prune` feeds it to the
-/// planner and `forget` to [`dependents`]. Every manifest today is a full map of its version
-/// (block images, whole streams), so nothing depends on anything; the ZFS incremental support
-/// will return the base version recorded in the manifest here, and both commands will then
-/// refuse to break a chain without further changes.
-pub fn needs_of(_m: &crate::manifest::Manifest) -> Option<String> {
-    None
-}
-
-/// The versions that need `version`, directly or through others, oldest first.
-pub fn dependents(versions: &[VersionInfo], version: &str) -> Vec<String> {
-    let mut out: Vec<&VersionInfo> = versions
-        .iter()
-        .filter(|v| v.name != version && chain_reaches(versions, v, version))
-        .collect();
-    out.sort_by(|a, b| by_age(a, b));
-    out.into_iter().map(|v| v.name.clone()).collect()
-}
-
-/// Whether following `needs` from `from` reaches `target` (a cycle stops the walk).
-fn chain_reaches(versions: &[VersionInfo], from: &VersionInfo, target: &str) -> bool {
-    let by_name: HashMap<&str, &VersionInfo> =
-        versions.iter().map(|v| (v.name.as_str(), v)).collect();
-    let mut at = from;
-    for _ in 0..versions.len() {
-        let Some(base) = at.needs.as_deref() else {
-            return false;
-        };
-        if base == target {
-            return true;
-        }
-        match by_name.get(base) {
-            Some(next) => at = next,
-            None => return false,
-        }
-    }
-    false
 }
 
 /// restic's duration: years, months, days and hours.
@@ -687,13 +649,9 @@ mod tests {
         assert_eq!(kept(&p), ["v2", "v4", "v5"]);
         assert_eq!(reasons(&p, "v4"), ["needed by v5"]);
         assert_eq!(reasons(&p, "v2"), ["needed by v4"]);
-        assert_eq!(dependents(&vs, "v2"), ["v4", "v5"]);
-        assert_eq!(dependents(&vs, "v1"), ["v3"]);
-        assert!(dependents(&vs, "v5").is_empty());
         // A cycle (only a damaged repository could hold one) terminates.
         vs[2].needs = Some("v5".into());
         assert_eq!(kept(&plan(&vs, &Policy::default(), 0)), ["v2", "v4", "v5"]);
-        assert_eq!(dependents(&vs, "v2"), ["v4", "v5"]);
     }
 
     #[test]

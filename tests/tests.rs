@@ -10,3 +10,5 @@ mod gc;
 mod retention;
 mod s3;
 mod store_conformance;
+mod zfs;
+mod zfs_streams;

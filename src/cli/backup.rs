@@ -1,24 +1,45 @@
 use super::GlobalArgs;
 use crate::backup::{BackupOptions, DEFAULT_IN_FLIGHT, backup};
+use crate::prune;
+use crate::repo::Repo;
 use crate::source::SourceSpec;
+use crate::zfs::{self, Status, chain, facts::hex_guid};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use indicatif::HumanBytes;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// The series this version belongs to (e.g. the VM or device name).
-    #[arg(long)]
-    pub name: String,
-    /// What to back up: a file or block device, or `-` for standard input.
+    /// The series this version belongs to (e.g. the VM or device name); with --zfs, the
+    /// dataset's name by default.
+    #[arg(long, required_unless_present = "zfs")]
+    pub name: Option<String>,
+    /// What to back up: a file or block device, or `-` for standard input (a ZFS send stream
+    /// there is recognised and validated).
     #[arg(
         value_name = "SOURCE",
-        required_unless_present = "command",
-        conflicts_with = "command"
+        required_unless_present_any = ["command", "zfs"],
+        conflicts_with_all = ["command", "zfs"]
     )]
     pub source: Option<PathBuf>,
+    /// Run `zfs send` of this snapshot (pool/dataset@snap) and store the validated stream.
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "command")]
+    pub zfs: Option<String>,
+    /// With --zfs: send incrementally from this earlier snapshot (`@snap` or pool/fs@snap).
+    #[arg(
+        long,
+        value_name = "SNAPSHOT",
+        requires = "zfs",
+        conflicts_with = "auto_incremental"
+    )]
+    pub from: Option<String>,
+    /// With --zfs: send incrementally from the newest snapshot that is both stored in the
+    /// series and still on the pool (same GUID); a full send when there is none.
+    #[arg(long, requires = "zfs")]
+    pub auto_incremental: bool,
     /// Back up the standard output of this shell command; if it exits non-zero, no version is
     /// recorded.
     #[arg(long, value_name = "COMMAND")]
@@ -40,7 +61,13 @@ pub struct BackupArgs {
 }
 
 pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
+    let series = match (&a.name, &a.zfs) {
+        (Some(n), _) => n.clone(),
+        (None, Some(snap)) => zfs::cmd::split_snapshot(snap)?.0.to_string(),
+        (None, None) => bail!("--name is required: the series this version belongs to"),
+    };
     let spec = match (&a.command, &a.source) {
+        _ if a.zfs.is_some() => SourceSpec::Stdin, // replaced below, once the repository is open
         (Some(c), _) if c.trim().is_empty() => bail!("--command is empty"),
         (Some(c), _) => SourceSpec::Command(c.clone()),
         (None, Some(p)) if p.as_os_str() == "-" => {
@@ -66,19 +93,38 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         })
         .transpose()?;
     let repo = g.open().await?;
+    let (spec, zfs_base) = match &a.zfs {
+        Some(snap) => zfs_send_plan(&repo, &series, snap, &a, g).await?,
+        None => (spec, None),
+    };
     let s = backup(
-        repo,
+        repo.clone(),
         &spec,
         BackupOptions {
-            series: a.name,
+            series: series.clone(),
             time,
             in_flight: a.in_flight,
             progress: g.progress(),
             allow_empty: a.allow_empty,
             dry_run: a.dry_run,
+            zfs_required: a.zfs.is_some(),
+            zfs_base,
         },
     )
     .await?;
+    if let Some(z) = &s.zfs
+        && z.incremental
+        && !s.dry_run
+    {
+        let loaded = prune::load_series(&repo, &series, |_| {}).await?;
+        if let Some(Status::Missing { base_guid }) = loaded.status(&s.version) {
+            eprintln!(
+                "warning: version {} of series {series} is an incremental stream from snapshot GUID {}, which no restorable version of the series brings: it cannot be restored until that base is backed up (`blockvault backup --zfs ...` without --from, or with --auto-incremental)",
+                s.version,
+                hex_guid(*base_guid)
+            );
+        }
+    }
     if g.json {
         super::print_json(&s)?;
     } else if !g.quiet {
@@ -108,6 +154,23 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             s.chunks_reused,
             s.chunks_zero
         );
+        if let Some(z) = &s.zfs {
+            println!(
+                "  zfs: {} (guid {}), {}{}",
+                z.snapshot,
+                z.guid,
+                if z.incremental {
+                    format!("incremental from guid {}", z.base_guid)
+                } else {
+                    "full".to_string()
+                },
+                if z.compound {
+                    format!(", {} streams", z.substreams)
+                } else {
+                    String::new()
+                }
+            );
+        }
         let r = &s.requests;
         if r.total() > 0 {
             println!(
@@ -117,4 +180,71 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `zfs send` to run for `--zfs`, and the base GUID its stream must start from when
+/// `--auto-incremental` chose the base.
+async fn zfs_send_plan(
+    repo: &Arc<Repo>,
+    series: &str,
+    snapshot: &str,
+    a: &BackupArgs,
+    g: &GlobalArgs,
+) -> Result<(SourceSpec, Option<u64>)> {
+    let (dataset, _) = zfs::cmd::split_snapshot(snapshot)?;
+    if !a.auto_incremental {
+        return Ok((
+            SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, a.from.as_deref())),
+            None,
+        ));
+    }
+    let pool = zfs::cmd::snapshots(dataset)?;
+    if !pool.iter().any(|s| s.name == snapshot) {
+        bail!("snapshot {snapshot} does not exist (zfs list shows no such snapshot of {dataset})");
+    }
+    let stored = if repo.list_versions(series).await?.is_empty() {
+        None
+    } else {
+        Some(prune::load_series(repo, series, |w| eprintln!("warning: {w}")).await?)
+    };
+    let base = stored.as_ref().and_then(|st| {
+        let nodes: Vec<chain::Node> = st
+            .versions
+            .iter()
+            .map(|v| chain::Node {
+                name: &v.info.name,
+                zfs: v.zfs.as_ref(),
+                readable: v.readable,
+            })
+            .collect();
+        chain::pick_base(&nodes, &pool, snapshot)
+            .map(|(p, i)| (pool[p].clone(), st.versions[i].info.name.clone()))
+    });
+    let say = !g.quiet && !g.json;
+    match base {
+        Some((base, version)) => {
+            if say {
+                println!(
+                    "incremental from {} (guid {}), stored as version {version}",
+                    base.name,
+                    hex_guid(base.guid)
+                );
+            }
+            Ok((
+                SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, Some(&base.name))),
+                Some(base.guid),
+            ))
+        }
+        None => {
+            if say {
+                println!(
+                    "no snapshot of {dataset} before {snapshot} is stored in series {series} with the same GUID: sending a full stream"
+                );
+            }
+            Ok((
+                SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, None)),
+                None,
+            ))
+        }
+    }
 }

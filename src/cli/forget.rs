@@ -11,33 +11,41 @@ use clap::Args;
 pub struct ForgetArgs {
     #[arg(long)]
     pub name: String,
-    /// The full version name (no prefixes: this removes it).
+    /// The full version name (no prefixes: this removes it), or @snapshot when exactly one
+    /// version of a ZFS series stores that snapshot.
     #[arg(long)]
     pub version: String,
+    /// Remove it even when an incremental ZFS stream needs it; the versions that then can no
+    /// longer be restored are named.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub async fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
     let repo = g.open().await?;
     // Reports an unknown series or version with what exists; a prefix is not enough here.
-    let resolved = repo.resolve_version(&a.name, Some(&a.version)).await?;
-    if resolved != a.version {
+    let resolved = super::resolve_version(&repo, &a.name, Some(&a.version), true).await?;
+    if resolved != a.version && !a.version.starts_with('@') {
         bail!(
             "{:?} is only a prefix of version {resolved} of series {:?}: give the full name to forget it",
             a.version,
             a.name
         );
     }
+    let a = ForgetArgs {
+        version: resolved,
+        ..a
+    };
     let lock = LockGuard::acquire(
         &repo,
         LockMode::Shared,
         &format!("forget of {} {}", a.name, a.version),
     )
     .await?;
-    // Whether another version depends on this one is decided inside `prune::forget`, by
-    // `retention::dependents` over `retention::needs_of`: the one place the ZFS chain check
-    // (an incremental needs its base) plugs in. Today every version is self-contained, so
-    // nothing is refused.
-    let result = prune::forget(&repo, &a.name, &a.version, |w| eprintln!("warning: {w}")).await;
+    let result = prune::forget(&repo, &a.name, &a.version, a.force, |w| {
+        eprintln!("warning: {w}")
+    })
+    .await;
     lock.release().await;
     let done = result?;
     if g.json {
@@ -46,7 +54,15 @@ pub async fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
             "removed": done.removed,
             "current_moved_to": done.current_moved_to,
             "current_deleted": done.current_deleted,
+            "orphaned": done.orphaned,
         }));
+    }
+    if !done.orphaned.is_empty() {
+        eprintln!(
+            "warning: --force: {} of series {} can no longer be restored (their ZFS base is gone)",
+            done.orphaned.join(", "),
+            a.name
+        );
     }
     if !g.quiet {
         println!(

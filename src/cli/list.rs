@@ -2,6 +2,8 @@ use super::{GlobalArgs, rfc3339};
 use crate::error::Error;
 use crate::format::FormatError;
 use crate::repo::Repo;
+use crate::zfs::facts::hex_guid;
+use crate::zfs::{Chains, ZfsFacts, chain::Node};
 use anyhow::Result;
 use clap::Args;
 use indicatif::HumanBytes;
@@ -29,6 +31,20 @@ pub struct VersionRow {
     /// Why the manifest could not be read; the fields after `current` are then empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub damaged: Option<String>,
+    /// Whether a restore of this version can succeed with what is stored: false for a
+    /// damaged manifest, and for a ZFS incremental that no chain of stored streams reaches.
+    pub restorable: bool,
+    /// ZFS send streams: the snapshot (pool/fs@snap), its GUID, and the GUID of the snapshot
+    /// it is incremental from ("0000000000000000" for a full stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_guid: Option<String>,
+    /// The version this one is restored on top of (its ZFS base), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<String>,
 }
 
 fn is_damage(e: &anyhow::Error) -> bool {
@@ -47,6 +63,8 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<Vec<VersionRow>> {
     };
     let mut rows = Vec::new();
     for s in series {
+        let first = rows.len();
+        let mut facts: Vec<Option<ZfsFacts>> = Vec::new();
         let current = match repo.current(&s).await {
             Ok(p) => p.map(|p| p.version),
             Err(e) if is_damage(&e) => None,
@@ -65,9 +83,14 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<Vec<VersionRow>> {
                         damaged: Some(format!("{e:#}")),
                         ..VersionRow::default()
                     });
+                    facts.push(None);
                     continue;
                 }
                 Err(e) => return Err(e),
+            };
+            let (zfs, bad_zfs) = match ZfsFacts::from_extra(&m.extra) {
+                Ok(z) => (z, None),
+                Err(why) => (None, Some(format!("its ZFS facts are unreadable: {why}"))),
             };
             rows.push(VersionRow {
                 current: is_current,
@@ -80,8 +103,34 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<Vec<VersionRow>> {
                 host: m.host,
                 chunks: m.chunks.len() as u64,
                 bytes_new_stored: m.stats.bytes_new_stored,
-                damaged: None,
+                damaged: bad_zfs,
+                restorable: false,
+                snapshot: zfs.as_ref().map(|z| z.snapshot.clone()),
+                guid: zfs.as_ref().map(|z| hex_guid(z.guid)),
+                base_guid: zfs.as_ref().map(|z| hex_guid(z.base_guid)),
+                needs: None,
             });
+            facts.push(zfs);
+        }
+        let these = &mut rows[first..];
+        let nodes: Vec<Node> = these
+            .iter()
+            .zip(&facts)
+            .map(|(r, z)| Node {
+                name: &r.version,
+                zfs: z.as_ref(),
+                readable: r.damaged.is_none(),
+            })
+            .collect();
+        let chains = Chains::resolve(&nodes);
+        let needs: Vec<Option<String>> = (0..these.len())
+            .map(|i| chains.needs(i).map(|p| these[p].version.clone()))
+            .collect();
+        let restorable: Vec<bool> = (0..these.len()).map(|i| chains.is_restorable(i)).collect();
+        drop(nodes);
+        for ((r, n), ok) in these.iter_mut().zip(needs).zip(restorable) {
+            r.needs = n;
+            r.restorable = ok && r.damaged.is_none();
         }
     }
     Ok(rows)
@@ -141,14 +190,32 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
         };
         match &r.damaged {
             Some(why) => println!("{:<w$}  {v:<22}  DAMAGED: {why}", r.series),
-            None => println!(
-                "{:<w$}  {v:<22}  {:<20}  {:>10}  {} {}",
-                r.series,
-                r.time,
-                HumanBytes(r.size).to_string(),
-                r.source_kind,
-                r.source
-            ),
+            None => match (&r.snapshot, &r.guid, &r.base_guid) {
+                (Some(snap), Some(guid), Some(base)) => println!(
+                    "{:<w$}  {v:<22}  {:<20}  {:>10}  zfs {snap} guid {guid} {}{}",
+                    r.series,
+                    r.time,
+                    HumanBytes(r.size).to_string(),
+                    match &r.needs {
+                        _ if base.bytes().all(|b| b == b'0') => "full".to_string(),
+                        Some(n) => format!("incremental from guid {base} (needs {n})"),
+                        None => format!("incremental from guid {base}"),
+                    },
+                    if r.restorable {
+                        ""
+                    } else {
+                        "  NOT RESTORABLE: its base is not stored"
+                    }
+                ),
+                _ => println!(
+                    "{:<w$}  {v:<22}  {:<20}  {:>10}  {} {}",
+                    r.series,
+                    r.time,
+                    HumanBytes(r.size).to_string(),
+                    r.source_kind,
+                    r.source
+                ),
+            },
         }
     }
     println!("(* = current version of the series)");

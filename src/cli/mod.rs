@@ -226,6 +226,50 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// `--version` as given: a version name, a unique prefix, nothing (the current version) or,
+/// for a ZFS series, `@snap`: the newest version that stores that snapshot (the only one, with
+/// `unique`).
+pub async fn resolve_version(
+    repo: &Arc<crate::repo::Repo>,
+    series: &str,
+    wanted: Option<&str>,
+    unique: bool,
+) -> Result<String> {
+    let Some(snap) = wanted.and_then(|w| w.strip_prefix('@')) else {
+        return repo.resolve_version(series, wanted).await;
+    };
+    repo.resolve_version(series, None).await?;
+    let loaded = crate::prune::load_series(repo, series, |w| eprintln!("warning: {w}")).await?;
+    let matching: Vec<&str> = loaded
+        .versions
+        .iter()
+        .filter(|v| v.zfs.as_ref().is_some_and(|z| z.short_name() == snap))
+        .map(|v| v.info.name.as_str())
+        .collect();
+    match matching.as_slice() {
+        [] => {
+            let known: Vec<String> = loaded
+                .versions
+                .iter()
+                .filter_map(|v| v.zfs.as_ref().map(|z| format!("@{}", z.short_name())))
+                .collect();
+            if known.is_empty() {
+                bail!("series {series:?} holds no ZFS snapshots, so there is no version @{snap}")
+            }
+            bail!(
+                "series {series:?} has no version of snapshot @{snap}; its snapshots are {}",
+                known.join(", ")
+            )
+        }
+        [.., last] if !unique || matching.len() == 1 => Ok(last.to_string()),
+        many => bail!(
+            "snapshot @{snap} is stored in {} versions of series {series:?} ({}): give the version name",
+            many.len(),
+            many.join(", ")
+        ),
+    }
+}
+
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

@@ -170,7 +170,8 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
         Some(LockGuard::acquire(&repo, LockMode::Shared, &format!("prune of {}", a.name)).await?)
     };
     let result = async {
-        let history = prune::history(&repo, &a.name, |w| eprintln!("warning: {w}")).await?;
+        let series = prune::load_series(&repo, &a.name, |w| eprintln!("warning: {w}")).await?;
+        let history = series.infos();
         let plan = retention::plan(&history, &policy, a.seed.or(seed).unwrap_or(0));
         print_plan(g, &a.name, &plan, seed)?;
         if a.dry_run {
@@ -184,6 +185,17 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
             .filter(|d| !d.keep)
             .map(|d| d.version.clone())
             .collect();
+        // The planner keeps every base a kept version needs; this re-check over the chains
+        // themselves is the last line of DESIGN.md promise 3, so a planner bug cannot orphan
+        // an incremental.
+        let orphaned = series.orphaned_by(&remove);
+        if !orphaned.is_empty() {
+            bail!(
+                "internal error: the plan would leave {} of series {} unrestorable; nothing was removed",
+                orphaned.join(", "),
+                a.name
+            );
+        }
         let removed: HashSet<&str> = remove.iter().map(String::as_str).collect();
         let survivors: Vec<VersionInfo> = history
             .into_iter()

@@ -1,7 +1,7 @@
 use super::GlobalArgs;
 use crate::backup::DEFAULT_IN_FLIGHT;
 use crate::restore::{RestoreOptions, Target, restore};
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use indicatif::HumanBytes;
 use std::io::IsTerminal;
@@ -11,13 +11,19 @@ use std::path::PathBuf;
 pub struct RestoreArgs {
     #[arg(long)]
     pub name: String,
-    /// Version name or a unique prefix of one; the current version if omitted.
+    /// Version name or a unique prefix of one, or @snapshot for a ZFS series; the current
+    /// version if omitted.
     #[arg(long)]
     pub version: Option<String>,
     /// Where to restore: a new file, an existing file or device with --in-place, or `-` for
-    /// standard output.
-    #[arg(value_name = "TARGET")]
-    pub target: PathBuf,
+    /// standard output (one stored stream, as it was backed up).
+    #[arg(value_name = "TARGET", required_unless_present = "zfs_receive")]
+    pub target: Option<PathBuf>,
+    /// Replay the ZFS chain that leads to the version (a full stream, then each incremental
+    /// in order, one `zfs receive` each) into this dataset. An existing dataset whose newest
+    /// snapshot is on the chain receives only the streams after it.
+    #[arg(long, value_name = "DATASET", conflicts_with_all = ["target", "in_place", "force"])]
+    pub zfs_receive: Option<String>,
     /// Update an existing file or block device, writing only the chunks that differ.
     #[arg(long)]
     pub in_place: bool,
@@ -30,7 +36,15 @@ pub struct RestoreArgs {
 }
 
 pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
-    let to_stdout = a.target.as_os_str() == "-";
+    if let Some(dataset) = &a.zfs_receive {
+        return zfs_receive(g, &a, dataset).await;
+    }
+    let Some(target_path) = a.target.clone() else {
+        bail!(
+            "nothing to restore to: give a TARGET path, `-` for standard output, or --zfs-receive"
+        )
+    };
+    let to_stdout = target_path.as_os_str() == "-";
     let target = match (to_stdout, a.in_place) {
         (true, true) => bail!("--in-place needs a file or device, not standard output"),
         (true, false) if std::io::stdout().is_terminal() => {
@@ -39,14 +53,14 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
             )
         }
         (true, false) => Target::Stdout,
-        (false, true) => Target::InPlace(a.target.clone()),
+        (false, true) => Target::InPlace(target_path.clone()),
         (false, false) => Target::NewFile {
-            path: a.target.clone(),
+            path: target_path.clone(),
             force: a.force,
         },
     };
     let repo = g.open().await?;
-    let version = repo.resolve_version(&a.name, a.version.as_deref()).await?;
+    let version = super::resolve_version(&repo, &a.name, a.version.as_deref(), false).await?;
     let s = restore(
         repo,
         &a.name,
@@ -79,6 +93,57 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
             s.chunks_unchanged,
             s.chunks_zero
         );
+    }
+    Ok(())
+}
+
+async fn zfs_receive(g: &GlobalArgs, a: &RestoreArgs, dataset: &str) -> Result<()> {
+    crate::zfs::cmd::split_snapshot(&format!("{dataset}@x"))
+        .map_err(|_| anyhow!("--zfs-receive {dataset:?} is not a dataset name (pool/fs)"))?;
+    if dataset.contains('@') {
+        bail!("--zfs-receive takes a dataset (pool/fs), not a snapshot: {dataset}");
+    }
+    let repo = g.open().await?;
+    let version = super::resolve_version(&repo, &a.name, a.version.as_deref(), false).await?;
+    let s = crate::receive::receive(
+        repo,
+        &a.name,
+        &version,
+        dataset,
+        RestoreOptions {
+            in_flight: a.in_flight,
+            progress: g.progress(),
+        },
+    )
+    .await?;
+    if g.json {
+        return super::print_json(&s);
+    }
+    if !g.quiet {
+        if !s.skipped.is_empty() {
+            println!(
+                "{} already has the snapshots of {}",
+                s.target,
+                s.skipped.join(", ")
+            );
+        }
+        for r in &s.received {
+            println!(
+                "received version {} ({}, guid {}) into {}: {} in {:.1} s",
+                r.version,
+                r.snapshot,
+                r.guid,
+                s.target,
+                HumanBytes(r.bytes),
+                r.seconds
+            );
+        }
+        if s.received.is_empty() {
+            println!(
+                "{} is already at version {}: nothing to receive",
+                s.target, s.version
+            );
+        }
     }
     Ok(())
 }

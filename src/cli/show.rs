@@ -1,6 +1,8 @@
 use super::{GlobalArgs, rfc3339};
 use crate::chunker::Chunking;
 use crate::manifest::ChunkRef;
+use crate::zfs::ZfsFacts;
+use crate::zfs::facts::hex_guid;
 use anyhow::Result;
 use clap::Args;
 use indicatif::HumanBytes;
@@ -10,14 +12,15 @@ use std::collections::HashSet;
 pub struct ShowArgs {
     #[arg(long)]
     pub name: String,
-    /// Version name or a unique prefix of one; the current version if omitted.
+    /// Version name or a unique prefix of one, or @snapshot for a ZFS series; the current
+    /// version if omitted.
     #[arg(long)]
     pub version: Option<String>,
 }
 
 pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
     let repo = g.open().await?;
-    let version = repo.resolve_version(&a.name, a.version.as_deref()).await?;
+    let version = super::resolve_version(&repo, &a.name, a.version.as_deref(), false).await?;
     let (m, _) = repo.load_manifest(&a.name, &version).await?;
     let current = repo
         .current(&a.name)
@@ -50,6 +53,34 @@ pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
             )
         }
     };
+    let zfs = match ZfsFacts::from_extra(&m.extra) {
+        Ok(Some(z)) => {
+            let loaded =
+                crate::prune::load_series(&repo, &a.name, |w| eprintln!("warning: {w}")).await?;
+            let chain: Vec<String> = loaded
+                .chain(&version)
+                .iter()
+                .map(|l| l.info.name.clone())
+                .collect();
+            Some(serde_json::json!({
+                "snapshot": z.snapshot,
+                "guid": hex_guid(z.guid),
+                "base_guid": hex_guid(z.base_guid),
+                "incremental": z.is_incremental(),
+                "creation": rfc3339(i64::try_from(z.creation).unwrap_or(i64::MAX)),
+                "compound": z.compound,
+                "substreams": z.substreams,
+                "snapshots": z.snapshots.iter().map(|(g, n)| serde_json::json!({"guid": hex_guid(*g), "name": n})).collect::<Vec<_>>(),
+                "restorable": !chain.is_empty(),
+                "chain": chain,
+            }))
+        }
+        Ok(None) => None,
+        Err(why) => {
+            eprintln!("warning: version {version} has unreadable ZFS facts: {why}");
+            None
+        }
+    };
     if g.json {
         return super::print_json(&serde_json::json!({
             "series": m.series,
@@ -67,6 +98,7 @@ pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
             "parent": m.parent,
             "current": current,
             "stats": m.stats,
+            "zfs": zfs,
         }));
     }
     println!("series:    {}", m.series);
@@ -92,6 +124,30 @@ pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
         m.chunks.len() - data
     );
     println!("parent:    {}", m.parent.as_deref().unwrap_or("none"));
+    if let Some(z) = &zfs {
+        println!(
+            "zfs:       {} guid {}, {}",
+            z["snapshot"].as_str().unwrap_or(""),
+            z["guid"].as_str().unwrap_or(""),
+            if z["incremental"].as_bool().unwrap_or(false) {
+                format!(
+                    "incremental from guid {}",
+                    z["base_guid"].as_str().unwrap_or("")
+                )
+            } else {
+                "full stream".to_string()
+            }
+        );
+        let chain: Vec<&str> = z["chain"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        if chain.is_empty() {
+            println!("restore:   NOT RESTORABLE: no stored chain of streams reaches its base");
+        } else {
+            println!("restore:   replays {}", chain.join(" → "));
+        }
+    }
     let s = &m.stats;
     println!(
         "backup:    {} new chunks ({}, {} stored), {} reused, {} zero, {:.1} s",

@@ -18,6 +18,8 @@ pub enum SourceSpec {
     Path(PathBuf),
     Stdin,
     Command(String),
+    /// `zfs send` run by blockvault itself (no shell): the program and its arguments.
+    ZfsSend(Vec<String>),
 }
 
 enum Finish {
@@ -70,28 +72,14 @@ pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
             finish: Finish::Stream,
         }),
         SourceSpec::Command(cmd) => {
-            let mut child = Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("starting command `{cmd}`"))?;
-            let Some(stdout) = child.stdout.take() else {
-                bail!("command `{cmd}`: no output pipe")
-            };
-            Ok(OpenedSource {
-                info: SourceInfo {
-                    kind: SourceKind::Command,
-                    description: cmd.clone(),
-                },
-                reader: Box::new(stdout),
-                size: None,
-                finish: Finish::Child {
-                    command: cmd.clone(),
-                    child,
-                },
-            })
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(cmd);
+            spawn(c, cmd.clone())
+        }
+        SourceSpec::ZfsSend(args) => {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (c, shown) = crate::zfs::cmd::command(&args);
+            spawn(c, shown)
         }
         SourceSpec::Path(path) => {
             let mut file = File::open(path)
@@ -139,6 +127,29 @@ pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
     }
 }
 
+fn spawn(mut c: Command, shown: String) -> Result<OpenedSource> {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting command `{shown}`"))?;
+    let Some(stdout) = child.stdout.take() else {
+        bail!("command `{shown}`: no output pipe")
+    };
+    Ok(OpenedSource {
+        info: SourceInfo {
+            kind: SourceKind::Command,
+            description: shown.clone(),
+        },
+        reader: Box::new(stdout),
+        size: None,
+        finish: Finish::Child {
+            command: shown,
+            child,
+        },
+    })
+}
+
 impl OpenedSource {
     /// Splits off the reader, so it can move to the reading thread while `finish` stays here.
     pub fn take_reader(&mut self) -> Box<dyn Read + Send> {
@@ -178,6 +189,25 @@ impl OpenedSource {
                 Ok(())
             }
         }
+    }
+
+    /// Why a run that failed while reading may really have failed: a command that already
+    /// exited non-zero (`zfs send` of a missing snapshot ends its output early, and the
+    /// stream then looks truncated). Waits briefly for a command that is still exiting.
+    pub fn failure_note(&mut self) -> Option<String> {
+        let Finish::Child { command, child } = &mut self.finish else {
+            return None;
+        };
+        for _ in 0..20 {
+            match child.try_wait() {
+                Ok(Some(status)) if !status.success() => {
+                    return Some(format!("command `{command}` failed ({status})"));
+                }
+                Ok(Some(_)) | Err(_) => return None,
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        None
     }
 
     /// Stops a command source whose output is no longer wanted.

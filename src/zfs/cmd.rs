@@ -1,0 +1,140 @@
+//! The `zfs` commands blockvault runs: `send` (a backup source), `list` and `get` (which
+//! snapshots a pool has, and their GUIDs), and `receive` (a restore target).
+//!
+//! Only options that both OpenZFS and the older zfs-fuse understand are used: `zfs list` has
+//! no `-p` and no `guid` column on zfs-fuse, so GUIDs come from one `zfs get -Hp` over the
+//! listed names. `BLOCKVAULT_ZFS` names another `zfs` binary.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::process::{Command, Output, Stdio};
+
+pub fn zfs_program() -> String {
+    std::env::var("BLOCKVAULT_ZFS").unwrap_or_else(|_| "zfs".to_string())
+}
+
+/// A `zfs` command line, for running and for messages.
+pub fn command(args: &[&str]) -> (Command, String) {
+    let program = zfs_program();
+    let mut c = Command::new(&program);
+    c.args(args);
+    (c, format!("{program} {}", args.join(" ")))
+}
+
+fn run(args: &[&str]) -> Result<Output> {
+    let (mut c, shown) = command(args);
+    c.stdin(Stdio::null()).output().with_context(|| {
+        format!("cannot run `{shown}` (is ZFS installed? BLOCKVAULT_ZFS names another zfs command)")
+    })
+}
+
+fn stderr_line(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `pool/fs@snap`
+    pub name: String,
+    pub guid: u64,
+}
+
+impl Snapshot {
+    pub fn short_name(&self) -> &str {
+        self.name.split_once('@').map_or("", |(_, s)| s)
+    }
+}
+
+/// Whether a dataset (file system or volume) exists.
+pub fn dataset_exists(dataset: &str) -> Result<bool> {
+    Ok(run(&["list", "-H", "-o", "name", dataset])?
+        .status
+        .success())
+}
+
+/// The snapshots of `dataset` (not of its children), oldest first, with their GUIDs.
+pub fn snapshots(dataset: &str) -> Result<Vec<Snapshot>> {
+    let listed = run(&[
+        "list",
+        "-H",
+        "-t",
+        "snapshot",
+        "-o",
+        "name",
+        "-s",
+        "createtxg",
+        "-r",
+        "-d",
+        "1",
+        dataset,
+    ])?;
+    if !listed.status.success() {
+        bail!(
+            "cannot list the snapshots of {dataset}: {}",
+            stderr_line(&listed)
+        );
+    }
+    let prefix = format!("{dataset}@");
+    let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with(&prefix))
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = vec!["get", "-H", "-p", "-o", "name,value", "guid"];
+    args.extend(names.iter().map(String::as_str));
+    let got = run(&args)?;
+    if !got.status.success() {
+        bail!(
+            "cannot read the GUIDs of the snapshots of {dataset}: {}",
+            stderr_line(&got)
+        );
+    }
+    let text = String::from_utf8_lossy(&got.stdout);
+    let mut guids = std::collections::HashMap::new();
+    for line in text.lines() {
+        let Some((name, value)) = line.split_once('\t') else {
+            continue;
+        };
+        let guid: u64 = value
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("`zfs get -Hp guid {name}` printed {value:?}, not a GUID"))?;
+        guids.insert(name.to_string(), guid);
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let guid = *guids
+                .get(&name)
+                .ok_or_else(|| anyhow!("`zfs get guid` said nothing about {name}"))?;
+            Ok(Snapshot { name, guid })
+        })
+        .collect()
+}
+
+/// `zfs send` of `snapshot`, incremental from `from` (`@snap`, or a full `pool/fs@snap`).
+pub fn send_args(snapshot: &str, from: Option<&str>) -> Vec<String> {
+    let mut a = vec!["send".to_string()];
+    if let Some(f) = from {
+        a.push("-i".into());
+        a.push(f.into());
+    }
+    a.push(snapshot.into());
+    a
+}
+
+/// Splits `pool/fs@snap` into its dataset and snapshot name, refusing anything else.
+pub fn split_snapshot(name: &str) -> Result<(&str, &str)> {
+    match name.split_once('@') {
+        Some((d, s)) if !d.is_empty() && !s.is_empty() && !s.contains('@') => Ok((d, s)),
+        _ => bail!("{name:?} is not a snapshot name: expected pool/dataset@snapshot"),
+    }
+}

@@ -1,0 +1,555 @@
+//! ZFS end to end, with real `zfs send` and `zfs receive` from zfs-fuse: pools on image files,
+//! datasets of real files, snapshots, chains of full and incremental streams (also `-R` and
+//! `-I` compound streams), restores replayed into fresh datasets and compared with `diff -r`,
+//! damaged streams refused, and chains that `forget` will not break.
+//!
+//! The zfs-fuse daemon is started by the first test that needs it and stopped when the last
+//! one is done (a daemon that was already running is used and left alone). Each test has its
+//! own pool on an image file in its own temporary directory, destroyed afterwards.
+
+use crate::util::*;
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How many tests hold the daemon, and the daemon if we started it.
+static DAEMON: Mutex<(usize, Option<Child>)> = Mutex::new((0, None));
+static POOLS: AtomicUsize = AtomicUsize::new(0);
+
+fn zpool_answers() -> bool {
+    Command::new("zpool")
+        .arg("list")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn daemon_acquire() {
+    require_tool("zfs-fuse");
+    let mut d = DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    d.0 += 1;
+    if d.0 > 1 || zpool_answers() {
+        return;
+    }
+    let child = Command::new("zfs-fuse")
+        .args(["--no-daemon", "--no-kstat-mount"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting zfs-fuse");
+    d.1 = Some(child);
+    let started = Instant::now();
+    while !zpool_answers() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "zfs-fuse did not answer `zpool list` within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn daemon_release() {
+    let mut d = DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    d.0 -= 1;
+    if d.0 == 0
+        && let Some(mut child) = d.1.take()
+    {
+        // SIGTERM lets zfs-fuse unmount and export cleanly.
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A pool on an image file, destroyed when dropped.
+struct Pool {
+    name: String,
+    mnt: PathBuf,
+}
+
+impl Pool {
+    fn new(v: &Vault) -> Pool {
+        daemon_acquire();
+        let name = format!(
+            "bvt{}x{}",
+            std::process::id(),
+            POOLS.fetch_add(1, Ordering::SeqCst)
+        );
+        let image = v.path(&format!("{name}.img"));
+        let mnt = v.path(&format!("{name}-mnt"));
+        tool("truncate", &["-s", "256M", s(&image)]);
+        // Not in zfs-fuse's cache file: a pool whose image is gone would linger there as
+        // FAULTED in every later `zpool list`.
+        tool(
+            "zpool",
+            &[
+                "create",
+                "-o",
+                "cachefile=none",
+                "-m",
+                s(&mnt),
+                &name,
+                s(&image),
+            ],
+        );
+        Pool { name, mnt }
+    }
+
+    /// `pool/child`
+    fn ds(&self, child: &str) -> String {
+        format!("{}/{child}", self.name)
+    }
+
+    fn mountpoint(&self, child: &str) -> PathBuf {
+        self.mnt.join(child)
+    }
+
+    fn guid(&self, snapshot: &str) -> String {
+        let dec = tool("zfs", &["get", "-H", "-p", "-o", "value", "guid", snapshot]);
+        let g: u64 = dec.trim().parse().expect("zfs get guid prints a number");
+        format!("{g:016x}")
+    }
+
+    fn snapshots(&self, ds: &str) -> Vec<String> {
+        tool(
+            "zfs",
+            &[
+                "list",
+                "-H",
+                "-t",
+                "snapshot",
+                "-o",
+                "name",
+                "-s",
+                "createtxg",
+                "-r",
+                ds,
+            ],
+        )
+        .lines()
+        .map(String::from)
+        .collect()
+    }
+
+    fn send(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("zfs")
+            .arg("send")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running zfs send");
+        assert!(out.status.success(), "zfs send {args:?} failed");
+        out.stdout
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // zfs-fuse answers "pool is busy" for a moment after its datasets were last used.
+        for _ in 0..50 {
+            let destroyed = Command::new("zpool")
+                .args(["destroy", "-f", &self.name])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if destroyed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        daemon_release();
+    }
+}
+
+/// A dataset of real files with three snapshots: @a, @b (files added and one changed), @c
+/// (a file removed, one appended to).
+fn dataset_with_history(pool: &Pool, child: &str) -> String {
+    let ds = pool.ds(child);
+    tool("zfs", &["create", &ds]);
+    let root = pool.mountpoint(child);
+    copy_real_files(&root.join("first"), 6 * MIB, 0);
+    tool("zfs", &["snapshot", &format!("{ds}@a")]);
+    copy_real_files(&root.join("second"), 3 * MIB, 400);
+    write_random_file(&root.join("changed.bin"), 7, 300_000);
+    tool("zfs", &["snapshot", &format!("{ds}@b")]);
+    fs::remove_dir_all(root.join("first")).expect("removing a directory on the pool");
+    scribble(&root.join("changed.bin"), 4096, 20_000, 8);
+    tool("zfs", &["snapshot", &format!("{ds}@c")]);
+    ds
+}
+
+#[track_caller]
+fn assert_same_tree(a: &Path, b: &Path) {
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("running diff");
+    assert!(
+        out.status.success(),
+        "diff -r {} {} found differences:\n{}",
+        a.display(),
+        b.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn rows_of(v: &Vault, series: &str) -> Vec<Value> {
+    v.list()
+        .into_iter()
+        .filter(|r| r["series"] == series)
+        .collect()
+}
+
+#[test]
+fn zfs_chain_backup_list_forget_and_replayed_restore() {
+    let v = Vault::new();
+    let pool = Pool::new(&v);
+    let ds = dataset_with_history(&pool, "vm");
+    let (ga, gb, gc) = (
+        pool.guid(&format!("{ds}@a")),
+        pool.guid(&format!("{ds}@b")),
+        pool.guid(&format!("{ds}@c")),
+    );
+
+    // Full, explicit incremental, then auto-incremental (which must pick @b). The series is
+    // named after the dataset.
+    let full = v
+        .run(&["backup", "--json", "--zfs", &format!("{ds}@a")])
+        .ok()
+        .json();
+    assert_eq!(full["series"], ds.as_str());
+    assert_eq!(full["zfs"]["guid"], ga.as_str());
+    assert_eq!(full["zfs"]["incremental"], false);
+    let inc = v
+        .run(&[
+            "backup",
+            "--json",
+            "--zfs",
+            &format!("{ds}@b"),
+            "--from",
+            "@a",
+        ])
+        .ok()
+        .json();
+    assert_eq!(inc["zfs"]["base_guid"], ga.as_str());
+    let auto = v
+        .run(&["backup", "--zfs", &format!("{ds}@c"), "--auto-incremental"])
+        .ok();
+    assert!(
+        auto.stdout_text()
+            .contains(&format!("incremental from {ds}@b")),
+        "auto-incremental should build on @b:\n{}",
+        auto.stdout_text()
+    );
+
+    let rows = rows_of(&v, &ds);
+    assert_eq!(rows.len(), 3);
+    let by_snap = |snap: &str| -> &Value {
+        rows.iter()
+            .find(|r| r["snapshot"] == format!("{ds}@{snap}").as_str())
+            .unwrap_or_else(|| panic!("no version of @{snap} in {rows:?}"))
+    };
+    assert_eq!(by_snap("a")["base_guid"], "0000000000000000");
+    assert_eq!(by_snap("b")["base_guid"], ga.as_str());
+    assert_eq!(by_snap("c")["guid"], gc.as_str());
+    assert_eq!(by_snap("c")["base_guid"], gb.as_str());
+    assert_eq!(by_snap("c")["needs"], by_snap("b")["version"]);
+    assert!(rows.iter().all(|r| r["restorable"] == true), "{rows:?}");
+    let version_a = text(by_snap("a"), "version").to_string();
+
+    // The chain is replayed, one receive per stream, into a new dataset.
+    let target = pool.ds("restored");
+    let r = v
+        .run(&[
+            "restore",
+            "--json",
+            "--name",
+            &ds,
+            "--version",
+            "@c",
+            "--zfs-receive",
+            &target,
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["received"].as_array().map(Vec::len), Some(3), "{r}");
+    assert_eq!(
+        pool.snapshots(&target),
+        ["a", "b", "c"].map(|s| format!("{target}@{s}"))
+    );
+    assert_eq!(pool.guid(&format!("{target}@c")), gc);
+    assert_same_tree(&pool.mountpoint("vm"), &pool.mountpoint("restored"));
+
+    // One stored stream to stdout is the stream `zfs send` made, byte for byte.
+    let out = v
+        .run(&["restore", "--name", &ds, "--version", "@b", "-"])
+        .ok();
+    assert_eq!(out.stdout, pool.send(&["-i", "@a", &format!("{ds}@b")]));
+
+    // Forgetting the base of the chain is refused, naming what it would orphan.
+    let refused = v
+        .run(&["forget", "--name", &ds, "--version", &version_a])
+        .error(1, &["needed to restore", "--force"]);
+    for needed in ["b", "c"] {
+        assert!(
+            refused.stderr.contains(text(by_snap(needed), "version")),
+            "the refusal should name the version of @{needed}: {}",
+            refused.stderr
+        );
+    }
+    assert_eq!(rows_of(&v, &ds).len(), 3, "nothing was removed");
+    // Pruning to the newest version keeps the whole chain, with the reason.
+    let plan = v
+        .run(&["prune", "--name", &ds, "--keep-last", "1", "--dry-run"])
+        .ok()
+        .stdout_text();
+    assert!(
+        plan.contains("keep 3, remove 0") && plan.contains("needed by"),
+        "{plan}"
+    );
+
+    // A second full send of @a stores nothing new, and then stands in for the first: the
+    // first copy may go, the chain stays restorable.
+    let again = v
+        .run(&["backup", "--json", "--zfs", &format!("{ds}@a")])
+        .ok()
+        .json();
+    assert_eq!(n(&again, "chunks_new"), 0, "{again}");
+    assert!(n(&again, "chunks_reused") > 0);
+    v.run(&["forget", "--name", &ds, "--version", &version_a])
+        .ok();
+    let rows = rows_of(&v, &ds);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["restorable"] == true), "{rows:?}");
+    let target2 = pool.ds("restored2");
+    // (`current` is now the second copy of @a, the newest backup: ask for @c by name.)
+    v.run(&[
+        "restore",
+        "--name",
+        &ds,
+        "--version",
+        "@c",
+        "--zfs-receive",
+        &target2,
+    ])
+    .ok();
+    assert_same_tree(&pool.mountpoint("vm"), &pool.mountpoint("restored2"));
+
+    // A forced forget of the middle says what it destroyed, and `list` shows it.
+    let version_b = text(by_snap("b"), "version").to_string();
+    let forced = v
+        .run(&["forget", "--name", &ds, "--version", "@b", "--force"])
+        .ok();
+    assert!(
+        forced.stderr.contains("can no longer be restored"),
+        "{}",
+        forced.stderr
+    );
+    let rows = rows_of(&v, &ds);
+    assert!(!rows.iter().any(|r| r["version"] == version_b.as_str()));
+    let c = rows
+        .iter()
+        .find(|r| r["snapshot"] == format!("{ds}@c").as_str())
+        .expect("@c is still listed");
+    assert_eq!(c["restorable"], false);
+    v.run(&[
+        "restore",
+        "--name",
+        &ds,
+        "--version",
+        "@c",
+        "--zfs-receive",
+        &pool.ds("r3"),
+    ])
+    .error(1, &["cannot be restored", &gb]);
+    let r3 = Command::new("zfs")
+        .args(["list", &pool.ds("r3")])
+        .output()
+        .expect("running zfs list");
+    assert!(
+        !r3.status.success(),
+        "a refused restore must not create its target"
+    );
+    // `check` reports the broken chain (every object is intact, but @c cannot be restored).
+    let checked = v.run(&["check"]).code(3);
+    let said = format!("{}{}", checked.stdout_text(), checked.stderr);
+    assert!(
+        said.contains("incremental ZFS stream") && said.contains(&gb),
+        "check should name the missing base: {said}"
+    );
+}
+
+#[test]
+fn compound_streams_from_stdin_and_commands_restore_as_a_chain() {
+    let v = Vault::new();
+    let pool = Pool::new(&v);
+    let ds = dataset_with_history(&pool, "fs");
+    // A full `-R` stream (all three snapshots) through --command, then nothing more is needed.
+    v.backup("rep", &["--command", &format!("zfs send -R {ds}@b")]);
+    // `-R -I @b ..@c` from stdin is recognised as ZFS without being told.
+    let stream = pool.send(&["-R", "-I", "@b", &format!("{ds}@c")]);
+    let s = v
+        .run_with_stdin(&["backup", "--json", "--name", "rep", "-"], stream)
+        .ok()
+        .json();
+    assert_eq!(s["zfs"]["compound"], true, "{s}");
+    assert_eq!(
+        s["zfs"]["base_guid"],
+        pool.guid(&format!("{ds}@b")).as_str()
+    );
+    let rows = rows_of(&v, "rep");
+    assert!(rows.iter().all(|r| r["restorable"] == true), "{rows:?}");
+
+    let target = pool.ds("back");
+    v.run(&["restore", "--name", "rep", "--zfs-receive", &target])
+        .ok();
+    assert_eq!(
+        pool.snapshots(&target),
+        ["a", "b", "c"].map(|s| format!("{target}@{s}"))
+    );
+    assert_same_tree(&pool.mountpoint("fs"), &pool.mountpoint("back"));
+
+    // A target that already has @b (received above, then rolled back) receives only what is
+    // after it.
+    tool("zfs", &["rollback", "-r", &format!("{target}@b")]);
+    let r = v
+        .run(&[
+            "restore",
+            "--json",
+            "--name",
+            "rep",
+            "--zfs-receive",
+            &target,
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["skipped"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(r["received"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_same_tree(&pool.mountpoint("fs"), &pool.mountpoint("back"));
+}
+
+#[test]
+fn damaged_truncated_and_padded_streams_are_refused_at_backup() {
+    let v = Vault::new();
+    let pool = Pool::new(&v);
+    let ds = dataset_with_history(&pool, "d");
+    let good = pool.send(&[&format!("{ds}@a")]);
+    assert!(good.len() > 100_000, "the stream should hold real data");
+
+    let mut flipped = good.clone();
+    let at = good.len() / 2;
+    flipped[at] ^= 0x10;
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 1000);
+    let mut padded = good.clone();
+    padded.extend_from_slice(b"trailing garbage");
+
+    for (what, bytes, needle) in [
+        ("a flipped bit", flipped, "checksum"),
+        ("a truncation", truncated, "ends"),
+        ("trailing bytes", padded, "final end"),
+    ] {
+        let r = v
+            .run_with_stdin(&["backup", "--name", "bad", "-"], bytes)
+            .error(1, &["ZFS send stream", "no version recorded"]);
+        assert!(
+            r.stderr.to_lowercase().contains(needle),
+            "{what}: the error should say {needle:?}: {}",
+            r.stderr
+        );
+    }
+    // `zfs send` of a snapshot that does not exist fails the backup and says so.
+    v.run(&["backup", "--zfs", &format!("{ds}@nosuch")]).fails();
+    assert!(
+        v.list().is_empty(),
+        "no version may be recorded by a failed backup: {:?}",
+        v.list()
+    );
+    // The intact stream goes in, and out again unchanged.
+    v.run_with_stdin(&["backup", "--name", "good", "-"], good.clone())
+        .ok();
+    let out = v.run(&["restore", "--name", "good", "-"]).ok();
+    assert!(
+        out.stdout == good,
+        "the stored stream must come back byte for byte"
+    );
+}
+
+#[test]
+fn a_damaged_chunk_stops_the_chain_before_the_damaged_stream() {
+    let v = Vault::new();
+    let pool = Pool::new(&v);
+    let ds = dataset_with_history(&pool, "z");
+    v.run(&["backup", "--zfs", &format!("{ds}@a")]).ok();
+    let before: std::collections::HashSet<PathBuf> = v.chunk_objects().into_iter().collect();
+    v.run(&["backup", "--zfs", &format!("{ds}@b"), "--from", "@a"])
+        .ok();
+    let new: Vec<PathBuf> = v
+        .chunk_objects()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(!new.is_empty(), "the incremental stored chunks of its own");
+    let victim = &new[0];
+    let mut bytes = fs::read(victim).expect("reading a chunk object");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    fs::write(victim, bytes).expect("damaging a chunk object");
+
+    let target = pool.ds("r");
+    v.run(&["restore", "--name", &ds, "--zfs-receive", &target])
+        .error(3, &["damaged"]);
+    // The full stream was received; the damaged incremental left nothing behind.
+    assert_eq!(pool.snapshots(&target), [format!("{target}@a")]);
+    v.run(&["check", "--read-data"]).code(3);
+}
+
+#[test]
+fn zfs_chain_on_garage_s3() {
+    let g = crate::s3_servers::garage();
+    let (v, _prefix) = g.vault("zfs");
+    v.run(&["init"]).ok();
+    let pool = Pool::new(&v);
+    let ds = dataset_with_history(&pool, "s3fs");
+    v.run(&["backup", "--zfs", &format!("{ds}@a")]).ok();
+    for snap in ["b", "c"] {
+        v.run(&[
+            "backup",
+            "--zfs",
+            &format!("{ds}@{snap}"),
+            "--auto-incremental",
+        ])
+        .ok();
+    }
+    let rows = rows_of(&v, &ds);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["base_guid"] == "0000000000000000")
+            .count(),
+        1,
+        "one full stream, then incrementals: {rows:?}"
+    );
+    let target = pool.ds("from-s3");
+    v.run(&["restore", "--name", &ds, "--zfs-receive", &target])
+        .ok();
+    assert_same_tree(&pool.mountpoint("s3fs"), &pool.mountpoint("from-s3"));
+    v.run(&["check", "--read-data"]).ok();
+}
