@@ -19,6 +19,14 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   # Seeds: the real objects of the format's test vectors.
   find ../format-spec/vectors/repo-* -type f -exec cp {} "corpus/$t/" \; 2>/dev/null || true
+  if [ "$t" = zfs_stream ]; then
+    # Real send streams under -max_len, behind the control byte: required, one piece.
+    for f in ../tests/data/zfs-streams/*.zsend.bz2; do
+      seed="corpus/$t/$(basename "$f" .zsend.bz2)"
+      { printf '\001'; bzip2 -dc "$f"; } > "$seed"
+      [ "$(stat -c %s "$seed")" -le 1048576 ] || rm "$seed"
+    done
+  fi
   echo "== $t for ${secs}s"
   "${fuzz[@]}" run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576
 done

@@ -218,8 +218,16 @@ async fn run(
     let mut bytes_read: u64 = 0;
     let pipeline: Result<()> = async {
         while let Some(item) = rx.recv().await {
-            let chunk =
-                item.with_context(|| format!("reading source {description} at byte {bytes_read}"))?;
+            let chunk = item.map_err(|e| {
+                // A ZFS stream error names its own byte offset, which is more exact than the
+                // start of the chunk being cut.
+                let at = if e.kind() == io::ErrorKind::InvalidData {
+                    String::new()
+                } else {
+                    format!(" at byte {bytes_read}")
+                };
+                anyhow::Error::new(e).context(format!("reading source {description}{at}"))
+            })?;
             bytes_read += chunk.data.len() as u64;
             pb.set_position(bytes_read);
             let index = refs.len();
