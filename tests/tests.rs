@@ -4,6 +4,7 @@ mod s3_servers;
 mod util;
 
 mod bad_input;
+mod crash;
 mod e2e;
 mod format_vectors;
 mod gc;

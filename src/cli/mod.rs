@@ -12,7 +12,7 @@ mod restore;
 mod show;
 
 use crate::keys::{self, Secret};
-use crate::store::{LocalDir, S3, S3Options, Store};
+use crate::store::{LocalDir, S3, S3Options, Store, fault};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -116,8 +116,24 @@ impl GlobalArgs {
         Ok(o)
     }
 
-    /// The store of an existing repository, and the S3 handle when it is one.
+    /// The store of an existing repository, and the S3 handle when it is one; wrapped in the
+    /// fault injector when the fault tests ask for it.
     async fn store(&self) -> Result<(Arc<dyn Store>, Option<Arc<S3>>)> {
+        let (store, s3) = self.real_store().await?;
+        match std::env::var(fault::ENV) {
+            Ok(spec) if !spec.is_empty() => {
+                let plan = fault::FaultPlan::parse(&spec).map_err(|e| anyhow!(e))?;
+                eprintln!(
+                    "warning: {}={spec}: injecting store faults (for tests only)",
+                    fault::ENV
+                );
+                Ok((Arc::new(fault::Faulty::new(store, plan)), s3))
+            }
+            _ => Ok((store, s3)),
+        }
+    }
+
+    async fn real_store(&self) -> Result<(Arc<dyn Store>, Option<Arc<S3>>)> {
         let loc = self.repo_location()?;
         if loc.starts_with("s3://") {
             let s3 = Arc::new(S3::connect(self.s3_options(loc)?).await?);

@@ -9,6 +9,7 @@
 //! - `get` of a missing object is `StoreError::NotFound`; `delete` of one is not an error.
 //! - `list` returns every key under a prefix, sorted, however many there are.
 
+pub mod fault;
 pub mod local_dir;
 pub mod memory;
 pub mod s3;
