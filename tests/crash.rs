@@ -384,3 +384,94 @@ fn store_faults_end_runs_cleanly_and_lose_nothing() {
     let r = bv(&v, Some("fail-reads=1"), &["check"]);
     assert_ne!(r.code, 0, "a check that could read nothing must not pass");
 }
+
+/// A size-limited tmpfs, unmounted when dropped.
+struct SmallFs {
+    path: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(path: PathBuf, size: &str) -> SmallFs {
+        fs::create_dir_all(&path).expect("creating a mount point");
+        tool(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                s(&path),
+            ],
+        );
+        SmallFs { path }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_backup_cleanly_and_space_freed_makes_it_work_again() {
+    let scratch = Vault::uninitialised();
+    let disk = SmallFs::mount(scratch.root.path().join("disk"), "12m");
+    let v = Vault {
+        repo: disk.path.join("vault"),
+        ..Vault::uninitialised()
+    };
+    let key = v.root.path().join("key");
+    v.run(&["init", "--key-file", s(&key), "--chunk-size", "256K"])
+        .ok();
+    let small = v.path("small.img");
+    write_random_file(&small, 5, 3 * MIB);
+    bv(&v, None, &["backup", "--name", "img", s(&small)]).ok();
+    let first = versions(&v, "img");
+
+    // Random data does not compress: 16 MiB cannot fit in what is left of 12 MiB.
+    let big = v.path("big.img");
+    write_random_file(&big, 6, 16 * MIB);
+    let r = bv(&v, None, &["backup", "--name", "img", s(&big)]);
+    assert_eq!(r.code, 1, "a full disk is a failure: {}", r.stderr);
+    assert!(
+        r.stderr.contains("No space left on device") && r.stderr.contains("no version recorded"),
+        "the error should say the disk is full and that nothing was recorded: {}",
+        r.stderr
+    );
+    assert_eq!(versions(&v, "img"), first, "no version may be recorded");
+    assert_checks_clean(&v, "after a full disk");
+    assert_restores(&v, "img", &first[0], &small, "after a full disk");
+    // No hidden temporary files are left to eat the space.
+    let hidden = walk_names(&v.repo)
+        .into_iter()
+        .filter(|n| n.starts_with(".tmp-"))
+        .count();
+    assert_eq!(hidden, 0, "temporary files were left behind");
+
+    // gc frees the chunks the failed run stored; a backup that fits then works.
+    bv(&v, None, &["gc"]).ok();
+    let mid = v.path("mid.img");
+    write_random_file(&mid, 7, 4 * MIB);
+    bv(&v, None, &["backup", "--name", "img", s(&mid)]).ok();
+    let now = versions(&v, "img");
+    assert_eq!(now.len(), 2);
+    assert_restores(&v, "img", &now[1], &mid, "after space was freed");
+    assert_checks_clean(&v, "after space was freed");
+    drop(v);
+    drop(disk);
+}
+
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).expect("reading a directory").flatten() {
+        out.push(e.file_name().to_string_lossy().into_owned());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk_names(&e.path()));
+        }
+    }
+    out
+}
