@@ -28,6 +28,11 @@ fn main() {
     };
     let code = match runtime.block_on(cli::run(cli)) {
         Ok(()) => exit::OK,
+        // A combination of options clap's rules cannot express, found by a subcommand.
+        Err(e) if e.downcast_ref::<clap::Error>().is_some() => {
+            eprint!("{e}");
+            exit::USAGE
+        }
         Err(e) => {
             let kind = e.chain().find_map(|c| c.downcast_ref::<Error>());
             if matches!(kind, Some(Error::OutputClosed)) {

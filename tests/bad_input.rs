@@ -375,6 +375,49 @@ fn cases() -> Vec<Case> {
             after: Some(|f| assert!(!f.vault.path("v.out").exists())),
         },
         Case {
+            name: "--zfs with a dataset instead of a snapshot",
+            run: |f| {
+                (
+                    f.bv(&["backup", "--zfs", "tank/vm"]),
+                    strings(&[
+                        "\"tank/vm\" is not a snapshot name",
+                        "pool/dataset@snapshot",
+                    ]),
+                )
+            },
+            code: 1,
+            after: Some(only_the_original_version),
+        },
+        Case {
+            name: "a ZFS restore of a version that is not a ZFS stream",
+            run: |f| {
+                (
+                    f.bv(&[
+                        "restore",
+                        "--name",
+                        "disk",
+                        "--zfs-receive",
+                        "tank/restored",
+                    ]),
+                    strings(&["is not a ZFS send stream", "restore it to a file"]),
+                )
+            },
+            code: 1,
+            after: Some(only_the_original_version),
+        },
+        Case {
+            name: "--version @snapshot in a series without ZFS snapshots",
+            run: |f| {
+                let p = f.path("z.out");
+                (
+                    f.bv(&["restore", "--name", "disk", "--version", "@monday", &p]),
+                    strings(&["holds no ZFS snapshots", "@monday"]),
+                )
+            },
+            code: 1,
+            after: Some(|f| assert!(!f.vault.path("z.out").exists())),
+        },
+        Case {
             name: "restore onto an existing file without --force or --in-place",
             run: |f| {
                 let p = f.path("precious");
@@ -552,6 +595,16 @@ fn usage_errors_exit_2() {
         &["backup", "--name", "x", "--command", "true", "file"][..],
         &["restore", "--name", "x", "--in-place", "--force", "t"][..],
         &["init", "--chunk-size", "4X"][..],
+        &["backup", "--name", "x", "--from", "@a", "-"][..],
+        &[
+            "backup",
+            "--zfs",
+            "p/d@s",
+            "--from",
+            "@a",
+            "--auto-incremental",
+        ][..],
+        &["restore", "--name", "x", "--zfs-receive", "p/d", "out"][..],
     ] {
         let r = run(&mut bare(args), None).code(2);
         assert!(r.stderr.starts_with("error: "), "{}", r.stderr);

@@ -61,6 +61,15 @@ pub struct BackupArgs {
 }
 
 pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
+    // clap drops `requires = "zfs"` when SOURCE (which conflicts with --zfs) is given, so the
+    // rule is enforced here, as the usage error it is.
+    if a.zfs.is_none() && (a.from.is_some() || a.auto_incremental) {
+        return Err(clap::Error::raw(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "--from and --auto-incremental need --zfs SNAPSHOT: they choose the base of the `zfs send` blockvault runs\n",
+        )
+        .into());
+    }
     let series = match (&a.name, &a.zfs) {
         (Some(n), _) => n.clone(),
         (None, Some(snap)) => zfs::cmd::split_snapshot(snap)?.0.to_string(),
