@@ -365,11 +365,12 @@ pub fn plan(versions: &[VersionInfo], policy: &Policy, seed: u64) -> Vec<Decisio
 }
 
 /// SplitMix64 (Steele, Lea, Flood: "Fast splittable pseudorandom number generators", 2014).
-/// Frozen here so a printed seed reproduces its plan under any later build.
-struct SplitMix64(u64);
+/// Frozen here so a printed seed reproduces its plan under any later build (the fault
+/// injector's seeds use it too).
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -378,7 +379,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1): the top 53 bits as a fraction.
-    fn next_f64(&mut self) -> f64 {
+    pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 }

@@ -23,6 +23,7 @@
 //! happens at the exact operation asked for, which an outside SIGKILL after a delay cannot.
 
 use super::{Requests, Store, StoreError};
+use crate::retention::SplitMix64;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -80,7 +81,7 @@ pub struct Faulty {
     inner: Arc<dyn Store>,
     plan: FaultPlan,
     ops: AtomicU64,
-    rng: Mutex<u64>,
+    rng: Mutex<SplitMix64>,
 }
 
 impl Faulty {
@@ -90,11 +91,11 @@ impl Faulty {
             inner,
             plan,
             ops: AtomicU64::new(0),
-            rng: Mutex::new(seed),
+            rng: Mutex::new(SplitMix64(seed)),
         }
     }
 
-    /// SplitMix64: a fixed generator, so a seed names one sequence of faults.
+    /// Draws from a fixed generator, so a seed names one sequence of faults.
     fn chance(&self, key: &str, p: f64) -> bool {
         if p <= 0.0
             || self
@@ -105,13 +106,8 @@ impl Faulty {
         {
             return false;
         }
-        let mut s = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64 <= p
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        rng.next_f64() < p
     }
 
     /// Counts the operation; dies here if asked to die before it. Returns its number.
