@@ -2,6 +2,11 @@
 //!
 //! Everything that reads or writes a particular kind of object goes through here, so sealing,
 //! naming and the error that names a damaged object are decided in one place.
+//!
+//! That includes key objects (`blockvault key`): a removal never leaves `keys/` without a key
+//! object that decodes, and a change adds the new key object before it removes the old one, so
+//! a crash in between leaves both secrets working, never neither. Key management takes no
+//! lock: two hosts removing the last two keys at the same instant could still race.
 
 use crate::chunk_id::ChunkId;
 use crate::chunker::{
@@ -9,10 +14,10 @@ use crate::chunker::{
 };
 use crate::error::Error;
 use crate::format::config::{ChunkerDefaults, Config, Encryption};
-use crate::format::key::KeyObject;
+use crate::format::key::{Kdf, KeyObject};
 use crate::format::pointer::CurrentPointer;
 use crate::format::{FormatError, Kind, decode_exact, encode};
-use crate::keys::{self, Argon2Cost, KeyError, Keys, MasterKey, Secret};
+use crate::keys::{self, Argon2Cost, KeyError, Keys, MasterKey, PaperKey, Secret};
 use crate::layout;
 use crate::manifest::Manifest;
 use crate::seal::{self, MAX_METADATA_LEN};
@@ -55,6 +60,59 @@ pub struct Repo {
     store: Arc<dyn Store>,
     pub config: Config,
     pub keys: Keys,
+    /// In an encrypted repository: the master key, and the key object that unlocked it.
+    unlocked: Option<Unlocked>,
+}
+
+struct Unlocked {
+    master: MasterKey,
+    /// The object name, `keys/<id>`.
+    key_name: String,
+}
+
+/// One object under `keys/`, as `key list` shows it.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// The object name without `keys/`.
+    pub id: String,
+    /// The decoded key object, or why it could not be decoded.
+    pub object: Result<KeyObject, String>,
+    /// It is the key object that opened the repository this time.
+    pub in_use: bool,
+}
+
+impl KeyEntry {
+    /// "passphrase" or "key file" (or "damaged").
+    pub fn kind(&self) -> &'static str {
+        match &self.object {
+            Ok(KeyObject {
+                kdf: Kdf::Argon2id { .. },
+                ..
+            }) => "passphrase",
+            Ok(KeyObject {
+                kdf: Kdf::KeyFile { .. },
+                ..
+            }) => "key file",
+            Err(_) => "damaged",
+        }
+    }
+}
+
+/// What `key change` did.
+#[derive(Debug)]
+pub struct KeyChange {
+    pub added: String,
+    /// Every key object the old secret opened, the one in use first.
+    pub removed: Vec<String>,
+}
+
+/// What `key recover` did.
+#[derive(Debug)]
+pub struct Recovered {
+    pub added: String,
+    /// The object the paper's master key was checked against (it authenticated), if the
+    /// repository held one to check against.
+    pub checked_against: Option<String>,
 }
 
 pub fn now_unix() -> i64 {
@@ -111,6 +169,7 @@ impl Repo {
             zstd_level: opts.zstd_level,
             options: opts.options,
         };
+        let mut unlocked = None;
         let keys = match opts.encryption {
             Encryption::None => Keys::unencrypted(&repo_id),
             Encryption::XChaCha20Poly1305 => {
@@ -118,8 +177,13 @@ impl Repo {
                     anyhow!("an encrypted repository needs a passphrase or key file")
                 })?;
                 let master = MasterKey::random();
-                add_key(&*store, &master, &secret, opts.argon2, &repo_id).await?;
-                Keys::from_master(&master)
+                let id = add_key(&*store, &master, &secret, opts.argon2, &repo_id).await?;
+                let keys = Keys::from_master(&master);
+                unlocked = Some(Unlocked {
+                    master,
+                    key_name: layout::key(&id),
+                });
+                keys
             }
         };
         let bytes = seal::seal(Kind::Config, None, layout::CONFIG, &encode(&config), None);
@@ -130,6 +194,7 @@ impl Repo {
             store,
             config,
             keys,
+            unlocked,
         })
     }
 
@@ -139,21 +204,10 @@ impl Repo {
         secret: impl FnOnce() -> Result<Secret>,
     ) -> Result<Repo> {
         let loc = store.describe();
-        let bytes = match store.get(layout::CONFIG).await {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => {
-                bail!(
-                    "{loc} is not a blockvault repository (it has no config object); create one with `blockvault init`"
-                )
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let config = read_config(&*store).await?;
         let what = format!("config of the repository at {loc}");
-        let plain = seal::open(Kind::Config, None, layout::CONFIG, &bytes, MAX_METADATA_LEN)
-            .map_err(damaged(&what))?;
-        let config: Config = decode_exact(&plain).map_err(damaged(&what))?;
-        validate_config(&config).map_err(|e| damaged(&what)(FormatError::Payload(e)))?;
         let key_names = store.list(layout::KEYS).await?;
+        let mut unlocked = None;
         let keys = match config.encryption {
             Encryption::None => {
                 // Refuse a config rewritten to "unencrypted" in a repository that has keys: a
@@ -172,18 +226,22 @@ impl Repo {
             Encryption::XChaCha20Poly1305 => {
                 if key_names.is_empty() {
                     bail!(
-                        "{loc}: the repository is encrypted but keys/ holds no key; it cannot be opened"
+                        "{loc}: the repository is encrypted but keys/ holds no key; it cannot be opened (with its paper key, `blockvault key recover --paper FILE` can)"
                     );
                 }
                 let secret = secret()?;
-                let master = unlock(&*store, &key_names, &secret, &config.repo_id).await?;
-                Keys::from_master(&master)
+                let (master, key_name) =
+                    unlock(&*store, &key_names, &secret, &config.repo_id).await?;
+                let keys = Keys::from_master(&master);
+                unlocked = Some(Unlocked { master, key_name });
+                keys
             }
         };
         Ok(Repo {
             store,
             config,
             keys,
+            unlocked,
         })
     }
 
@@ -207,6 +265,182 @@ impl Repo {
         cost: Argon2Cost,
     ) -> Result<String> {
         add_key(&*self.store, master, secret, cost, &self.config.repo_id).await
+    }
+
+    /// The master key of an encrypted repository; an error naming the repository for an
+    /// unencrypted one, which has none.
+    pub fn master_key(&self) -> Result<&MasterKey> {
+        Ok(&self.unlocked()?.master)
+    }
+
+    /// The id of the key object that opened the repository (None when unencrypted).
+    pub fn opened_with(&self) -> Option<&str> {
+        self.unlocked
+            .as_ref()
+            .and_then(|u| u.key_name.strip_prefix(layout::KEYS))
+    }
+
+    fn unlocked(&self) -> Result<&Unlocked> {
+        self.unlocked.as_ref().ok_or_else(|| {
+            anyhow!(
+                "the repository at {} is unencrypted (made with `init --encryption none`): it has no keys",
+                self.location()
+            )
+        })
+    }
+
+    /// Every object under `keys/`, in name order, decoded where it can be (a reader must treat
+    /// every object there as a key object, format-spec 3).
+    pub async fn list_keys(&self) -> Result<Vec<KeyEntry>> {
+        let in_use = &self.unlocked()?.key_name;
+        let mut out = Vec::new();
+        for name in self.store.list(layout::KEYS).await? {
+            let Some(object) = read_key(&*self.store, &name).await? else {
+                continue;
+            };
+            out.push(KeyEntry {
+                id: name[layout::KEYS.len()..].to_string(),
+                object: object.map_err(|e| e.to_string()),
+                in_use: name == *in_use,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds a key object sealing this repository's master key under `secret`; its id.
+    pub async fn add_secret(&self, secret: &Secret, cost: Argon2Cost) -> Result<String> {
+        let master = self.master_key()?;
+        add_key(&*self.store, master, secret, cost, &self.config.repo_id).await
+    }
+
+    /// Removes the key object `id`. Refused when no other key object that decodes would be
+    /// left, and for the key that opened the repository unless `force`.
+    pub async fn remove_key(&self, id: &str, force: bool) -> Result<()> {
+        let loc = self.location();
+        let id = id.strip_prefix(layout::KEYS).unwrap_or(id);
+        let entries = self.list_keys().await?;
+        let Some(entry) = entries.iter().find(|e| e.id == id) else {
+            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+            let prefixed: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|i| !id.is_empty() && i.starts_with(id))
+                .collect();
+            if let [one] = prefixed.as_slice() {
+                bail!(
+                    "no key {id} in the repository at {loc}: it is the start of key {one}; give the whole id to remove it"
+                );
+            }
+            bail!(
+                "no key {id} in the repository at {loc}; its keys are {}",
+                ids.join(", ")
+            );
+        };
+        let others = entries
+            .iter()
+            .filter(|e| e.id != id && e.object.is_ok())
+            .count();
+        if others == 0 {
+            bail!(
+                "key {id} is the last {}key of the repository at {loc}: without it the repository cannot be opened; add another first (`blockvault key add`)",
+                if entries.len() > 1 { "readable " } else { "" }
+            );
+        }
+        if entry.in_use && !force {
+            bail!(
+                "key {id} is the one that opened the repository at {loc} this time: add --force to remove it anyway (then this passphrase or key file no longer opens it)"
+            );
+        }
+        let name = layout::key(id);
+        self.store
+            .delete(&name)
+            .await
+            .with_context(|| format!("removing key {id} from the repository at {loc}"))
+    }
+
+    /// The ids of every key object that `secret` opens (tries each one: an Argon2 run per
+    /// passphrase key).
+    pub async fn keys_opened_by(&self, secret: &Secret) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in self.list_keys().await? {
+            let Ok(obj) = &e.object else { continue };
+            let name = layout::key(&e.id);
+            if keys::unwrap(obj, secret, &name, &self.config.repo_id).is_ok() {
+                out.push(e.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces `old` (the secret that opened the repository) by `new`: first adds a key object
+    /// for `new`, then removes every key object `old` opens, so a crash in between leaves both
+    /// secrets working, never neither.
+    pub async fn change_key(
+        &self,
+        old: &Secret,
+        new: &Secret,
+        cost: Argon2Cost,
+    ) -> Result<KeyChange> {
+        let loc = self.location();
+        let in_use = self.unlocked()?.key_name[layout::KEYS.len()..].to_string();
+        if old.same_as(new) {
+            bail!(
+                "the new {} is the one that opens the repository at {loc} already: nothing to change",
+                new.kind()
+            );
+        }
+        let mut removed = vec![in_use.clone()];
+        for id in self.keys_opened_by(old).await? {
+            if id != in_use {
+                removed.push(id);
+            }
+        }
+        let added = self.add_secret(new, cost).await?;
+        for id in &removed {
+            self.store
+                .delete(&layout::key(id))
+                .await
+                .with_context(|| {
+                    format!(
+                        "added key {added}, but removing the old key {id} from the repository at {loc} failed (remove it with `blockvault key remove --id {id} --force`)"
+                    )
+                })?;
+        }
+        Ok(KeyChange { added, removed })
+    }
+
+    /// Adds a key object for the secret `new_secret` gives, sealing the master key from a paper
+    /// key, without opening the repository with a secret first: for when none opens it any
+    /// more. The paper must be for this repository, and its key must authenticate an object
+    /// here (a current pointer or manifest) when there is one; `new_secret` is asked for only
+    /// after those checks.
+    pub async fn recover_key(
+        store: Arc<dyn Store>,
+        paper: &PaperKey,
+        new_secret: impl FnOnce() -> Result<Secret>,
+        cost: Argon2Cost,
+    ) -> Result<Recovered> {
+        let loc = store.describe();
+        let config = read_config(&*store).await?;
+        if config.encryption == Encryption::None {
+            bail!(
+                "the repository at {loc} is unencrypted (made with `init --encryption none`): it has no keys to recover"
+            );
+        }
+        if paper.repo_id != config.repo_id {
+            bail!(
+                "the paper key is for another repository: it names repository {}, and the one at {loc} is {}",
+                hex::encode(paper.repo_id),
+                hex::encode(config.repo_id)
+            );
+        }
+        let checked_against = check_master(&*store, &paper.master).await?;
+        let secret = new_secret()?;
+        let added = add_key(&*store, &paper.master, &secret, cost, &config.repo_id).await?;
+        Ok(Recovered {
+            added,
+            checked_against,
+        })
     }
 
     pub fn seal_chunk(&self, id: &ChunkId, data: &[u8]) -> Vec<u8> {
@@ -397,6 +631,88 @@ impl Repo {
     }
 }
 
+/// Reads and checks `config`: no config means no repository.
+async fn read_config(store: &dyn Store) -> Result<Config> {
+    let loc = store.describe();
+    let bytes = match store.get(layout::CONFIG).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            bail!(
+                "{loc} is not a blockvault repository (it has no config object); create one with `blockvault init`"
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let what = format!("config of the repository at {loc}");
+    let plain = seal::open(Kind::Config, None, layout::CONFIG, &bytes, MAX_METADATA_LEN)
+        .map_err(damaged(&what))?;
+    let config: Config = decode_exact(&plain).map_err(damaged(&what))?;
+    validate_config(&config).map_err(|e| damaged(&what)(FormatError::Payload(e)))?;
+    Ok(config)
+}
+
+/// A key object: `None` if it vanished since it was listed, `Some(Err)` if it is damaged.
+async fn read_key(store: &dyn Store, name: &str) -> Result<Option<Result<KeyObject, FormatError>>> {
+    let bytes = match store.get(name).await {
+        Ok(b) => b,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some(
+        seal::open(Kind::Key, None, name, &bytes, MAX_KEY_LEN).and_then(|p| decode_exact(&p)),
+    ))
+}
+
+/// Key objects are about 150 bytes; a megabyte is a generous bound on what we read of one.
+const MAX_KEY_LEN: usize = 1 << 20;
+
+/// How many objects a recovered master key is tried on before it is refused.
+const RECOVER_CHECKS: usize = 8;
+
+/// Checks a master key from a paper key against the repository's own sealed objects: current
+/// pointers first (one per series), then manifests. The first that authenticates proves the
+/// key; `None` when there is nothing sealed to try. An object that fails could be damaged
+/// rather than the key wrong, so the key is refused only when every object tried fails.
+async fn check_master(store: &dyn Store, master: &MasterKey) -> Result<Option<String>> {
+    let keys = Keys::from_master(master);
+    let mut tried = Vec::new();
+    for (prefix, kind) in [
+        (layout::CURRENT, Kind::Current),
+        (layout::MANIFESTS, Kind::Manifest),
+    ] {
+        for name in store.list(prefix).await? {
+            if tried.len() >= RECOVER_CHECKS {
+                break;
+            }
+            let bytes = match store.get(&name).await {
+                Ok(b) => b,
+                Err(StoreError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match seal::open(kind, keys.seal.as_ref(), &name, &bytes, MAX_METADATA_LEN) {
+                // Decompression comes after the tag checked out: these prove the key too.
+                Ok(_) | Err(FormatError::TooLarge(_) | FormatError::Payload(_)) => {
+                    return Ok(Some(name));
+                }
+                Err(FormatError::Authentication) => tried.push(name),
+                // A header we cannot read: proves nothing either way.
+                Err(_) => {}
+            }
+        }
+    }
+    match tried.as_slice() {
+        [] => Ok(None),
+        [first, ..] => bail!(
+            "the master key on the paper key does not open {first}{} in {}: the paper key is for another key of this repository id, or those objects are damaged",
+            match tried.len() - 1 {
+                0 => String::new(),
+                n => format!(" (nor {n} other objects)"),
+            },
+            store.describe()
+        ),
+    }
+}
+
 /// What a client checks before trusting a config's settings.
 fn validate_config(c: &Config) -> Result<(), String> {
     Chunking::Fixed {
@@ -443,30 +759,26 @@ async fn add_key(
     Ok(id)
 }
 
+/// Tries `secret` on each key object in turn: the master key and the name of the first that
+/// opens.
 async fn unlock(
     store: &dyn Store,
     names: &[String],
     secret: &Secret,
     repo_id: &[u8; 32],
-) -> Result<MasterKey> {
+) -> Result<(MasterKey, String)> {
     let mut damaged_keys = Vec::new();
     for name in names {
-        let bytes = match store.get(name).await {
-            Ok(b) => b,
-            Err(StoreError::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let obj: KeyObject = match seal::open(Kind::Key, None, name, &bytes, 1 << 20)
-            .and_then(|p| decode_exact(&p))
-        {
-            Ok(o) => o,
-            Err(e) => {
+        let obj = match read_key(store, name).await? {
+            None => continue,
+            Some(Ok(o)) => o,
+            Some(Err(e)) => {
                 damaged_keys.push(format!("{name}: {e}"));
                 continue;
             }
         };
         match keys::unwrap(&obj, secret, name, repo_id) {
-            Ok(master) => return Ok(master),
+            Ok(master) => return Ok((master, name.clone())),
             Err(KeyError::Wrong | KeyError::WrongKind) => continue,
             Err(KeyError::Format(e)) => damaged_keys.push(format!("{name}: {e}")),
         }

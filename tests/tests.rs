@@ -8,6 +8,7 @@ mod crash;
 mod e2e;
 mod format_vectors;
 mod gc;
+mod keys;
 mod retention;
 mod s3;
 mod store_conformance;

@@ -1,17 +1,15 @@
 use super::{GlobalArgs, parse_size};
 use crate::chunker::{Chunking, DEFAULT_FIXED_SIZE};
 use crate::format::config::Encryption;
-use crate::keys::{self, Secret};
+use crate::keys::Secret;
 use crate::repo::{InitOptions, OPTION_STORAGE_CLASS, Repo};
 use crate::store::{LocalDir, S3, Store};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
-use zeroize::Zeroizing;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum EncryptionArg {
@@ -120,23 +118,7 @@ fn init_secret(g: &GlobalArgs) -> Result<Secret> {
     if let Some(kf) = &g.key_file
         && !kf.exists()
     {
-        let contents = keys::new_key_file();
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(kf)
-            .with_context(|| format!("creating key file {}", kf.display()))?;
-        f.write_all(contents.as_bytes())
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing key file {}", kf.display()))?;
-        eprintln!(
-            "created key file {}: keep a copy somewhere safe; without it this repository cannot be opened",
-            kf.display()
-        );
-        let key = keys::parse_key_file(contents.as_bytes())
-            .ok_or_else(|| anyhow!("internal error: new key file unreadable"))?;
-        return Ok(Secret::KeyFile(Zeroizing::new(key.to_vec())));
+        return super::key::create_key_file(kf);
     }
     g.secret(true)
 }

@@ -6,6 +6,7 @@ mod check;
 mod forget;
 mod gc;
 mod init;
+mod key;
 mod list;
 mod prune;
 mod restore;
@@ -82,6 +83,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Delete chunk objects that no version references (takes the exclusive lock).
     Gc(gc::GcArgs),
+    /// Manage passphrases and key files; export the master key as a paper key, and recover.
+    Key(key::KeyArgs),
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -96,6 +99,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Forget(a) => forget::run(g, a).await,
         Command::Check(a) => check::run(g, a).await,
         Command::Gc(a) => gc::run(g, a).await,
+        Command::Key(a) => key::run(g, a).await,
     }
 }
 
