@@ -8,6 +8,11 @@
 //! - In place, the target is read chunk by chunk and only chunks whose content differs are
 //!   fetched and written (s3bdbk's restore), so re-syncing a mostly-unchanged device is cheap.
 //! - A target smaller than the version is refused before anything is written.
+//! - With `allow_damage` (disaster recovery), a chunk that is damaged or missing is written as
+//!   zeros (left as a hole in a new file) and its byte range recorded in
+//!   [`RestoreSummary::damaged`]; the target is completed as usual and the caller reports the
+//!   ranges and fails. Only damage and absence are forgiven: a store that cannot be read, a
+//!   target that cannot be written, or a manifest that cannot be opened still fail at once.
 
 use crate::chunk_id::ChunkId;
 use crate::chunker::is_zero;
@@ -51,6 +56,18 @@ pub enum Target {
 pub struct RestoreOptions {
     pub in_flight: usize,
     pub progress: bool,
+    /// Write zeros for damaged or missing chunks instead of failing (see the module doc).
+    pub allow_damage: bool,
+}
+
+/// A byte range of the version that could not be restored and holds zeros instead.
+#[derive(Debug, Clone, Serialize)]
+pub struct DamagedRange {
+    /// The chunk object's key in the store.
+    pub object: String,
+    pub start: u64,
+    pub end: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +84,8 @@ pub struct RestoreSummary {
     pub mb_per_s: f64,
     /// Requests this restore made of the store, by type.
     pub requests: Requests,
+    /// Ranges written as zeros under `allow_damage`, by offset; empty when all is well.
+    pub damaged: Vec<DamagedRange>,
 }
 
 #[derive(Default)]
@@ -75,6 +94,7 @@ pub(crate) struct Counts {
     pub unchanged: u64,
     pub zero: u64,
     pub bytes: u64,
+    pub damaged: Vec<DamagedRange>,
 }
 
 pub async fn restore(
@@ -109,14 +129,21 @@ async fn run(
 ) -> Result<RestoreSummary> {
     let started = Instant::now();
     let requests_before = repo.store().requests();
-    let (m, _) = repo.load_manifest(series, version).await?;
+    let loaded = repo.load_manifest(series, version).await;
+    let (m, _) = if opts.allow_damage {
+        loaded.context(
+            "--allow-damage cannot help here: without the version's manifest there is no map of its chunks to restore by",
+        )?
+    } else {
+        loaded?
+    };
     let m = Arc::new(m);
     let pb = progress::bar(
         Some(m.size),
         &format!("restore {series} {version}"),
         opts.progress,
     );
-    let (counts, shown) = match target {
+    let (mut counts, shown) = match target {
         Target::NewFile { path, force } => (
             to_new_file(repo, &m, path, *force, opts, &pb).await?,
             path.display().to_string(),
@@ -128,6 +155,7 @@ async fn run(
         Target::Stdout => (to_stdout(repo, &m, opts, &pb).await?, "-".to_string()),
     };
     pb.finish_and_clear();
+    counts.damaged.sort_by_key(|d| d.start);
     let secs = started.elapsed().as_secs_f64();
     Ok(RestoreSummary {
         series: series.into(),
@@ -145,6 +173,7 @@ async fn run(
             0.0
         },
         requests: repo.store().requests().since(requests_before),
+        damaged: counts.damaged,
     })
 }
 
@@ -184,6 +213,38 @@ async fn fetch(
         .into());
     }
     Ok(plain)
+}
+
+/// A chunk's plaintext, or zeros and the range they stand for.
+type Fetched = (Vec<u8>, Option<DamagedRange>);
+
+/// [`fetch`], except that with `allow` a damaged or missing chunk comes back as zeros and the
+/// range it covers; other failures (the store, the network) still fail.
+async fn fetch_or_zeros(
+    repo: &Arc<Repo>,
+    m: &Manifest,
+    id: ChunkId,
+    offset: u64,
+    len: u32,
+    allow: bool,
+) -> Result<Fetched> {
+    let e = match fetch(repo, m, id, offset, len).await {
+        Ok(plain) => return Ok((plain, None)),
+        Err(e) if !allow => return Err(e),
+        Err(e) => e,
+    };
+    let reason = match e.downcast_ref::<Error>() {
+        Some(Error::Missing { .. }) => "missing".to_string(),
+        Some(Error::Damaged { source, .. }) => source.to_string(),
+        _ => return Err(e),
+    };
+    let range = DamagedRange {
+        object: layout::chunk(&id),
+        start: offset,
+        end: offset + u64::from(len),
+        reason,
+    };
+    Ok((vec![0u8; len as usize], Some(range)))
 }
 
 fn join_err(e: tokio::task::JoinError) -> anyhow::Error {
@@ -320,23 +381,27 @@ async fn write_positional(
     shown: &Path,
 ) -> Result<Counts> {
     let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
-    let mut tasks: JoinSet<Result<(u32, Option<bool>)>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<Wrote>> = JoinSet::new();
     let mut counts = Counts::default();
-    let tally = |counts: &mut Counts,
-                 r: Result<Result<(u32, Option<bool>)>, tokio::task::JoinError>|
-     -> Result<()> {
-        let (len, written) = r.map_err(join_err)??;
-        match written {
-            None => counts.zero += 1,
-            Some(true) => {
-                counts.written += 1;
-                counts.bytes += u64::from(len);
+    let tally =
+        |counts: &mut Counts, r: Result<Result<Wrote>, tokio::task::JoinError>| -> Result<()> {
+            let (len, written, damaged) = r.map_err(join_err)??;
+            pb.inc(u64::from(len));
+            if let Some(d) = damaged {
+                // Neither written nor unchanged: listed as damaged instead.
+                counts.damaged.push(d);
+                return Ok(());
             }
-            Some(false) => counts.unchanged += 1,
-        }
-        pb.inc(u64::from(len));
-        Ok(())
-    };
+            match written {
+                None => counts.zero += 1,
+                Some(true) => {
+                    counts.written += 1;
+                    counts.bytes += u64::from(len);
+                }
+                Some(false) => counts.unchanged += 1,
+            }
+            Ok(())
+        };
     let shown = shown.display().to_string();
     for (offset, c) in m.offsets() {
         let c = *c;
@@ -352,8 +417,19 @@ async fn write_positional(
             tally(&mut counts, done)?;
         }
         let (repo, m, file, shown) = (repo.clone(), m.clone(), file.clone(), shown.clone());
+        let allow = opts.allow_damage;
         tasks.spawn(async move {
-            let r = write_one(&repo, &m, &file, c, offset, compare.is_some(), &shown).await;
+            let r = write_one(
+                &repo,
+                &m,
+                &file,
+                c,
+                offset,
+                compare.is_some(),
+                allow,
+                &shown,
+            )
+            .await;
             drop(permit);
             r
         });
@@ -364,8 +440,11 @@ async fn write_positional(
     Ok(counts)
 }
 
-/// Returns the chunk length and None (a zero chunk left as a hole), Some(true) (written) or
-/// Some(false) (already there).
+/// What [`write_one`] did: the chunk length; None (a zero chunk left as a hole), Some(true)
+/// (written) or Some(false) (already there); and the range written as zeros, if damaged.
+type Wrote = (u32, Option<bool>, Option<DamagedRange>);
+
+#[allow(clippy::too_many_arguments)]
 async fn write_one(
     repo: &Arc<Repo>,
     m: &Manifest,
@@ -373,8 +452,9 @@ async fn write_one(
     c: ChunkRef,
     offset: u64,
     compare: bool,
+    allow_damage: bool,
     shown: &str,
-) -> Result<(u32, Option<bool>)> {
+) -> Result<Wrote> {
     let len = c.len();
     if compare {
         let f = file.clone();
@@ -391,13 +471,19 @@ async fn write_one(
         .map_err(join_err)?
         .with_context(|| format!("reading target {shown} at byte {offset}"))?;
         if same {
-            return Ok((len, Some(false)));
+            return Ok((len, Some(false), None));
         }
     }
-    let data = match c {
-        ChunkRef::Zero { len } => vec![0u8; len as usize],
-        ChunkRef::Data { id, len } => fetch(repo, m, id, offset, len).await?,
+    let (data, damaged) = match c {
+        ChunkRef::Zero { len } => (vec![0u8; len as usize], None),
+        ChunkRef::Data { id, len } => {
+            fetch_or_zeros(repo, m, id, offset, len, allow_damage).await?
+        }
     };
+    // A new file is a hole there already; in place, the old bytes must give way to zeros.
+    if damaged.is_some() && !compare {
+        return Ok((len, None, damaged));
+    }
     let f = file.clone();
     tokio::task::spawn_blocking(move || f.write_all_at(&data, offset))
         .await
@@ -410,6 +496,7 @@ async fn write_one(
         } else {
             None
         },
+        damaged,
     ))
 }
 
@@ -460,7 +547,7 @@ pub(crate) async fn to_writer(
         out.flush()
     });
     let mut counts = Counts::default();
-    let mut queue: VecDeque<tokio::task::JoinHandle<Result<Vec<u8>>>> = VecDeque::new();
+    let mut queue: VecDeque<tokio::task::JoinHandle<Result<Fetched>>> = VecDeque::new();
     let mut chunks = m.offsets().map(|(o, c)| (o, *c)).collect::<VecDeque<_>>();
     let outcome: Result<()> = async {
         loop {
@@ -469,20 +556,26 @@ pub(crate) async fn to_writer(
                     break;
                 };
                 let (repo, m) = (repo.clone(), m.clone());
+                let allow = opts.allow_damage;
                 queue.push_back(tokio::spawn(async move {
                     match c {
-                        ChunkRef::Zero { len } => Ok(vec![0u8; len as usize]),
-                        ChunkRef::Data { id, len } => fetch(&repo, &m, id, offset, len).await,
+                        ChunkRef::Zero { len } => Ok((vec![0u8; len as usize], None)),
+                        ChunkRef::Data { id, len } => {
+                            fetch_or_zeros(&repo, &m, id, offset, len, allow).await
+                        }
                     }
                 }));
             }
             let Some(next) = queue.pop_front() else { break };
-            let data = next.await.map_err(join_err)??;
+            let (data, damaged) = next.await.map_err(join_err)??;
             let len = data.len() as u64;
             if tx.send(data).is_err() {
                 break;
             }
-            counts.written += 1;
+            match damaged {
+                Some(d) => counts.damaged.push(d),
+                None => counts.written += 1,
+            }
             counts.bytes += len;
             pb.inc(len);
         }

@@ -5,6 +5,7 @@ mod util;
 
 mod bad_input;
 mod crash;
+mod damage;
 mod e2e;
 mod format_vectors;
 mod gc;

@@ -1,5 +1,7 @@
 use super::GlobalArgs;
 use crate::backup::DEFAULT_IN_FLIGHT;
+use crate::error::Error;
+use crate::format::FormatError;
 use crate::restore::{RestoreOptions, Target, restore};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
@@ -30,6 +32,10 @@ pub struct RestoreArgs {
     /// Replace an existing file.
     #[arg(long, conflicts_with = "in_place")]
     pub force: bool,
+    /// Disaster recovery: write zeros for chunks that are damaged or missing instead of
+    /// failing, list their byte ranges, and exit 3 with the rest of the version restored.
+    #[arg(long, conflicts_with = "zfs_receive")]
+    pub allow_damage: bool,
     /// Chunks fetched at once.
     #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N")]
     pub in_flight: usize,
@@ -69,6 +75,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
         RestoreOptions {
             in_flight: a.in_flight,
             progress: g.progress(),
+            allow_damage: a.allow_damage,
         },
     )
     .await?;
@@ -94,7 +101,34 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
             s.chunks_zero
         );
     }
-    Ok(())
+    if s.damaged.is_empty() {
+        return Ok(());
+    }
+    if !g.json {
+        for d in &s.damaged {
+            eprintln!(
+                "damaged: {} bytes {}..{} written as zeros ({})",
+                d.object, d.start, d.end, d.reason
+            );
+        }
+    }
+    let damage = Error::Damaged {
+        what: format!("version {} of series {:?}", s.version, s.series),
+        source: FormatError::Payload(format!(
+            "{} chunks failed verification or are missing",
+            s.damaged.len()
+        )),
+    };
+    Err(anyhow::Error::from(damage).context(format!(
+        "{} byte ranges of {} hold zeros instead of the version's data ({})",
+        s.damaged.len(),
+        s.target,
+        if g.json {
+            "the `damaged` array"
+        } else {
+            "listed above"
+        }
+    )))
 }
 
 async fn zfs_receive(g: &GlobalArgs, a: &RestoreArgs, dataset: &str) -> Result<()> {
@@ -113,6 +147,7 @@ async fn zfs_receive(g: &GlobalArgs, a: &RestoreArgs, dataset: &str) -> Result<(
         RestoreOptions {
             in_flight: a.in_flight,
             progress: g.progress(),
+            allow_damage: false,
         },
     )
     .await?;
