@@ -121,11 +121,38 @@ fn ext4_image_versions_restore_bit_exact_and_share_chunks() {
     .unwrap();
     tool("debugfs", &["-w", "-f", s(&cmds), s(&img)]);
     fsck(&img);
-    for (i, off) in [37 * MIB + 4096, 75 * MIB, 118 * MIB + 8192]
+    // Raw writes land in the data of three files spread over the image, never in metadata:
+    // fixed offsets hit a directory block once the copied files changed, and the restored
+    // image (equal to the source) then failed fsck.
+    let block_size: u64 = tool("dumpe2fs", &["-h", s(&img)])
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("dumpe2fs -h names the block size");
+    for (i, f) in [files.len() / 4, files.len() / 2, files.len() * 3 / 4]
         .into_iter()
         .enumerate()
     {
-        scribble(&img, off, 4096, 100 + i as u64);
+        let blocks = tool(
+            "debugfs",
+            &["-R", &format!("blocks /{}", files[f].display()), s(&img)],
+        );
+        let block: u64 = blocks
+            .split_whitespace()
+            .next()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "debugfs gave no block of /{}: {blocks:?}",
+                    files[f].display()
+                )
+            });
+        scribble(
+            &img,
+            block * block_size,
+            block_size as usize,
+            100 + i as u64,
+        );
     }
     let changed = differing_chunks(&img_v1, &img);
     assert!(!changed.is_empty());
