@@ -338,19 +338,20 @@ fn store_faults_end_runs_cleanly_and_lose_nothing() {
             let r = bv(&v, Some(&plan), &["backup", "--name", "img", s(&b)]);
             let after = versions(&v, "img");
             if r.code != 0 {
-                assert_eq!(r.code, 1, "{plan}: {}", r.stderr);
+                // 1 for a failed request; 5 when the failed read was of another run's
+                // leftover lock, which then counts as held (format-spec 12).
+                assert!(r.code == 1 || r.code == 5, "{plan}: {}", r.stderr);
                 assert!(
                     r.stderr.contains("injected fault"),
                     "{plan}: the error should say what failed: {}",
                     r.stderr
                 );
-                // A write reported failed after it was stored can be the manifest's or the
-                // pointer's: the run says it failed, yet the version is there. It must then
-                // be whole, as any version is.
+                // The manifest can land and the pointer's write then fail (or a write be
+                // reported failed after it was stored): the run says it failed, yet the
+                // version is there. It must then be whole, as any version is.
                 assert!(
-                    after.len() == before.len()
-                        || (plan.starts_with("fail-after-put") && after.len() == before.len() + 1),
-                    "{plan}: a failed backup recorded a version: {after:?}"
+                    after.len() <= before.len() + 1,
+                    "{plan}: a failed backup recorded two versions: {after:?}"
                 );
                 if after.len() > before.len() {
                     assert_restores(&v, "img", after.last().expect("a version"), &b, &plan);
