@@ -71,15 +71,9 @@ pub struct Series {
 }
 
 impl Series {
-    fn nodes(&self) -> Vec<Node<'_>> {
-        self.versions
-            .iter()
-            .map(|v| Node {
-                name: &v.info.name,
-                zfs: v.zfs.as_ref(),
-                readable: v.readable,
-            })
-            .collect()
+    /// The versions as the chain rules see them.
+    pub fn nodes(&self) -> Vec<Node<'_>> {
+        nodes_of(&self.versions)
     }
 
     pub fn index_of(&self, version: &str) -> Option<usize> {
@@ -114,6 +108,17 @@ impl Series {
     pub fn status(&self, version: &str) -> Option<&Status> {
         self.index_of(version).map(|i| self.chains.status(i))
     }
+}
+
+fn nodes_of(versions: &[Loaded]) -> Vec<Node<'_>> {
+    versions
+        .iter()
+        .map(|v| Node {
+            name: &v.info.name,
+            zfs: v.zfs.as_ref(),
+            readable: v.readable,
+        })
+        .collect()
 }
 
 /// Every version of `series`, oldest first. A version whose manifest is damaged is still
@@ -199,15 +204,7 @@ pub async fn load_series(
         });
     }
     let mut versions: Vec<Loaded> = out.into_iter().flatten().collect();
-    let nodes: Vec<Node> = versions
-        .iter()
-        .map(|v| Node {
-            name: &v.info.name,
-            zfs: v.zfs.as_ref(),
-            readable: v.readable,
-        })
-        .collect();
-    let chains = Chains::resolve(&nodes);
+    let chains = Chains::resolve(&nodes_of(&versions));
     let needs: Vec<Option<String>> = (0..versions.len())
         .map(|i| chains.needs(i).map(|p| versions[p].info.name.clone()))
         .collect();

@@ -16,54 +16,12 @@ use std::path::{Path, PathBuf};
 
 const SEED: u64 = 0x5eed_c4a5;
 
-/// A key-file repository (no Argon2 per process: hundreds of runs) with 64 KiB chunks, so a
-/// 2 MiB source is 32 chunks and a backup makes enough store operations to kill at.
-fn small_vault() -> Vault {
-    let v = Vault::uninitialised();
-    let key = v.root.path().join("key");
-    v.run(&["init", "--key-file", s(&key), "--chunk-size", "64K"])
-        .ok();
-    v
-}
-
-fn key_args(v: &Vault) -> Vec<String> {
-    vec![
-        "--key-file".into(),
-        v.root.path().join("key").display().to_string(),
-    ]
-}
-
-/// `blockvault --key-file K args...` with the fault plan (if any), as a Run.
-fn bv(v: &Vault, faults: Option<&str>, args: &[&str]) -> Run {
-    let mut all: Vec<String> = key_args(v);
-    all.extend(args.iter().map(|a| a.to_string()));
-    let mut c = v.cmd(&all);
-    c.env_remove("BLOCKVAULT_PASSWORD");
-    if let Some(f) = faults {
-        c.env("BLOCKVAULT_TEST_FAULTS", f);
-    }
-    run(&mut c, None)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("creating a directory");
-    for e in fs::read_dir(from).expect("reading a directory") {
-        let e = e.expect("reading a directory entry");
-        let dest = to.join(e.file_name());
-        if e.file_type().expect("file type").is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), &dest).expect("copying a file");
-        }
-    }
-}
-
 /// Restores `version` of `series` and compares it with `expected`.
 #[track_caller]
 fn assert_restores(v: &Vault, series: &str, version: &str, expected: &Path, why: &str) {
     let out = v.path(&format!("restored-{version}"));
     let _ = fs::remove_file(&out);
-    let r = bv(
+    let r = key_file_run(
         v,
         None,
         &["restore", "--name", series, "--version", version, s(&out)],
@@ -79,7 +37,7 @@ fn assert_restores(v: &Vault, series: &str, version: &str, expected: &Path, why:
 
 #[track_caller]
 fn assert_checks_clean(v: &Vault, why: &str) {
-    let r = bv(v, None, &["check", "--json"]);
+    let r = key_file_run(v, None, &["check", "--json"]);
     assert_eq!(
         r.code,
         0,
@@ -90,7 +48,7 @@ fn assert_checks_clean(v: &Vault, why: &str) {
 }
 
 fn versions(v: &Vault, series: &str) -> Vec<String> {
-    let r = bv(v, None, &["list", "--json"]).ok();
+    let r = key_file_run(v, None, &["list", "--json"]).ok();
     r.json()
         .as_array()
         .map(|rows| {
@@ -121,8 +79,7 @@ fn kill_everywhere(
     loop {
         let copy = Vault::uninitialised();
         copy_dir(&base.repo, &copy.repo);
-        fs::copy(base.root.path().join("key"), copy.root.path().join("key"))
-            .expect("copying the key file");
+        fs::copy(key_file(base), key_file(&copy)).expect("copying the key file");
         for entry in fs::read_dir(&base.work).expect("reading the scratch directory") {
             let e = entry.expect("a scratch entry");
             if e.file_type().expect("file type").is_file() {
@@ -133,7 +90,7 @@ fn kill_everywhere(
         let plan = format!("{}={point}", if before { "die-at" } else { "die-after" });
         let args = op(&copy);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let r = bv(&copy, Some(&plan), &args);
+        let r = key_file_run(&copy, Some(&plan), &args);
         let why = format!("{} killed with {plan} (seed {SEED:#x})", args.join(" "));
         if r.code == 0 {
             // Fewer operations than `point`: every point has been tried.
@@ -153,10 +110,10 @@ fn kill_everywhere(
 
 /// Two versions of one 2 MiB source, the second with scattered changes.
 fn vault_with_two_versions() -> (Vault, PathBuf, PathBuf) {
-    let v = small_vault();
+    let v = key_file_vault();
     let a = v.path("a.img");
     write_random_file(&a, 1, 2 * MIB);
-    bv(
+    key_file_run(
         &v,
         None,
         &[
@@ -205,7 +162,7 @@ fn backup_killed_at_every_store_operation() {
                 // Committed before the kill: it must be whole.
                 assert_restores(copy, "img", &now[1], &b, why);
             } else {
-                let r = bv(
+                let r = key_file_run(
                     copy,
                     None,
                     &["backup", "--name", "img", s(&copy.path("b.img"))],
@@ -214,7 +171,7 @@ fn backup_killed_at_every_store_operation() {
                 let now = versions(copy, "img");
                 assert_restores(copy, "img", &now[1], &b, why);
             }
-            let gc = bv(copy, None, &["gc"]);
+            let gc = key_file_run(copy, None, &["gc"]);
             assert_eq!(gc.code, 0, "{why}: gc after the kill failed: {}", gc.stderr);
             assert_checks_clean(copy, why);
         },
@@ -228,7 +185,7 @@ fn backup_killed_at_every_store_operation() {
 #[test]
 fn gc_killed_at_every_store_operation() {
     let (v, _, b) = vault_with_two_versions();
-    bv(
+    key_file_run(
         &v,
         None,
         &[
@@ -242,22 +199,22 @@ fn gc_killed_at_every_store_operation() {
     )
     .ok();
     let vs = versions(&v, "img");
-    bv(&v, None, &["forget", "--name", "img", "--version", &vs[0]]).ok();
+    key_file_run(&v, None, &["forget", "--name", "img", "--version", &vs[0]]).ok();
     // And a whole series of garbage: 32 more chunks for gc to delete.
     let other = v.path("other.img");
     write_random_file(&other, 77, 2 * MIB);
-    bv(&v, None, &["backup", "--name", "other", s(&other)]).ok();
+    key_file_run(&v, None, &["backup", "--name", "other", s(&other)]).ok();
     let o = versions(&v, "other");
-    bv(&v, None, &["forget", "--name", "other", "--version", &o[0]]).ok();
+    key_file_run(&v, None, &["forget", "--name", "other", "--version", &o[0]]).ok();
     let points = kill_everywhere(
         &v,
         |_| vec!["gc".to_string()],
         |copy, why| {
             assert_checks_clean(copy, why);
             assert_restores(copy, "img", &vs[1], &b, why);
-            let r = bv(copy, None, &["gc", "--json"]);
+            let r = key_file_run(copy, None, &["gc", "--json"]);
             assert_eq!(r.code, 0, "{why}: gc rerun failed: {}", r.stderr);
-            let c = bv(copy, None, &["check", "--json"]).ok().json();
+            let c = key_file_run(copy, None, &["check", "--json"]).ok().json();
             assert_eq!(
                 n(&c, "chunks_unreferenced"),
                 0,
@@ -271,12 +228,12 @@ fn gc_killed_at_every_store_operation() {
 
 #[test]
 fn prune_killed_at_every_store_operation() {
-    let v = small_vault();
+    let v = key_file_vault();
     let mut sources = Vec::new();
     for day in 1..=28u64 {
         let src = v.path(&format!("d{day}.img"));
         write_random_file(&src, 100 + day, 64 * 1024);
-        bv(
+        key_file_run(
             &v,
             None,
             &[
@@ -312,13 +269,13 @@ fn prune_killed_at_every_store_operation() {
                 .expect("a version from before");
             assert_restores(copy, "img", v, &sources[i], why);
         }
-        let r = bv(copy, None, &["prune", "--name", "img", "--keep-last", "2"]);
+        let r = key_file_run(copy, None, &["prune", "--name", "img", "--keep-last", "2"]);
         assert_eq!(r.code, 0, "{why}: prune rerun failed: {}", r.stderr);
         assert_eq!(versions(copy, "img"), all[26..].to_vec(), "{why}");
         // The current pointer names a version that exists: restore without --version works.
         let out = copy.path("current.img");
         let _ = fs::remove_file(&out);
-        bv(copy, None, &["restore", "--name", "img", s(&out)]).ok();
+        key_file_run(copy, None, &["restore", "--name", "img", s(&out)]).ok();
         assert_same_contents(&sources[27], &out);
     });
     assert!(points >= 50, "only {points} kill points");
@@ -335,7 +292,7 @@ fn store_faults_end_runs_cleanly_and_lose_nothing() {
             format!("fail-reads=0.05,seed={seed}"),
         ] {
             let before = versions(&v, "img");
-            let r = bv(&v, Some(&plan), &["backup", "--name", "img", s(&b)]);
+            let r = key_file_run(&v, Some(&plan), &["backup", "--name", "img", s(&b)]);
             let after = versions(&v, "img");
             if r.code != 0 {
                 // 1 for a failed request; 5 when the failed read was of another run's
@@ -366,7 +323,7 @@ fn store_faults_end_runs_cleanly_and_lose_nothing() {
     }
     // A short read never becomes wrong bytes: restore fails with damage, writes no file.
     let out = v.path("short.img");
-    let r = bv(
+    let r = key_file_run(
         &v,
         Some("short-reads=1,only=chunks/"),
         &["restore", "--name", "img", "--version", &first[0], s(&out)],
@@ -375,14 +332,14 @@ fn store_faults_end_runs_cleanly_and_lose_nothing() {
     assert!(!out.exists(), "a failed restore left a file behind");
     // gc under failing writes stops with an error and deletes nothing that is referenced.
     for seed in 0..4u64 {
-        let r = bv(&v, Some(&format!("fail-writes=0.3,seed={seed}")), &["gc"]);
+        let r = key_file_run(&v, Some(&format!("fail-writes=0.3,seed={seed}")), &["gc"]);
         assert!(r.code == 0 || r.code == 1, "gc: {}", r.stderr);
         assert_checks_clean(&v, "gc with failing deletes");
     }
     let vs = versions(&v, "img");
     assert_restores(&v, "img", &vs[0], &a, "after faults");
     // check under failing reads fails loudly rather than passing.
-    let r = bv(&v, Some("fail-reads=1"), &["check"]);
+    let r = key_file_run(&v, Some("fail-reads=1"), &["check"]);
     assert_ne!(r.code, 0, "a check that could read nothing must not pass");
 }
 
@@ -425,18 +382,18 @@ fn a_full_disk_fails_the_backup_cleanly_and_space_freed_makes_it_work_again() {
         repo: disk.path.join("vault"),
         ..Vault::uninitialised()
     };
-    let key = v.root.path().join("key");
+    let key = key_file(&v);
     v.run(&["init", "--key-file", s(&key), "--chunk-size", "256K"])
         .ok();
     let small = v.path("small.img");
     write_random_file(&small, 5, 3 * MIB);
-    bv(&v, None, &["backup", "--name", "img", s(&small)]).ok();
+    key_file_run(&v, None, &["backup", "--name", "img", s(&small)]).ok();
     let first = versions(&v, "img");
 
     // Random data does not compress: 16 MiB cannot fit in what is left of 12 MiB.
     let big = v.path("big.img");
     write_random_file(&big, 6, 16 * MIB);
-    let r = bv(&v, None, &["backup", "--name", "img", s(&big)]);
+    let r = key_file_run(&v, None, &["backup", "--name", "img", s(&big)]);
     assert_eq!(r.code, 1, "a full disk is a failure: {}", r.stderr);
     assert!(
         r.stderr.contains("No space left on device") && r.stderr.contains("no version recorded"),
@@ -454,10 +411,10 @@ fn a_full_disk_fails_the_backup_cleanly_and_space_freed_makes_it_work_again() {
     assert_eq!(hidden, 0, "temporary files were left behind");
 
     // gc frees the chunks the failed run stored; a backup that fits then works.
-    bv(&v, None, &["gc"]).ok();
+    key_file_run(&v, None, &["gc"]).ok();
     let mid = v.path("mid.img");
     write_random_file(&mid, 7, 4 * MIB);
-    bv(&v, None, &["backup", "--name", "img", s(&mid)]).ok();
+    key_file_run(&v, None, &["backup", "--name", "img", s(&mid)]).ok();
     let now = versions(&v, "img");
     assert_eq!(now.len(), 2);
     assert_restores(&v, "img", &now[1], &mid, "after space was freed");

@@ -49,20 +49,12 @@ struct Fixture {
 }
 
 fn key(v: &Vault) -> PathBuf {
-    v.root.path().join("key")
+    key_file(v)
 }
 
 /// `blockvault --key-file K args...`.
 fn bv(v: &Vault, faults: Option<&str>, args: &[&str]) -> Run {
-    let key = key(v);
-    let mut all = vec!["--key-file", s(&key)];
-    all.extend_from_slice(args);
-    let mut c = v.cmd(&all);
-    c.env_remove("BLOCKVAULT_PASSWORD");
-    if let Some(f) = faults {
-        c.env("BLOCKVAULT_TEST_FAULTS", f);
-    }
-    let r = run(&mut c, None);
+    let r = key_file_run(v, faults, args);
     assert!(
         !r.stderr.contains("panicked") && r.code != 101 && (r.code != -1 || faults.is_some()),
         "`{}` panicked or was killed (exit {}):\n{}",
@@ -130,20 +122,6 @@ fn fixture() -> Fixture {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("creating a directory");
-    for e in fs::read_dir(from).expect("reading a directory") {
-        let e = e.expect("reading a directory entry");
-        let dest = to.join(e.file_name());
-        if e.file_type().expect("file type").is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), &dest).expect("copying a file");
-        }
-    }
-}
-
-/// A fresh copy of the fixture repository (and its key file) to damage.
 fn copy_of(fx: &Fixture) -> Vault {
     let d = Vault::uninitialised();
     copy_dir(&fx.v.repo, &d.repo);

@@ -675,3 +675,51 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// The key file of a repository made by [`key_file_vault`].
+pub fn key_file(v: &Vault) -> PathBuf {
+    v.root.path().join("key")
+}
+
+/// A repository opened by a key file (no Argon2 per process, for tests that run hundreds of
+/// commands) with 64 KiB chunks, so small sources still make many chunks.
+pub fn key_file_vault() -> Vault {
+    let v = Vault::uninitialised();
+    v.run(&[
+        "init",
+        "--key-file",
+        s(&key_file(&v)),
+        "--chunk-size",
+        "64K",
+    ])
+    .ok();
+    v
+}
+
+/// `blockvault --repo R --key-file K args...`, with a store fault plan
+/// (`BLOCKVAULT_TEST_FAULTS`, src/store/fault.rs) if given.
+pub fn key_file_run(v: &Vault, faults: Option<&str>, args: &[&str]) -> Run {
+    let key = key_file(v);
+    let mut all = vec!["--key-file", s(&key)];
+    all.extend_from_slice(args);
+    let mut c = v.cmd(&all);
+    c.env_remove("BLOCKVAULT_PASSWORD");
+    if let Some(f) = faults {
+        c.env("BLOCKVAULT_TEST_FAULTS", f);
+    }
+    run(&mut c, None)
+}
+
+/// Copies a directory tree (a repository, to damage or kill in a copy).
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("creating a directory");
+    for e in fs::read_dir(from).expect("reading a directory") {
+        let e = e.expect("reading a directory entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), &dest).expect("copying a file");
+        }
+    }
+}

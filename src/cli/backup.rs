@@ -217,16 +217,7 @@ async fn zfs_send_plan(
         Some(prune::load_series(repo, series, |w| eprintln!("warning: {w}")).await?)
     };
     let base = stored.as_ref().and_then(|st| {
-        let nodes: Vec<chain::Node> = st
-            .versions
-            .iter()
-            .map(|v| chain::Node {
-                name: &v.info.name,
-                zfs: v.zfs.as_ref(),
-                readable: v.readable,
-            })
-            .collect();
-        chain::pick_base(&nodes, &pool, snapshot)
+        chain::pick_base(&st.nodes(), &pool, snapshot)
             .map(|(p, i)| (pool[p].clone(), st.versions[i].info.name.clone()))
     });
     let say = !g.quiet && !g.json;
