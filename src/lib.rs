@@ -30,6 +30,7 @@ pub mod cpu;
 pub mod error;
 pub mod format;
 pub mod gc;
+pub mod jobs;
 pub mod keys;
 pub mod layout;
 pub mod lock;

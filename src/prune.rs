@@ -16,13 +16,16 @@
 //! [`Series::orphaned_by`] before removing anything; `forget` refuses what that check refuses.
 
 use crate::error::Error;
+use crate::format::lock::LockMode;
 use crate::layout;
+use crate::lock::LockGuard;
 use crate::repo::Repo;
-use crate::retention::VersionInfo;
+use crate::retention::{self, Decision, Policy, VersionInfo};
 use crate::zfs::ZfsFacts;
 use crate::zfs::chain::{self, Chains, Node, Status};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -296,6 +299,86 @@ pub async fn remove_versions(
         out.removed.push(v.clone());
     }
     Ok(out)
+}
+
+/// What [`apply`] decided and, unless it was a dry run, did.
+#[derive(Debug)]
+pub struct Pruned {
+    pub plan: Vec<Decision>,
+    pub removal: Option<Removal>,
+}
+
+/// Plans `policy` over `series` and, unless `dry_run`, removes every version the plan does
+/// not keep, under a shared lock. A dry run writes nothing, not even a lock (as backup
+/// `--dry-run`). `extra` joins the history for planning only: a version a job is about to
+/// make, so its dry run shows the plan the real run would follow.
+pub async fn apply(
+    repo: &Arc<Repo>,
+    series: &str,
+    policy: &Policy,
+    seed: u64,
+    dry_run: bool,
+    extra: Option<VersionInfo>,
+    warn: impl FnMut(String),
+) -> Result<Pruned> {
+    // Resolving reports an unknown series with the names that do exist.
+    if extra.is_none() {
+        repo.resolve_version(series, None).await?;
+    }
+    let lock = if dry_run {
+        None
+    } else {
+        Some(LockGuard::acquire(repo, LockMode::Shared, &format!("prune of {series}")).await?)
+    };
+    let result = async {
+        let loaded = if extra.is_some() && repo.list_versions(series).await?.is_empty() {
+            None
+        } else {
+            Some(load_series(repo, series, warn).await?)
+        };
+        let mut history = loaded.as_ref().map(Series::infos).unwrap_or_default();
+        history.extend(extra);
+        let plan = retention::plan(&history, policy, seed);
+        if dry_run {
+            return Ok(Pruned {
+                plan,
+                removal: None,
+            });
+        }
+        let remove: Vec<String> = plan
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.version.clone())
+            .collect();
+        // The planner keeps every base a kept version needs; this re-check over the chains
+        // themselves is the last line of DESIGN.md promise 3, so a planner bug cannot orphan
+        // an incremental.
+        let orphaned = loaded
+            .as_ref()
+            .map(|l| l.orphaned_by(&remove))
+            .unwrap_or_default();
+        if !orphaned.is_empty() {
+            bail!(
+                "internal error: the plan would leave {} of series {series} unrestorable; nothing was removed",
+                orphaned.join(", ")
+            );
+        }
+        let removed: HashSet<&str> = remove.iter().map(String::as_str).collect();
+        let survivors: Vec<VersionInfo> = history
+            .into_iter()
+            .filter(|v| !removed.contains(v.name.as_str()))
+            .collect();
+        let removal = remove_versions(repo, series, &remove, &survivors).await?;
+        Ok(Pruned {
+            plan,
+            removal: Some(removal),
+        })
+    }
+    .await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    result
 }
 
 /// Removes one version. Refused when that would leave another version unrestorable (an

@@ -182,6 +182,27 @@ impl fmt::Display for Within {
     }
 }
 
+/// A fixed length of time in seconds: a number with unit m (minutes), h, d or w; between a
+/// minute and 100 years. Calendar units (months, years) are [`Within`]'s.
+pub fn parse_period(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a period (try 1d, 12h, 30m or 1w)"))?;
+    let secs = match unit.trim() {
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => DAY,
+        "w" => 7 * DAY,
+        _ => return Err(format!("{s:?}: the unit must be m, h, d or w")),
+    };
+    match n.checked_mul(secs) {
+        Some(p) if n > 0 && p <= 100 * 365 * DAY => Ok(p),
+        _ => Err(format!("{s:?}: a period must be between 1m and 100 years")),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hanoi {
     /// 1 ..= 62.

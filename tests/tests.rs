@@ -9,6 +9,7 @@ mod damage;
 mod e2e;
 mod format_vectors;
 mod gc;
+mod jobs;
 mod keys;
 mod retention;
 mod s3;

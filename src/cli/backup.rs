@@ -1,5 +1,5 @@
 use super::GlobalArgs;
-use crate::backup::{BackupOptions, DEFAULT_IN_FLIGHT, backup};
+use crate::backup::{BackupOptions, BackupSummary, DEFAULT_IN_FLIGHT, backup};
 use crate::prune;
 use crate::repo::Repo;
 use crate::source::SourceSpec;
@@ -103,7 +103,20 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         .transpose()?;
     let repo = g.open().await?;
     let (spec, zfs_base) = match &a.zfs {
-        Some(snap) => zfs_send_plan(&repo, &series, snap, &a, g).await?,
+        Some(snap) => {
+            let say = !g.quiet && !g.json;
+            let p = zfs_send_plan(
+                &repo,
+                &series,
+                snap,
+                a.from.as_deref(),
+                a.auto_incremental,
+                false,
+                say,
+            )
+            .await?;
+            (p.spec, p.base_guid)
+        }
         None => (spec, None),
     };
     let s = backup(
@@ -121,19 +134,7 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         },
     )
     .await?;
-    if let Some(z) = &s.zfs
-        && z.incremental
-        && !s.dry_run
-    {
-        let loaded = prune::load_series(&repo, &series, |_| {}).await?;
-        if let Some(Status::Missing { base_guid }) = loaded.status(&s.version) {
-            eprintln!(
-                "warning: version {} of series {series} is an incremental stream from snapshot GUID {}, which no restorable version of the series brings: it cannot be restored until that base is backed up (`blockvault backup --zfs ...` without --from, or with --auto-incremental)",
-                s.version,
-                hex_guid(*base_guid)
-            );
-        }
-    }
+    warn_if_unrestorable(&repo, &s).await?;
     if g.json {
         super::print_json(&s)?;
     } else if !g.quiet {
@@ -191,23 +192,60 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `zfs send` to run for `--zfs`, and the base GUID its stream must start from when
-/// `--auto-incremental` chose the base.
-async fn zfs_send_plan(
+/// After an incremental ZFS backup: says so when no restorable version brings its base.
+pub(super) async fn warn_if_unrestorable(repo: &Arc<Repo>, s: &BackupSummary) -> Result<()> {
+    let Some(z) = &s.zfs else { return Ok(()) };
+    if !z.incremental || s.dry_run {
+        return Ok(());
+    }
+    let loaded = prune::load_series(repo, &s.series, |_| {}).await?;
+    if let Some(Status::Missing { base_guid }) = loaded.status(&s.version) {
+        eprintln!(
+            "warning: version {} of series {} is an incremental stream from snapshot GUID {}, which no restorable version of the series brings: it cannot be restored until that base is backed up (`blockvault backup --zfs ...` without --from, or with --auto-incremental)",
+            s.version,
+            s.series,
+            hex_guid(*base_guid)
+        );
+    }
+    Ok(())
+}
+
+/// The `zfs send` to run for one snapshot.
+pub(super) struct ZfsSendPlan {
+    pub spec: SourceSpec,
+    /// The GUID the stream must start from, when the base was chosen here (auto).
+    pub base_guid: Option<u64>,
+    /// The stored version that holds the chosen base.
+    pub base_version: Option<String>,
+}
+
+/// The `zfs send` of `snapshot`: incremental from `from` when given; with `auto`, from the
+/// newest snapshot both stored in the series and still on the pool (same GUID), else full.
+/// A `planned` snapshot is one a dry run would take: it is not on the pool yet.
+pub(super) async fn zfs_send_plan(
     repo: &Arc<Repo>,
     series: &str,
     snapshot: &str,
-    a: &BackupArgs,
-    g: &GlobalArgs,
-) -> Result<(SourceSpec, Option<u64>)> {
+    from: Option<&str>,
+    auto: bool,
+    planned: bool,
+    say: bool,
+) -> Result<ZfsSendPlan> {
     let (dataset, _) = zfs::cmd::split_snapshot(snapshot)?;
-    if !a.auto_incremental {
-        return Ok((
-            SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, a.from.as_deref())),
-            None,
-        ));
+    if !auto {
+        return Ok(ZfsSendPlan {
+            spec: SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, from)),
+            base_guid: None,
+            base_version: None,
+        });
     }
-    let pool = zfs::cmd::snapshots(dataset)?;
+    let mut pool = zfs::cmd::snapshots(dataset)?;
+    if planned {
+        pool.push(zfs::cmd::Snapshot {
+            name: snapshot.to_string(),
+            guid: 0,
+        });
+    }
     if !pool.iter().any(|s| s.name == snapshot) {
         bail!("snapshot {snapshot} does not exist (zfs list shows no such snapshot of {dataset})");
     }
@@ -220,7 +258,6 @@ async fn zfs_send_plan(
         chain::pick_base(&st.nodes(), &pool, snapshot)
             .map(|(p, i)| (pool[p].clone(), st.versions[i].info.name.clone()))
     });
-    let say = !g.quiet && !g.json;
     match base {
         Some((base, version)) => {
             if say {
@@ -230,10 +267,11 @@ async fn zfs_send_plan(
                     hex_guid(base.guid)
                 );
             }
-            Ok((
-                SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, Some(&base.name))),
-                Some(base.guid),
-            ))
+            Ok(ZfsSendPlan {
+                spec: SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, Some(&base.name))),
+                base_guid: Some(base.guid),
+                base_version: Some(version),
+            })
         }
         None => {
             if say {
@@ -241,10 +279,11 @@ async fn zfs_send_plan(
                     "no snapshot of {dataset} before {snapshot} is stored in series {series} with the same GUID: sending a full stream"
                 );
             }
-            Ok((
-                SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, None)),
-                None,
-            ))
+            Ok(ZfsSendPlan {
+                spec: SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, None)),
+                base_guid: None,
+                base_version: None,
+            })
         }
     }
 }

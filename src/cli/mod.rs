@@ -10,6 +10,7 @@ mod key;
 mod list;
 mod prune;
 mod restore;
+mod run;
 mod show;
 
 use crate::keys::{self, Secret};
@@ -40,6 +41,10 @@ pub struct GlobalArgs {
     /// otherwise blockvault asks on the terminal.
     #[arg(long, global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Run this shell command and take the passphrase from the first line it prints (a
+    /// secret store: `pass show backup`, `systemd-creds cat ...`).
+    #[arg(long, global = true, value_name = "COMMAND")]
+    pub password_command: Option<String>,
     /// Open the repository with a key file instead of a passphrase (`init --key-file` creates
     /// one if the file does not exist).
     #[arg(long, global = true, value_name = "FILE")]
@@ -85,6 +90,8 @@ pub enum Command {
     Gc(gc::GcArgs),
     /// Manage passphrases and key files; export the master key as a paper key, and recover.
     Key(key::KeyArgs),
+    /// Run the backup jobs of a job file: every due job, or those named (docs/jobs.md).
+    Run(run::RunArgs),
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -100,6 +107,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => check::run(g, a).await,
         Command::Gc(a) => gc::run(g, a).await,
         Command::Key(a) => key::run(g, a).await,
+        Command::Run(a) => run::run(g, a).await,
     }
 }
 
@@ -172,7 +180,7 @@ impl GlobalArgs {
     }
 
     /// The passphrase or key file, from (in order) --key-file, --password-file,
-    /// BLOCKVAULT_PASSWORD, or the terminal.
+    /// --password-command, BLOCKVAULT_PASSWORD, or the terminal.
     fn secret(&self, confirm: bool) -> Result<Secret> {
         if let Some(path) = &self.key_file {
             let bytes = Zeroizing::new(
@@ -197,6 +205,9 @@ impl GlobalArgs {
                 bail!("password file {} is empty", path.display());
             }
             return Ok(Secret::Passphrase(Zeroizing::new(line.to_string())));
+        }
+        if let Some(command) = &self.password_command {
+            return password_from_command(command).map(Secret::Passphrase);
         }
         if let Ok(p) = std::env::var("BLOCKVAULT_PASSWORD") {
             if p.is_empty() {
@@ -225,6 +236,27 @@ impl GlobalArgs {
         }
         Ok(Secret::Passphrase(first))
     }
+}
+
+/// The first line a password command prints; it must exit 0. Its standard error passes
+/// through, so a prompt of its own (a GPG agent's, say) still reaches the user.
+fn password_from_command(command: &str) -> Result<Zeroizing<String>> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run the password command `{command}`"))?;
+    let text = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+    if !out.status.success() {
+        bail!("the password command `{command}` failed ({})", out.status);
+    }
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        bail!("the password command `{command}` printed no passphrase");
+    }
+    Ok(Zeroizing::new(line.to_string()))
 }
 
 /// Parses `4M`, `4MiB`, `512k`, `1048576`: binary units, since chunk sizes are powers of two.

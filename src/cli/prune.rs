@@ -1,12 +1,9 @@
 use super::{GlobalArgs, rfc3339};
-use crate::format::lock::LockMode;
-use crate::lock::LockGuard;
 use crate::prune;
-use crate::retention::{self, DAY, Decision, Hanoi, Policy, VersionInfo, Within};
+use crate::retention::{Decision, Hanoi, Policy, Within, parse_period};
 use anyhow::{Result, bail};
 use clap::Args;
 use serde::Serialize;
-use std::collections::HashSet;
 
 /// Policies combine: a version is kept when any of them keeps it. The newest version, and any
 /// version a kept one needs, are always kept. Calendar periods are in UTC.
@@ -51,31 +48,12 @@ pub struct PruneArgs {
     /// With --hanoi: also keep, for ever, the disc each completed cycle retires.
     #[arg(long, requires = "hanoi")]
     pub archive_oldest: bool,
-    /// With --hanoi: the rotation period (s3napback's Frequency): 1d, 12h, 1w.
+    /// With --hanoi: the rotation period (s3napback's Frequency): 1d, 12h, 1w, 30m.
     #[arg(long, value_name = "PERIOD", requires = "hanoi", default_value = "1d", value_parser = parse_period)]
     pub hanoi_every: i64,
     /// Print the plan and remove nothing.
     #[arg(long)]
     pub dry_run: bool,
-}
-
-/// A fixed length of time in seconds: a number with unit h, d or w.
-fn parse_period(s: &str) -> Result<i64, String> {
-    let t = s.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a period (try 1d, 12h or 1w)"))?;
-    let secs = match unit {
-        "h" => 3600,
-        "d" => DAY,
-        "w" => 7 * DAY,
-        _ => return Err(format!("{s:?}: the unit must be h, d or w")),
-    };
-    match n.checked_mul(secs) {
-        Some(p) if n > 0 && p <= 100 * 365 * DAY => Ok(p),
-        _ => Err(format!("{s:?}: a period must be between 1h and 100 years")),
-    }
 }
 
 impl PruneArgs {
@@ -161,63 +139,31 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
         _ => None,
     };
     let repo = g.open().await?;
-    // Resolving reports an unknown series with the names that do exist.
-    repo.resolve_version(&a.name, None).await?;
-    // A dry run writes nothing, not even a lock (as backup --dry-run).
-    let lock = if a.dry_run {
-        None
-    } else {
-        Some(LockGuard::acquire(&repo, LockMode::Shared, &format!("prune of {}", a.name)).await?)
-    };
-    let result = async {
-        let series = prune::load_series(&repo, &a.name, |w| eprintln!("warning: {w}")).await?;
-        let history = series.infos();
-        let plan = retention::plan(&history, &policy, a.seed.or(seed).unwrap_or(0));
-        print_plan(g, &a.name, &plan, seed)?;
-        if a.dry_run {
+    let seed_used = a.seed.or(seed).unwrap_or(0);
+    let done = prune::apply(&repo, &a.name, &policy, seed_used, a.dry_run, None, |w| {
+        eprintln!("warning: {w}")
+    })
+    .await?;
+    print_plan(g, &a.name, &done.plan, seed)?;
+    match done.removal {
+        None => {
             if !g.quiet && !g.json {
                 println!("dry run: nothing was removed");
             }
-            return Ok(());
         }
-        let remove: Vec<String> = plan
-            .iter()
-            .filter(|d| !d.keep)
-            .map(|d| d.version.clone())
-            .collect();
-        // The planner keeps every base a kept version needs; this re-check over the chains
-        // themselves is the last line of DESIGN.md promise 3, so a planner bug cannot orphan
-        // an incremental.
-        let orphaned = series.orphaned_by(&remove);
-        if !orphaned.is_empty() {
-            bail!(
-                "internal error: the plan would leave {} of series {} unrestorable; nothing was removed",
-                orphaned.join(", "),
-                a.name
-            );
+        Some(r) => {
+            if !g.quiet && !g.json {
+                println!(
+                    "removed {} versions of series {}{}",
+                    r.removed.len(),
+                    a.name,
+                    match &r.current_moved_to {
+                        Some(v) => format!("; current is now {v}"),
+                        None => String::new(),
+                    }
+                );
+            }
         }
-        let removed: HashSet<&str> = remove.iter().map(String::as_str).collect();
-        let survivors: Vec<VersionInfo> = history
-            .into_iter()
-            .filter(|v| !removed.contains(v.name.as_str()))
-            .collect();
-        let done = prune::remove_versions(&repo, &a.name, &remove, &survivors).await?;
-        if !g.quiet && !g.json {
-            println!(
-                "removed {} versions of series {}{}",
-                done.removed.len(),
-                a.name,
-                match &done.current_moved_to {
-                    Some(v) => format!("; current is now {v}"),
-                    None => String::new(),
-                }
-            );
-        }
-        Ok(())
     }
-    .await;
-    if let Some(lock) = lock {
-        lock.release().await;
-    }
-    result
+    Ok(())
 }

@@ -120,6 +120,26 @@ pub fn snapshots(dataset: &str) -> Result<Vec<Snapshot>> {
         .collect()
 }
 
+/// `zfs snapshot NAME`.
+pub fn create_snapshot(name: &str) -> Result<()> {
+    split_snapshot(name)?;
+    let out = run(&["snapshot", name])?;
+    if !out.status.success() {
+        bail!("cannot take snapshot {name}: {}", stderr_line(&out));
+    }
+    Ok(())
+}
+
+/// `zfs destroy NAME` of one snapshot (never a dataset: the name must hold an `@`).
+pub fn destroy_snapshot(name: &str) -> Result<()> {
+    split_snapshot(name)?;
+    let out = run(&["destroy", name])?;
+    if !out.status.success() {
+        bail!("cannot destroy snapshot {name}: {}", stderr_line(&out));
+    }
+    Ok(())
+}
+
 /// `zfs send` of `snapshot`, incremental from `from` (`@snap`, or a full `pool/fs@snap`).
 pub fn send_args(snapshot: &str, from: Option<&str>) -> Vec<String> {
     let mut a = vec!["send".to_string()];
