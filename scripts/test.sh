@@ -17,6 +17,10 @@ export PATH="$PATH:/usr/sbin:/sbin"
 command -v zfs-fuse >/dev/null || need+=(zfs-fuse)
 command -v bzip2 >/dev/null || need+=(bzip2)
 command -v diff >/dev/null || need+=(diffutils)
+# A real PostgreSQL server for the pg_dump job test (the test starts its own cluster), and
+# runuser to run it as the postgres user.
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v runuser >/dev/null || need+=(util-linux)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Writes a job file for `v`'s repository: the `[repository]` table, then `jobs`.
-fn job_file(v: &Vault, jobs: &str) -> PathBuf {
+pub(crate) fn job_file(v: &Vault, jobs: &str) -> PathBuf {
     let pass = v.path("passphrase");
     fs::write(&pass, format!("{PASSWORD}\n")).expect("writing the passphrase file");
     let path = v.path("blockvault.toml");
@@ -25,7 +25,7 @@ fn job_file(v: &Vault, jobs: &str) -> PathBuf {
 
 /// `blockvault run --json --config FILE args...`, with no passphrase in the environment: the
 /// job file must say where it is.
-fn run_jobs(config: &Path, args: &[&str]) -> Run {
+pub(crate) fn run_jobs(config: &Path, args: &[&str]) -> Run {
     let mut c = blockvault();
     c.env_remove("BLOCKVAULT_PASSWORD")
         .args(["run", "--json", "--config", s(config)])
@@ -33,7 +33,7 @@ fn run_jobs(config: &Path, args: &[&str]) -> Run {
     run(&mut c, None)
 }
 
-fn job<'a>(report: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn job<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["jobs"]
         .as_array()
         .and_then(|jobs| jobs.iter().find(|j| j["job"] == name))

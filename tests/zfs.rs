@@ -553,3 +553,87 @@ fn zfs_chain_on_garage_s3() {
     assert_same_tree(&pool.mountpoint("s3fs"), &pool.mountpoint("from-s3"));
     v.run(&["check", "--read-data"]).ok();
 }
+
+#[test]
+fn a_zfs_job_takes_snapshots_sends_incrementals_and_a_full_every_third_run() {
+    use crate::jobs::{job, job_file, run_jobs};
+    let v = Vault::new();
+    let pool = Pool::new(&v);
+    let ds = pool.ds("home");
+    tool("zfs", &["create", &ds]);
+    let root = pool.mountpoint("home");
+    copy_real_files(&root.join("first"), 4 * MIB, 0);
+    // A snapshot of the user's own: the job must never destroy it.
+    let mine = format!("{ds}@mine");
+    tool("zfs", &["snapshot", &mine]);
+    let config = job_file(
+        &v,
+        &format!("[[job]]\nname = {ds:?}\nsource = {{ zfs = {ds:?}, full_every = 3 }}\n"),
+    );
+
+    let mut taken = Vec::new();
+    let mut kinds = Vec::new();
+    for run in 0..4 {
+        if run > 0 {
+            write_random_file(&root.join(format!("run{run}.bin")), run, 200_000);
+        }
+        let report = run_jobs(&config, &[]).ok().json();
+        let j = job(&report, &ds);
+        assert_eq!(j["outcome"], "backed-up", "{report}");
+        let snap = text(j, "snapshot_taken").to_string();
+        assert!(
+            snap.starts_with(&format!("{ds}@blockvault-")),
+            "snapshot name {snap}"
+        );
+        assert_eq!(j["backup"]["zfs"]["snapshot"], snap.as_str());
+        kinds.push(j["backup"]["zfs"]["incremental"] == true);
+        // Only the newest snapshot the job took stays (keep_snapshots = 1); the user's stays.
+        let destroyed: Vec<String> = j["snapshots_destroyed"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            destroyed,
+            taken.last().cloned().into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(pool.snapshots(&ds), vec![mine.clone(), snap.clone()]);
+        taken.push(snap);
+    }
+    // full, incremental, incremental, then full again: full_every = 3.
+    assert_eq!(kinds, [false, true, true, false]);
+
+    // A dry run says what it would send and takes no snapshot.
+    let dry = run_jobs(&config, &["--dry-run"]).ok().json();
+    let j = job(&dry, &ds);
+    assert_eq!(j["outcome"], "dry-run");
+    assert!(
+        text(j, "reason").contains("incremental from the snapshot stored as version"),
+        "{j}"
+    );
+    assert_eq!(pool.snapshots(&ds).len(), 2, "a dry run took a snapshot");
+    assert_eq!(rows_of(&v, &ds).len(), 4);
+
+    // The newest version replays into a fresh dataset equal to the source.
+    let target = pool.ds("restored");
+    v.run(&["restore", "--json", "--name", &ds, "--zfs-receive", &target])
+        .ok();
+    assert_same_tree(&root, &pool.mountpoint("restored"));
+
+    // A job for a dataset that does not exist fails and says which.
+    let missing = pool.ds("nope");
+    let config = job_file(
+        &v,
+        &format!("[[job]]\nname = \"nope\"\nsource = {{ zfs = {missing:?} }}\n"),
+    );
+    let r = run_jobs(&config, &[]).code(1);
+    assert!(
+        r.stderr.contains("1 of 1 jobs failed: nope"),
+        "{}",
+        r.stderr
+    );
+    assert!(text(job(&r.json(), "nope"), "reason").contains(&missing));
+}
