@@ -720,10 +720,16 @@ mod doc_tests {
     #[test]
     fn the_documented_example_is_valid() {
         let doc = include_str!("../docs/jobs.md");
-        let start = doc.find("```toml\n").expect("docs/jobs.md has a toml example") + 8;
+        let start = doc
+            .find("```toml\n")
+            .expect("docs/jobs.md has a toml example")
+            + 8;
         let len = doc[start..].find("```").expect("the example ends");
-        let c = super::parse(std::path::Path::new("docs/jobs.md"), &doc[start..start + len])
-            .unwrap_or_else(|e| panic!("{}", e.0));
+        let c = super::parse(
+            std::path::Path::new("docs/jobs.md"),
+            &doc[start..start + len],
+        )
+        .unwrap_or_else(|e| panic!("{}", e.0));
         assert_eq!(c.jobs.len(), 8);
     }
 }

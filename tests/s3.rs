@@ -746,3 +746,58 @@ fn garage_outage_mid_backup() {
         "one object per distinct chunk"
     );
 }
+
+/// A job file whose repository is on Garage, its passphrase from a command: backups land in
+/// the bucket, retention prunes there, and the version restores bit-exact.
+#[test]
+fn garage_job_file_with_a_password_command() {
+    let g = garage();
+    let (v, prefix) = new_vault(g, "jobs", &[]);
+    let remote = v.remote.clone().expect("an S3 vault");
+    let image = v.path("disk.img");
+    write_random_file(&image, 31, 10 * MIB);
+    let pass = v.path("pass");
+    fs::write(&pass, format!("{PASSWORD}\n")).expect("writing the passphrase file");
+    let config = v.path("jobs.toml");
+    fs::write(
+        &config,
+        format!(
+            "[repository]\nrepo = {:?}\ns3_endpoint = {:?}\ns3_region = {:?}\npassword_command = \"cat {}\"\n\n\
+             [[job]]\nname = \"img\"\nsource = {{ file = {:?} }}\nkeep = {{ last = 1 }}\n",
+            remote.url,
+            g.endpoint,
+            g.region,
+            s(&pass),
+            s(&image)
+        ),
+    )
+    .expect("writing the job file");
+    let run_once = || {
+        let mut c = blockvault();
+        for k in &remote.env_remove {
+            c.env_remove(k);
+        }
+        c.envs(remote.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("BLOCKVAULT_PASSWORD")
+            .args(["run", "--json", "--config", s(&config)]);
+        run(&mut c, None).ok().json()
+    };
+    let first = run_once();
+    assert_eq!(first["jobs"][0]["outcome"], "backed-up", "{first}");
+    assert_eq!(
+        chunk_objects(g, &prefix).len() as u64,
+        n(&first["jobs"][0]["backup"], "chunks_new")
+    );
+    scribble(&image, 5 * MIB, 4096, 32);
+    let second = run_once();
+    let j = &second["jobs"][0];
+    assert_eq!(n(&j["backup"], "chunks_new"), 1, "{second}");
+    assert_eq!(
+        j["prune"]["removed"],
+        serde_json::json!([text(&first["jobs"][0]["backup"], "version")])
+    );
+    assert_eq!(v.versions("img"), [text(&j["backup"], "version")]);
+    let out = v.path("restored");
+    v.restore("img", &[s(&out)]);
+    assert_same_contents(&image, &out);
+}
