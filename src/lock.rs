@@ -61,12 +61,39 @@ fn describe(info: &LockInfo, name: &str) -> String {
     )
 }
 
-/// The first live lock (other than `ours`) that conflicts with taking `mode`.
-async fn conflict(repo: &Repo, mode: LockMode, ours: Option<&str>) -> Result<Option<String>> {
+/// What a lock object says, as far as this process can tell.
+#[derive(Debug, Clone)]
+pub enum LockState {
+    Live(LockInfo),
+    /// No heartbeat within the stale limit, or its process on this host is gone.
+    Stale(LockInfo),
+    /// It cannot be opened: damaged, another repository's, or a newer client's.
+    Unreadable(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct LockEntry {
+    pub name: String,
+    pub state: LockState,
+}
+
+impl LockEntry {
+    /// The lock in words: its mode, holder, host, pid and age, or why it cannot be read.
+    pub fn describe(&self) -> String {
+        match &self.state {
+            LockState::Live(i) | LockState::Stale(i) => describe(i, &self.name),
+            LockState::Unreadable(why) => format!("lock {} cannot be read ({why})", self.name),
+        }
+    }
+}
+
+/// Every lock object but `skip`, read and judged.
+pub async fn list(repo: &Repo, skip: Option<&str>) -> Result<Vec<LockEntry>> {
     let now = now_unix();
     let host = hostname();
+    let mut out = Vec::new();
     for name in repo.store().list(layout::LOCKS).await? {
-        if Some(name.as_str()) == ours {
+        if Some(name.as_str()) == skip {
             continue;
         }
         let bytes = match repo.store().get(&name).await {
@@ -74,23 +101,35 @@ async fn conflict(repo: &Repo, mode: LockMode, ours: Option<&str>) -> Result<Opt
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
         };
-        let info: LockInfo =
-            match seal::open(Kind::Lock, repo.keys.seal.as_ref(), &name, &bytes, 1 << 16)
-                .and_then(|p| decode_exact(&p))
-            {
-                Ok(i) => i,
-                // An unreadable lock may be a live one from a newer client: respect it.
-                Err(e) => {
-                    return Ok(Some(format!(
-                        "lock {name} cannot be read ({e}); remove it if no blockvault is running"
-                    )));
+        let state = match seal::open(Kind::Lock, repo.keys.seal.as_ref(), &name, &bytes, 1 << 16)
+            .and_then(|p| decode_exact::<LockInfo>(&p))
+        {
+            Ok(i) if is_stale(&i, now, &host) => LockState::Stale(i),
+            Ok(i) => LockState::Live(i),
+            Err(e) => LockState::Unreadable(e.to_string()),
+        };
+        out.push(LockEntry { name, state });
+    }
+    Ok(out)
+}
+
+/// The first live lock (other than `ours`) that conflicts with taking `mode`.
+async fn conflict(repo: &Repo, mode: LockMode, ours: Option<&str>) -> Result<Option<String>> {
+    for e in list(repo, ours).await? {
+        match &e.state {
+            // An unreadable lock may be a live one from a newer client: respect it.
+            LockState::Unreadable(_) => {
+                return Ok(Some(format!(
+                    "{}; remove it if no blockvault is running (`blockvault unlock --unreadable`)",
+                    e.describe()
+                )));
+            }
+            LockState::Stale(_) => {}
+            LockState::Live(info) => {
+                if mode == LockMode::Exclusive || info.mode == LockMode::Exclusive {
+                    return Ok(Some(e.describe()));
                 }
-            };
-        if is_stale(&info, now, &host) {
-            continue;
-        }
-        if mode == LockMode::Exclusive || info.mode == LockMode::Exclusive {
-            return Ok(Some(describe(&info, &name)));
+            }
         }
     }
     Ok(None)

@@ -631,13 +631,23 @@ fn damaged_lock() {
             let _ = fs::remove_file(&out);
         }
         if damage != Delete {
-            // Removing it, as the message says, is all it takes.
-            fs::remove_file(d.repo.join(&lock)).unwrap();
+            // `unlock` keeps it unless told it may go; then it is all it takes.
+            let kept = bv(&d, None, &["unlock"]);
+            says(&kept, 0, &[], &row);
+            assert!(
+                kept.stdout_text().contains("kept unreadable lock")
+                    && kept.stdout_text().contains("--unreadable removes it"),
+                "{row}: {}",
+                kept.stdout_text()
+            );
+            assert!(d.repo.join(&lock).exists(), "{row}: unlock removed it");
+            says(&bv(&d, None, &["unlock", "--unreadable"]), 0, &[], &row);
+            assert!(!d.repo.join(&lock).exists(), "{row}: still there");
             says(&bv(&d, None, &["check"]), 0, &["no damage found"], &row);
             restores(&d, "sa", Some(&fx.va1), &fx.a1, &row);
         }
     }
-    // The undamaged stale lock is ignored by all.
+    // The undamaged stale lock is ignored by all, and `unlock` tidies it away.
     let row = "lock × none (stale)";
     says(
         &bv(&pristine, None, &["check"]),
@@ -646,6 +656,48 @@ fn damaged_lock() {
         row,
     );
     restores(&pristine, "sa", Some(&fx.va1), &fx.a1, row);
+    let tidy = bv(&pristine, None, &["unlock"]);
+    says(&tidy, 0, &[], row);
+    assert!(
+        tidy.stdout_text().contains("removed stale shared lock"),
+        "{}",
+        tidy.stdout_text()
+    );
+    assert!(dir_names(&pristine.repo.join("locks")).is_empty());
+}
+
+/// A live lock (a backup waiting on its standard input) is kept by `unlock` and blocks gc;
+/// once its process is gone, `unlock` removes it as stale.
+#[test]
+fn unlock_keeps_live_locks() {
+    let v = Vault::new();
+    let mut child = v
+        .cmd(&["backup", "--name", "waiting", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting a backup");
+    let started = std::time::Instant::now();
+    let locks = v.repo.join("locks");
+    while !locks.exists() || dir_names(&locks).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the backup never took its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let listed = v.run(&["unlock", "--json"]).ok().json();
+    assert_eq!(listed[0]["state"], "live", "{listed}");
+    assert_eq!(listed[0]["removed"], false);
+    assert!(text(&listed[0], "description").contains("backup of waiting"));
+    v.run(&["gc"]).error(5, &["locked", "backup of waiting"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let removed = v.run(&["unlock", "--json"]).ok().json();
+    assert_eq!(removed[0]["state"], "stale", "{removed}");
+    assert_eq!(removed[0]["removed"], true);
+    v.run(&["gc"]).ok();
 }
 
 /// A ZFS stream with holes cannot be received: the combination is a usage error.

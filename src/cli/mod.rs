@@ -12,6 +12,7 @@ mod prune;
 mod restore;
 mod run;
 mod show;
+mod unlock;
 
 use crate::keys::{self, Secret};
 use crate::store::{LocalDir, S3, S3Options, Store, fault};
@@ -90,6 +91,8 @@ pub enum Command {
     Gc(gc::GcArgs),
     /// Manage passphrases and key files; export the master key as a paper key, and recover.
     Key(key::KeyArgs),
+    /// Remove locks left by processes that died; with --unreadable or --all, others too.
+    Unlock(unlock::UnlockArgs),
     /// Run the backup jobs of a job file: every due job, or those named (docs/jobs.md).
     Run(run::RunArgs),
 }
@@ -108,6 +111,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Gc(a) => gc::run(g, a).await,
         Command::Key(a) => key::run(g, a).await,
         Command::Run(a) => run::run(g, a).await,
+        Command::Unlock(a) => unlock::run(g, a).await,
     }
 }
 

@@ -1,0 +1,75 @@
+use super::GlobalArgs;
+use crate::lock::{self, LockState};
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+/// Locks of processes that died are ignored by every command already; `unlock` tidies them
+/// away, and removes the ones no command can see through: unreadable locks (damaged, another
+/// repository's) and, with --all, live ones.
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Also remove locks that cannot be read (damaged, from another repository, or written
+    /// by a newer blockvault that may still be running).
+    #[arg(long)]
+    pub unreadable: bool,
+    /// Remove every lock, live ones too: only when no blockvault uses the repository on any
+    /// host. A backup whose lock is removed may then have its new chunks swept by gc.
+    #[arg(long)]
+    pub all: bool,
+    /// Say what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    lock: String,
+    state: &'static str,
+    description: String,
+    removed: bool,
+}
+
+pub async fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<()> {
+    let repo = g.open().await?;
+    let mut rows = Vec::new();
+    for e in lock::list(&repo, None).await? {
+        let (state, remove) = match &e.state {
+            LockState::Stale(_) => ("stale", true),
+            LockState::Unreadable(_) => ("unreadable", a.unreadable || a.all),
+            LockState::Live(_) => ("live", a.all),
+        };
+        if remove && !a.dry_run {
+            repo.store()
+                .delete(&e.name)
+                .await
+                .with_context(|| format!("removing lock {}", e.name))?;
+        }
+        rows.push(Row {
+            lock: e.name.clone(),
+            state,
+            description: e.describe(),
+            removed: remove && !a.dry_run,
+        });
+        if !g.quiet && !g.json {
+            let verb = match (remove, a.dry_run) {
+                (true, false) => "removed",
+                (true, true) => "would remove",
+                (false, _) => "kept",
+            };
+            let hint = match (remove, state) {
+                (false, "live") => " (--all removes it; only if it is not really running)",
+                (false, "unreadable") => " (--unreadable removes it)",
+                _ => "",
+            };
+            println!("{verb} {state} {}{hint}", e.describe());
+        }
+    }
+    if g.json {
+        return super::print_json(&rows);
+    }
+    if !g.quiet && rows.is_empty() {
+        println!("the repository holds no locks");
+    }
+    Ok(())
+}
