@@ -379,7 +379,15 @@ async fn run(
     // `current` names the newest version; a backup recorded with an earlier --time does not
     // move it back.
     if current.is_none_or(|c| layout::version_order(&c.version, &manifest.version).is_le()) {
-        repo.set_current(series, &manifest.version, digest).await?;
+        // The version is committed by now: say so, or a user would back it up again.
+        repo.set_current(series, &manifest.version, digest)
+            .await
+            .with_context(|| {
+                format!(
+                    "version {v} of series {series:?} was recorded, but its current pointer was not moved: restores without --version still pick the previous version until the next backup moves it (`--version {v}` restores this one)",
+                    v = manifest.version
+                )
+            })?;
     }
 
     let secs = started.elapsed().as_secs_f64();
