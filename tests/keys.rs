@@ -503,8 +503,10 @@ fn secrets_are_never_taken_from_arguments() {
                 .any(|s| name.contains(s));
             if secretive {
                 let value = words.get(j + 1).copied().unwrap_or("");
+                // A password command is not a secret: it names where the secret comes from.
+                let command = name == "--password-command" && value == "<COMMAND>";
                 assert!(
-                    value == "<FILE>" || value == "<FILE|->",
+                    command || value == "<FILE>" || value == "<FILE|->",
                     "`blockvault {}` option {name} takes {value:?}, not a file",
                     commands[i].join(" ")
                 );
@@ -548,4 +550,20 @@ fn secrets_are_never_taken_from_arguments() {
         ],
     );
     assert_eq!(keys(&v, &[]).len(), 2, "nothing was added");
+}
+
+/// `--password-command`: the first line the command prints is the passphrase; a command that
+/// fails, or prints a wrong one, is refused with its own message and exit code.
+#[test]
+fn the_passphrase_may_come_from_a_command() {
+    let v = Vault::new();
+    let with = |command: &str| {
+        let mut c = v.cmd(&["--password-command", command, "list"]);
+        c.env_remove("BLOCKVAULT_PASSWORD");
+        run(&mut c, None)
+    };
+    with(&format!("printf '%s\\nsecond line\\n' '{PASSWORD}'")).ok();
+    with("echo not the passphrase").error(4, &["wrong passphrase"]);
+    with("exit 7").error(1, &["password command", "failed", "exit status: 7"]);
+    with("true").error(1, &["printed no passphrase"]);
 }
