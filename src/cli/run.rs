@@ -190,14 +190,36 @@ pub async fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// The global options, with the repository and its secret taken from the job file.
+/// The global options, with the repository and its secret taken from the job file; a file
+/// that says nothing of the secret leaves it to the command line and environment.
 fn repository_args(g: &GlobalArgs, c: &Config) -> GlobalArgs {
     let r = &c.repository;
+    if let Some(other) = g.repo.as_deref().filter(|o| *o != r.repo) {
+        eprintln!(
+            "warning: the repository {other} (--repo or BLOCKVAULT_REPO) is not used: the job file names {}",
+            r.repo
+        );
+    }
+    let file_names_secret =
+        r.password_file.is_some() || r.password_command.is_some() || r.key_file.is_some();
+    let (password_file, password_command, key_file) = if file_names_secret {
+        (
+            r.password_file.clone(),
+            r.password_command.clone(),
+            r.key_file.clone(),
+        )
+    } else {
+        (
+            g.password_file.clone(),
+            g.password_command.clone(),
+            g.key_file.clone(),
+        )
+    };
     GlobalArgs {
         repo: Some(r.repo.clone()),
-        password_file: r.password_file.clone(),
-        password_command: r.password_command.clone(),
-        key_file: r.key_file.clone(),
+        password_file,
+        password_command,
+        key_file,
         json: g.json,
         quiet: g.quiet,
         s3_endpoint: r.s3_endpoint.clone().or_else(|| g.s3_endpoint.clone()),
