@@ -261,6 +261,29 @@ fn a_job_file_with_mistakes_is_refused_before_anything_runs() {
     held.unlock().expect("unlocking the job file");
     run_jobs(&config, &[]).ok();
     assert_eq!(v.versions("image").len(), 1);
+
+    // A file that names no secret leaves it to the environment or the command line.
+    let bare = v.path("bare.toml");
+    fs::write(
+        &bare,
+        format!("[repository]\nrepo = {:?}\n\n{good}", s(&v.repo)),
+    )
+    .expect("writing the job file");
+    run(blockvault().args(["run", "--config", s(&bare)]), None).ok();
+    let mut c = blockvault();
+    c.env_remove("BLOCKVAULT_PASSWORD").args([
+        "run",
+        "--config",
+        s(&bare),
+        "--password-file",
+        s(&v.path("passphrase")),
+    ]);
+    run(&mut c, None).ok();
+    let mut c = blockvault();
+    c.env_remove("BLOCKVAULT_PASSWORD")
+        .args(["run", "--config", s(&bare)]);
+    run(&mut c, None).error(1, &["no passphrase"]);
+    assert_eq!(v.versions("image").len(), 3);
 }
 
 /// A throwaway PostgreSQL server of Debian's packages: a cluster in a temporary directory,
