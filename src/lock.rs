@@ -8,8 +8,9 @@
 
 use crate::error::Error;
 use crate::format::lock::{LockInfo, LockMode};
-use crate::format::{Kind, decode_exact, encode};
+use crate::format::{Kind, encode};
 use crate::layout;
+use crate::objects;
 use crate::repo::{Repo, hostname, now_unix};
 use crate::seal;
 use anyhow::Result;
@@ -74,18 +75,15 @@ async fn conflict(repo: &Repo, mode: LockMode, ours: Option<&str>) -> Result<Opt
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
         };
-        let info: LockInfo =
-            match seal::open(Kind::Lock, repo.keys.seal.as_ref(), &name, &bytes, 1 << 16)
-                .and_then(|p| decode_exact(&p))
-            {
-                Ok(i) => i,
-                // An unreadable lock may be a live one from a newer client: respect it.
-                Err(e) => {
-                    return Ok(Some(format!(
-                        "lock {name} cannot be read ({e}); remove it if no blockvault is running"
-                    )));
-                }
-            };
+        let info: LockInfo = match objects::lock(repo.keys.seal.as_ref(), &name, &bytes) {
+            Ok(i) => i,
+            // An unreadable lock may be a live one from a newer client: respect it.
+            Err(e) => {
+                return Ok(Some(format!(
+                    "lock {name} cannot be read ({e}); remove it if no blockvault is running"
+                )));
+            }
+        };
         if is_stale(&info, now, &host) {
             continue;
         }
