@@ -301,6 +301,11 @@ pub fn parse_key_file(bytes: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
 }
 
 pub const KEY_FILE_PREFIX: &str = "blockvault-key-file-v1:";
+/// The largest key file read. Ours are 88 bytes; a file of the user's own random bytes may be
+/// larger, but a key file of megabytes is a mistyped path (a disk, `/dev/zero`).
+pub const MAX_KEY_FILE_LEN: u64 = 1 << 20;
+/// The largest password file read: only its first line is used.
+pub const MAX_PASSWORD_FILE_LEN: u64 = 64 * 1024;
 
 /// A new key file's contents: a 256-bit random secret in hex, one line.
 pub fn new_key_file() -> Zeroizing<String> {

@@ -227,6 +227,33 @@ fn cases() -> Vec<Case> {
             after: None,
         },
         Case {
+            // A mistyped path can name something endless: it is refused, not read forever.
+            name: "an endless key file",
+            run: |f| {
+                (
+                    f.bv(&["list", "--key-file", "/dev/zero"]),
+                    strings(&[
+                        "key file /dev/zero",
+                        "larger than",
+                        "not a blockvault key file",
+                    ]),
+                )
+            },
+            code: 1,
+            after: None,
+        },
+        Case {
+            name: "an endless password file",
+            run: |f| {
+                (
+                    f.bv(&["list", "--password-file", "/dev/zero"]),
+                    strings(&["password file /dev/zero", "larger than"]),
+                )
+            },
+            code: 1,
+            after: None,
+        },
+        Case {
             // rpassword reads /dev/tty; `setsid` starts the child in a new session with no
             // controlling terminal, so this is deterministic even when `cargo test` runs in a
             // terminal (where the child would otherwise sit waiting for a passphrase).
