@@ -301,6 +301,11 @@ pub fn parse_key_file(bytes: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
 }
 
 pub const KEY_FILE_PREFIX: &str = "blockvault-key-file-v1:";
+/// The largest key file read. Ours are 88 bytes; a file of the user's own random bytes may be
+/// larger, but a key file of megabytes is a mistyped path (a disk, `/dev/zero`).
+pub const MAX_KEY_FILE_LEN: u64 = 1 << 20;
+/// The largest password file read: only its first line is used.
+pub const MAX_PASSWORD_FILE_LEN: u64 = 64 * 1024;
 
 /// A new key file's contents: a 256-bit random secret in hex, one line.
 pub fn new_key_file() -> Zeroizing<String> {
@@ -449,6 +454,11 @@ pub fn paper_encode(master: &MasterKey, repo_id: &[u8; 32]) -> Zeroizing<String>
 }
 
 /// The hex digits of `text` as nibbles, ignoring spaces and the brackets around a check.
+/// How many characters of `whole` come before `suffix`, which ends it.
+fn chars_before(whole: &str, suffix: &str) -> usize {
+    whole[..whole.len() - suffix.len()].chars().count()
+}
+
 fn nibbles(text: &str, line: usize, column0: usize) -> Result<Zeroizing<Vec<u8>>, PaperError> {
     let mut out = Zeroizing::new(Vec::with_capacity(text.len()));
     for (i, c) in text.chars().enumerate() {
@@ -484,7 +494,9 @@ pub fn paper_decode(text: &str) -> Result<PaperKey, PaperError> {
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        let column0 = raw.len() - raw.trim_start().len();
+        // Columns count characters, not bytes: a line pasted from a web page or a PDF can
+        // start with a no-break space (two bytes in UTF-8).
+        let column0 = chars_before(raw, raw.trim_start());
         if repo_id.is_none() {
             let first = t.split_whitespace().next().unwrap_or_default();
             if first != PAPER_MAGIC {
@@ -498,7 +510,7 @@ pub fn paper_decode(text: &str) -> Result<PaperKey, PaperError> {
             }
             let rest = t[first.len()..].trim_start();
             let rest = rest.strip_prefix("repository").unwrap_or(rest);
-            let digits = nibbles(rest, line, column0 + t.len() - rest.len())?;
+            let digits = nibbles(rest, line, column0 + chars_before(t, rest))?;
             if digits.len() != 64 {
                 return Err(PaperError::RepoIdLength {
                     line,
@@ -527,7 +539,7 @@ pub fn paper_decode(text: &str) -> Result<PaperKey, PaperError> {
                     expected: expected(),
                 });
             }
-            let digits = nibbles(rest, line, column0 + t.len() - rest.len())?;
+            let digits = nibbles(rest, line, column0 + chars_before(t, rest))?;
             if digits.len() != PAPER_CHECK_BYTES * 2 {
                 return Err(PaperError::CheckLength {
                     line,
@@ -556,7 +568,7 @@ pub fn paper_decode(text: &str) -> Result<PaperKey, PaperError> {
                 });
             }
         };
-        let digits = nibbles(rest, line, column0 + t.len() - rest.len())?;
+        let digits = nibbles(rest, line, column0 + chars_before(t, rest))?;
         if digits.len() != PAPER_LINE_BYTES * 2 + 4 {
             return Err(PaperError::KeyLineLength {
                 key_line: next_line,
@@ -814,6 +826,30 @@ mod tests {
             paper_decode("").err(),
             Some(PaperError::Missing(_))
         ));
+    }
+
+    /// Found by the paper_key fuzz target: a line starting with a no-break space (as pasted
+    /// from a web page) put the column of a wrong character one too far right, onto a valid
+    /// digit, because the indent was counted in bytes.
+    #[test]
+    fn a_non_hex_character_is_named_by_its_column_after_a_no_break_space() {
+        let (m, repo) = sample();
+        let paper = paper_encode(&m, &repo);
+        let mut lines: Vec<String> = paper.lines().map(str::to_string).collect();
+        lines[1] = format!("\u{a0}\u{a0}1: x{}", &lines[1][4..]);
+        let err = paper_decode(&lines.join("\n")).err();
+        assert_eq!(err, Some(PaperError::NotHex { line: 2, column: 6 }));
+        assert_eq!(lines[1].chars().nth(5), Some('x'));
+        // And in the first line, after the magic word.
+        let first = format!(
+            "\u{a0}{PAPER_MAGIC} repository \u{e9}{}",
+            &lines[0][PAPER_MAGIC.len() + 12..]
+        );
+        let err = paper_decode(&[first.clone(), lines[1].clone()].join("\n")).err();
+        let Some(PaperError::NotHex { line: 1, column }) = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(first.chars().nth(column - 1), Some('\u{e9}'));
     }
 
     /// The paper key of the format-spec's test repository A: pins the layout and both checks,

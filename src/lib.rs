@@ -10,11 +10,11 @@
 //! Store::get ─► open ─► verify id ─► positional or ordered writes                  (restore)
 //! ```
 //!
-//! The pure core (chunker, chunk_id, keys, seal, format, manifest, layout) does no I/O and no
-//! async, so tests, fuzz targets and benches call it directly. `store` is keys and bytes only;
-//! `repo` binds a store to its config, keys and layout; `backup` and `restore` are the only
-//! modules that touch both the core and the store. Hashing, compression and sealing run on
-//! rayon (`cpu`); storage I/O is async (tokio) with bounded concurrency.
+//! The pure core (chunker, chunk_id, keys, seal, format, objects, manifest, layout) does no
+//! I/O and no async, so tests, fuzz targets and benches call it directly. `store` is keys and
+//! bytes only; `repo` binds a store to its config, keys and layout; `backup` and `restore` are
+//! the only modules that touch both the core and the store. Hashing, compression and sealing
+//! run on rayon (`cpu`); storage I/O is async (tokio) with bounded concurrency.
 //!
 //! ZFS send streams (`zfs`) are validated as they flow through backup (a tee on the reading
 //! thread, no temporary files) and again on their way out; their snapshot GUIDs chain
@@ -35,6 +35,7 @@ pub mod keys;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod objects;
 pub mod progress;
 pub mod prune;
 pub mod receive;

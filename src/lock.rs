@@ -8,8 +8,9 @@
 
 use crate::error::Error;
 use crate::format::lock::{LockInfo, LockMode};
-use crate::format::{Kind, decode_exact, encode};
+use crate::format::{Kind, encode};
 use crate::layout;
+use crate::objects;
 use crate::repo::{Repo, hostname, now_unix};
 use crate::seal;
 use anyhow::Result;
@@ -101,9 +102,7 @@ pub async fn list(repo: &Repo, skip: Option<&str>) -> Result<Vec<LockEntry>> {
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
         };
-        let state = match seal::open(Kind::Lock, repo.keys.seal.as_ref(), &name, &bytes, 1 << 16)
-            .and_then(|p| decode_exact::<LockInfo>(&p))
-        {
+        let state = match objects::lock(repo.keys.seal.as_ref(), &name, &bytes) {
             Ok(i) if is_stale(&i, now, &host) => LockState::Stale(i),
             Ok(i) => LockState::Live(i),
             Err(e) => LockState::Unreadable(e.to_string()),

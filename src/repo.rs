@@ -16,11 +16,12 @@ use crate::error::Error;
 use crate::format::config::{ChunkerDefaults, Config, Encryption};
 use crate::format::key::{Kdf, KeyObject};
 use crate::format::pointer::CurrentPointer;
-use crate::format::{FormatError, Kind, decode_exact, encode};
+use crate::format::{FormatError, Kind, encode};
 use crate::keys::{self, Argon2Cost, KeyError, Keys, MasterKey, PaperKey, Secret};
 use crate::layout;
 use crate::manifest::Manifest;
-use crate::seal::{self, MAX_METADATA_LEN};
+use crate::objects;
+use crate::seal;
 use crate::store::{Store, StoreError};
 use anyhow::{Context, Result, anyhow, bail};
 use rand::RngCore;
@@ -489,15 +490,8 @@ impl Repo {
             Err(e) => return Err(e.into()),
         };
         let what = format!("manifest {name} (series {series:?}, version {version})");
-        let plain = seal::open(
-            Kind::Manifest,
-            self.keys.seal.as_ref(),
-            &name,
-            &bytes,
-            MAX_METADATA_LEN,
-        )
-        .map_err(damaged(&what))?;
-        let m = Manifest::decode(&plain).map_err(damaged(&what))?;
+        let m =
+            objects::manifest(self.keys.seal.as_ref(), &name, &bytes).map_err(damaged(&what))?;
         if m.series != series || m.version != version {
             return Err(damaged(what)(FormatError::Payload(format!(
                 "it describes series {:?} version {}",
@@ -515,15 +509,7 @@ impl Repo {
             Err(e) => return Err(e.into()),
         };
         let what = format!("current pointer {name} of series {series:?}");
-        let plain = seal::open(
-            Kind::Current,
-            self.keys.seal.as_ref(),
-            &name,
-            &bytes,
-            MAX_METADATA_LEN,
-        )
-        .map_err(damaged(&what))?;
-        let p: CurrentPointer = decode_exact(&plain).map_err(damaged(&what))?;
+        let p = objects::pointer(self.keys.seal.as_ref(), &name, &bytes).map_err(damaged(&what))?;
         if p.series != series {
             return Err(damaged(what)(FormatError::Payload(format!(
                 "it points into series {:?}",
@@ -644,11 +630,7 @@ async fn read_config(store: &dyn Store) -> Result<Config> {
         Err(e) => return Err(e.into()),
     };
     let what = format!("config of the repository at {loc}");
-    let plain = seal::open(Kind::Config, None, layout::CONFIG, &bytes, MAX_METADATA_LEN)
-        .map_err(damaged(&what))?;
-    let config: Config = decode_exact(&plain).map_err(damaged(&what))?;
-    validate_config(&config).map_err(|e| damaged(&what)(FormatError::Payload(e)))?;
-    Ok(config)
+    objects::config(&bytes).map_err(damaged(&what))
 }
 
 /// A key object: `None` if it vanished since it was listed, `Some(Err)` if it is damaged.
@@ -658,13 +640,8 @@ async fn read_key(store: &dyn Store, name: &str) -> Result<Option<Result<KeyObje
         Err(StoreError::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    Ok(Some(
-        seal::open(Kind::Key, None, name, &bytes, MAX_KEY_LEN).and_then(|p| decode_exact(&p)),
-    ))
+    Ok(Some(objects::key(name, &bytes)))
 }
-
-/// Key objects are about 150 bytes; a megabyte is a generous bound on what we read of one.
-const MAX_KEY_LEN: usize = 1 << 20;
 
 /// How many objects a recovered master key is tried on before it is refused.
 const RECOVER_CHECKS: usize = 8;
@@ -689,7 +666,13 @@ async fn check_master(store: &dyn Store, master: &MasterKey) -> Result<Option<St
                 Err(StoreError::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
-            match seal::open(kind, keys.seal.as_ref(), &name, &bytes, MAX_METADATA_LEN) {
+            match seal::open(
+                kind,
+                keys.seal.as_ref(),
+                &name,
+                &bytes,
+                objects::max_len(kind),
+            ) {
                 // Decompression comes after the tag checked out: these prove the key too.
                 Ok(_) | Err(FormatError::TooLarge(_) | FormatError::Payload(_)) => {
                     return Ok(Some(name));
@@ -711,24 +694,6 @@ async fn check_master(store: &dyn Store, master: &MasterKey) -> Result<Option<St
             store.describe()
         ),
     }
-}
-
-/// What a client checks before trusting a config's settings.
-fn validate_config(c: &Config) -> Result<(), String> {
-    Chunking::Fixed {
-        size: c.chunker.fixed_size,
-    }
-    .validate()?;
-    Chunking::Cdc {
-        min: c.chunker.cdc_min,
-        avg: c.chunker.cdc_avg,
-        max: c.chunker.cdc_max,
-    }
-    .validate()?;
-    if !(1..=19).contains(&c.zstd_level) {
-        return Err(format!("zstd level {} is outside 1..=19", c.zstd_level));
-    }
-    Ok(())
 }
 
 async fn add_key(

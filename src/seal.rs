@@ -52,10 +52,25 @@ pub fn seal_with_nonce(
     let compressed = zstd_level
         .and_then(|level| zstd::bulk::compress(payload, level).ok())
         .filter(|c| c.len() < payload.len());
-    let (codec, body) = match &compressed {
-        Some(c) => (Codec::Zstd, c.as_slice()),
-        None => (Codec::Stored, payload),
-    };
+    match &compressed {
+        Some(c) => frame(kind, key, name, Codec::Zstd, c, nonce),
+        None => frame(kind, key, name, Codec::Stored, payload, nonce),
+    }
+}
+
+/// Header, then the body encrypted or checksummed: what [`seal`] does after compressing.
+/// Public for the tests and fuzz targets that need objects no writer makes, such as a hostile
+/// zstd frame under a valid checksum (which anyone can compute: it is not keyed). The nonce
+/// rule of [`seal_with_nonce`] holds here too.
+#[doc(hidden)]
+pub fn frame(
+    kind: Kind,
+    key: Option<&SealKey>,
+    name: &str,
+    codec: Codec,
+    body: &[u8],
+    nonce: &[u8; NONCE_LEN],
+) -> Vec<u8> {
     let cipher = if key.is_some() {
         Cipher::XChaCha20Poly1305
     } else {

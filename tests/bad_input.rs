@@ -5,7 +5,10 @@
 
 use crate::util::*;
 use std::fs;
-use std::process::Command;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 struct Fixture {
     vault: Vault,
@@ -221,6 +224,33 @@ fn cases() -> Vec<Case> {
                 (
                     f.bv(&["list", "--key-file", &p]),
                     strings(&["key file", &p]),
+                )
+            },
+            code: 1,
+            after: None,
+        },
+        Case {
+            // A mistyped path can name something endless: it is refused, not read forever.
+            name: "an endless key file",
+            run: |f| {
+                (
+                    f.bv(&["list", "--key-file", "/dev/zero"]),
+                    strings(&[
+                        "key file /dev/zero",
+                        "larger than",
+                        "not a blockvault key file",
+                    ]),
+                )
+            },
+            code: 1,
+            after: None,
+        },
+        Case {
+            name: "an endless password file",
+            run: |f| {
+                (
+                    f.bv(&["list", "--password-file", "/dev/zero"]),
+                    strings(&["password file /dev/zero", "larger than"]),
                 )
             },
             code: 1,
@@ -502,6 +532,30 @@ fn cases() -> Vec<Case> {
             after: Some(only_the_original_version),
         },
         Case {
+            // A `zfs send` piped in that died half-way: the stream says where it should end.
+            name: "a ZFS stream on stdin that ends early",
+            run: |f| {
+                let stream = bunzip(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/data/zfs-streams/zfs-fuse-full-s1.zsend.bz2"
+                ));
+                let p = f.path("cut.zsend");
+                fs::write(&p, &stream[..stream.len() / 2]).unwrap();
+                let mut c = f.bv(&["backup", "--name", "tank/fs", "-"]);
+                c.stdin(fs::File::open(&p).unwrap());
+                (
+                    c,
+                    strings(&[
+                        "reading source -",
+                        "ZFS send stream invalid",
+                        "no version recorded",
+                    ]),
+                )
+            },
+            code: 1,
+            after: Some(only_the_original_version),
+        },
+        Case {
             name: "a command that exits 0 but writes nothing",
             run: |f| {
                 (
@@ -611,4 +665,151 @@ fn usage_errors_exit_2() {
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     }
     assert!(!v.repo.exists());
+}
+
+/// A backup reading a stream from a pipe we hold: it takes its shared lock and waits for
+/// more input. `prefix` runs it inside another program (`unshare ...`), exec'ing blockvault,
+/// so the child's pid is blockvault's.
+fn backup_holding_its_lock(f: &Fixture, prefix: &[&str]) -> Child {
+    let locks = || {
+        fs::read_dir(f.vault.repo.join("locks"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = locks();
+    let inner = f.bv(&["backup", "--name", "stream", "-"]);
+    let mut c = match prefix.split_first() {
+        None => inner,
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(inner.get_program()).args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => c.env(k, v),
+                    None => c.env_remove(k),
+                };
+            }
+            c
+        }
+    };
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting a backup");
+    child
+        .stdin
+        .as_mut()
+        .expect("stdin is piped")
+        .write_all(&random_bytes(9, MIB as usize))
+        .expect("feeding the backup");
+    let started = Instant::now();
+    while locks() == before {
+        assert!(
+            child.try_wait().expect("polling the backup").is_none(),
+            "the backup ended before taking its lock"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the backup never took its lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn kill(mut child: Child) {
+    child.kill().expect("sending SIGKILL");
+    let status = child.wait().expect("waiting for the backup");
+    assert_eq!(status.signal(), Some(9), "killed while holding its lock");
+}
+
+/// "Repository locked by a live process" and "stale lock" (format-spec 12): a live holder's
+/// lock refuses an exclusive command with exit 5 naming the holder; the lock of a process
+/// that died on this host is ignored at once; one from another host is respected until its
+/// heartbeat is older than the stale limit, and ignored after.
+#[test]
+fn live_locks_refuse_and_stale_locks_are_ignored() {
+    require_tool("unshare");
+    let f = Fixture::new();
+
+    // Live, on this host.
+    let live = backup_holding_its_lock(&f, &[]);
+    let pid = live.id().to_string();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").expect("the host name");
+    run(&mut f.bv(&["gc"]), None).error(
+        5,
+        &[
+            "is locked",
+            "backup of stream",
+            host.trim(),
+            &format!("pid {pid}"),
+        ],
+    );
+    // The holder dies: its lock stays behind but is stale at once (its pid is gone here).
+    kill(live);
+    run(&mut f.bv(&["gc"]), None).ok();
+
+    // On another host (its own UTS namespace), killed: the lock stays and looks live.
+    let other = backup_holding_its_lock(
+        &f,
+        &[
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            "hostname elsewhere && exec \"$0\" \"$@\"",
+        ],
+    );
+    let taken = Instant::now();
+    kill(other);
+    run(&mut f.bv(&["gc"]), None).error(5, &["is locked", "backup of stream", "host elsewhere"]);
+    // Once its heartbeat is older than the stale limit, it no longer counts.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(taken.elapsed()));
+    let mut gc = f.bv(&["gc"]);
+    gc.env("BLOCKVAULT_LOCK_STALE_SECS", "1");
+    run(&mut gc, None).ok();
+    only_the_original_version(&f);
+}
+
+/// Restoring onto a block device whose filesystem is mounted is refused before anything is
+/// written: the filesystem is whole afterwards.
+#[test]
+fn restore_onto_a_mounted_device_is_refused() {
+    require_tool("losetup");
+    let f = Fixture::new();
+    let tree = f.vault.path("tree");
+    fs::create_dir(&tree).unwrap();
+    let precious = random_bytes(11, 100_000);
+    fs::write(tree.join("precious"), &precious).unwrap();
+    let img = f.vault.path("fs.img");
+    make_ext4(&tree, &img, 8);
+    let dev = LoopDevice::attach(&img);
+    {
+        let mnt = Mount::device(dev.path(), f.vault.path("mnt"));
+        run(
+            &mut f.bv(&["restore", "--name", "disk", "--in-place", dev.path()]),
+            None,
+        )
+        .error(
+            1,
+            &[
+                dev.path(),
+                "is mounted at",
+                s(&mnt.path),
+                "nothing was written",
+            ],
+        );
+        assert_eq!(fs::read(mnt.path.join("precious")).unwrap(), precious);
+    }
+    drop(dev);
+    fsck(&img);
+    let out = f.vault.path("precious.out");
+    ext4_extract(&img, std::path::Path::new("precious"), &out);
+    assert_eq!(
+        fs::read(&out).unwrap(),
+        precious,
+        "the filesystem is untouched"
+    );
 }

@@ -12,7 +12,10 @@
 
 use crate::util::*;
 use std::fs;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 const SEED: u64 = 0x5eed_c4a5;
 
@@ -68,6 +71,20 @@ fn draw(seed: u64, i: u64) -> bool {
     (z ^ (z >> 31)) & 1 == 1
 }
 
+/// A copy of `base` to kill a run in: its repository, key file and source files.
+fn fresh_copy(base: &Vault) -> Vault {
+    let copy = Vault::uninitialised();
+    copy_dir(&base.repo, &copy.repo);
+    fs::copy(key_file(base), key_file(&copy)).expect("copying the key file");
+    for entry in fs::read_dir(&base.work).expect("reading the scratch directory") {
+        let e = entry.expect("a scratch entry");
+        if e.file_type().expect("file type").is_file() {
+            fs::copy(e.path(), copy.work.join(e.file_name())).expect("copying a source");
+        }
+    }
+    copy
+}
+
 /// Runs `op` against a fresh copy of `base` killed at operation 1, 2, ... until a run
 /// completes; after each kill, `after` checks the copy. Returns the number of kill points.
 fn kill_everywhere(
@@ -77,15 +94,7 @@ fn kill_everywhere(
 ) -> u64 {
     let mut point = 1u64;
     loop {
-        let copy = Vault::uninitialised();
-        copy_dir(&base.repo, &copy.repo);
-        fs::copy(key_file(base), key_file(&copy)).expect("copying the key file");
-        for entry in fs::read_dir(&base.work).expect("reading the scratch directory") {
-            let e = entry.expect("a scratch entry");
-            if e.file_type().expect("file type").is_file() {
-                fs::copy(e.path(), copy.work.join(e.file_name())).expect("copying a source");
-            }
-        }
+        let copy = fresh_copy(base);
         let before = draw(SEED, point);
         let plan = format!("{}={point}", if before { "die-at" } else { "die-after" });
         let args = op(&copy);
@@ -106,6 +115,122 @@ fn kill_everywhere(
         point += 1;
         assert!(point < 10_000, "{why}: the operation never completes");
     }
+}
+
+/// Every store operation sleeps this long in the runs killed from outside, so that a run
+/// lasts long enough (hundreds of milliseconds) for a delay to land inside it rather than
+/// in process start-up.
+const OUTSIDE_LATENCY: &str = "latency-ms=8";
+
+/// How many runs of each operation `kill_from_outside` kills: `BLOCKVAULT_CRASH_KILLS`, or a
+/// dozen, which keeps the test well under a minute in a debug build (the abort-based tests
+/// above cover every store operation; raise this for a longer soak).
+fn crash_kills() -> usize {
+    std::env::var("BLOCKVAULT_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12)
+}
+
+/// The seed of the kill delays: `BLOCKVAULT_CRASH_SEED`, or a new one each run (printed), so
+/// that runs over time try different moments and a failing one can be repeated.
+fn crash_seed() -> u64 {
+    let seed = std::env::var("BLOCKVAULT_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    eprintln!("SIGKILL delays from BLOCKVAULT_CRASH_SEED={seed}");
+    seed
+}
+
+/// Runs `op` in fresh copies of `base` as child processes and SIGKILLs each from outside
+/// after a pseudo-random delay, `kills` times; after each, `after` checks the copy. The
+/// delays come from `BLOCKVAULT_CRASH_SEED` (printed; a fresh one per run when unset) and
+/// spread over the length of one uncut run. Unlike `kill_everywhere`, the kill lands
+/// wherever the process happens to be: inside a write, between two syscalls of one
+/// operation, in a thread the store layer never sees. A seed therefore reproduces the
+/// delays, not the exact instruction. Returns how many runs were killed before they ended,
+/// and how many of those had already changed the repository (taken a lock, stored or
+/// deleted something): the kills that land mid-operation.
+fn kill_from_outside(
+    base: &Vault,
+    name: &str,
+    seed: u64,
+    op: impl Fn(&Vault) -> Vec<String>,
+    mut after: impl FnMut(&Vault, &str),
+) -> (usize, usize) {
+    let kills = crash_kills();
+    let mut rng = Prng::new(seed);
+
+    // Uncut runs, to learn how long the operation takes: the shortest of three, since a run
+    // slowed by a busy machine would put later kills after the end of faster runs.
+    let mut span = Duration::MAX;
+    for _ in 0..3 {
+        let copy = fresh_copy(base);
+        let args = op(&copy);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        let r = key_file_run(&copy, Some(OUTSIDE_LATENCY), &args);
+        span = span.min(started.elapsed());
+        assert_eq!(r.code, 0, "{name}: the uncut run failed: {}", r.stderr);
+    }
+
+    let mut before = walk_names(&base.repo);
+    before.sort();
+    let (mut killed, mut changed) = (0, 0);
+    for i in 0..kills {
+        let copy = fresh_copy(base);
+        let args = op(&copy);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // One kill in each of `kills` equal slices of the run, at a random point of its
+        // slice: random moments, yet spread over the whole run whatever the seed.
+        let at = (i as f64 + (rng.next_u64() % 1000) as f64 / 1000.0) / kills as f64;
+        let delay = span.mul_f64(at);
+        let why = format!(
+            "{} killed from outside after {delay:?} of about {span:?} \
+             (kill {i}, BLOCKVAULT_CRASH_SEED={seed})",
+            args.join(" ")
+        );
+        let mut child = key_file_cmd(&copy, Some(OUTSIDE_LATENCY), &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting blockvault");
+        let started = Instant::now();
+        while started.elapsed() < delay && child.try_wait().expect("polling the child").is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SIGKILL: no handler, destructor or buffered write of the child runs after it.
+        if child.try_wait().expect("polling the child").is_none() {
+            child.kill().expect("sending SIGKILL");
+        }
+        let out = child.wait_with_output().expect("waiting for the child");
+        match out.status.signal() {
+            Some(9) => {
+                killed += 1;
+                let mut now = walk_names(&copy.repo);
+                now.sort();
+                if now != before {
+                    changed += 1;
+                }
+            }
+            _ => assert!(
+                out.status.success(),
+                "{why}: ended on its own, and failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+        after(&copy, &why);
+    }
+    eprintln!(
+        "{name}: {killed} of {kills} runs killed before they ended, {changed} of them after \
+         changing the repository (an uncut run took {span:?})"
+    );
+    (killed, changed)
 }
 
 /// Two versions of one 2 MiB source, the second with scattered changes.
@@ -135,55 +260,55 @@ fn vault_with_two_versions() -> (Vault, PathBuf, PathBuf) {
     (v, a, b)
 }
 
-#[test]
-fn backup_killed_at_every_store_operation() {
-    let (v, a, b) = vault_with_two_versions();
+/// A repository, the arguments of the operation to kill, and what must hold after a kill.
+type Scenario = (
+    Vault,
+    Box<dyn Fn(&Vault) -> Vec<String>>,
+    Box<dyn FnMut(&Vault, &str)>,
+);
+
+/// A second backup of a changed source: after a kill the first version restores, the
+/// second is whole if it was recorded, a rerun records it, and gc leaves check clean.
+fn backup_scenario() -> Scenario {
+    let (v, a, _) = vault_with_two_versions();
     let first = versions(&v, "img");
     assert_eq!(first.len(), 1);
-    let points = kill_everywhere(
-        &v,
-        |copy| {
-            [
-                "backup",
-                "--name",
-                "img",
-                s(&copy.path("b.img")),
-                "--time",
-                "2026-11-02T00:00:00Z",
-            ]
-            .map(String::from)
-            .to_vec()
-        },
-        |copy, why| {
-            assert_checks_clean(copy, why);
-            assert_restores(copy, "img", &first[0], &a, why);
+    let op = |copy: &Vault| {
+        [
+            "backup",
+            "--name",
+            "img",
+            s(&copy.path("b.img")),
+            "--time",
+            "2026-11-02T00:00:00Z",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let after = move |copy: &Vault, why: &str| {
+        let b = copy.path("b.img");
+        assert_checks_clean(copy, why);
+        assert_restores(copy, "img", &first[0], &a, why);
+        let now = versions(copy, "img");
+        if now.len() == 2 {
+            // Committed before the kill: it must be whole.
+            assert_restores(copy, "img", &now[1], &b, why);
+        } else {
+            let r = key_file_run(copy, None, &["backup", "--name", "img", s(&b)]);
+            assert_eq!(r.code, 0, "{why}: the rerun failed: {}", r.stderr);
             let now = versions(copy, "img");
-            if now.len() == 2 {
-                // Committed before the kill: it must be whole.
-                assert_restores(copy, "img", &now[1], &b, why);
-            } else {
-                let r = key_file_run(
-                    copy,
-                    None,
-                    &["backup", "--name", "img", s(&copy.path("b.img"))],
-                );
-                assert_eq!(r.code, 0, "{why}: the rerun failed: {}", r.stderr);
-                let now = versions(copy, "img");
-                assert_restores(copy, "img", &now[1], &b, why);
-            }
-            let gc = key_file_run(copy, None, &["gc"]);
-            assert_eq!(gc.code, 0, "{why}: gc after the kill failed: {}", gc.stderr);
-            assert_checks_clean(copy, why);
-        },
-    );
-    assert!(
-        points >= 50,
-        "only {points} kill points: the test proves too little"
-    );
+            assert_restores(copy, "img", &now[1], &b, why);
+        }
+        let gc = key_file_run(copy, None, &["gc"]);
+        assert_eq!(gc.code, 0, "{why}: gc after the kill failed: {}", gc.stderr);
+        assert_checks_clean(copy, why);
+    };
+    (v, Box::new(op), Box::new(after))
 }
 
-#[test]
-fn gc_killed_at_every_store_operation() {
+/// gc with one forgotten version and a whole forgotten series to collect: after a kill the
+/// kept version restores, and a rerun collects all the garbage.
+fn gc_scenario() -> Scenario {
     let (v, _, b) = vault_with_two_versions();
     key_file_run(
         &v,
@@ -206,28 +331,25 @@ fn gc_killed_at_every_store_operation() {
     key_file_run(&v, None, &["backup", "--name", "other", s(&other)]).ok();
     let o = versions(&v, "other");
     key_file_run(&v, None, &["forget", "--name", "other", "--version", &o[0]]).ok();
-    let points = kill_everywhere(
-        &v,
-        |_| vec!["gc".to_string()],
-        |copy, why| {
-            assert_checks_clean(copy, why);
-            assert_restores(copy, "img", &vs[1], &b, why);
-            let r = key_file_run(copy, None, &["gc", "--json"]);
-            assert_eq!(r.code, 0, "{why}: gc rerun failed: {}", r.stderr);
-            let c = key_file_run(copy, None, &["check", "--json"]).ok().json();
-            assert_eq!(
-                n(&c, "chunks_unreferenced"),
-                0,
-                "{why}: gc left garbage: {c}"
-            );
-            assert_restores(copy, "img", &vs[1], &b, why);
-        },
-    );
-    assert!(points >= 50, "only {points} kill points");
+    let after = move |copy: &Vault, why: &str| {
+        assert_checks_clean(copy, why);
+        assert_restores(copy, "img", &vs[1], &b, why);
+        let r = key_file_run(copy, None, &["gc", "--json"]);
+        assert_eq!(r.code, 0, "{why}: gc rerun failed: {}", r.stderr);
+        let c = key_file_run(copy, None, &["check", "--json"]).ok().json();
+        assert_eq!(
+            n(&c, "chunks_unreferenced"),
+            0,
+            "{why}: gc left garbage: {c}"
+        );
+        assert_restores(copy, "img", &vs[1], &b, why);
+    };
+    (v, Box::new(|_| vec!["gc".to_string()]), Box::new(after))
 }
 
-#[test]
-fn prune_killed_at_every_store_operation() {
+/// Prune of 28 daily versions down to the last two: after a kill whatever is left restores,
+/// the two newest are always there, and a rerun finishes the job.
+fn prune_scenario() -> Scenario {
     let v = key_file_vault();
     let mut sources = Vec::new();
     for day in 1..=28u64 {
@@ -249,12 +371,12 @@ fn prune_killed_at_every_store_operation() {
         sources.push(src);
     }
     let all = versions(&v, "img");
-    let prune = |_: &Vault| {
+    let op = |_: &Vault| {
         ["prune", "--name", "img", "--keep-last", "2"]
             .map(String::from)
             .to_vec()
     };
-    let points = kill_everywhere(&v, prune, |copy, why| {
+    let after = move |copy: &Vault, why: &str| {
         assert_checks_clean(copy, why);
         // Whatever survived is whole; the newest two always survive.
         let left = versions(copy, "img");
@@ -277,8 +399,54 @@ fn prune_killed_at_every_store_operation() {
         let _ = fs::remove_file(&out);
         key_file_run(copy, None, &["restore", "--name", "img", s(&out)]).ok();
         assert_same_contents(&sources[27], &out);
-    });
+    };
+    (v, Box::new(op), Box::new(after))
+}
+
+#[test]
+fn backup_killed_at_every_store_operation() {
+    let (v, op, after) = backup_scenario();
+    let points = kill_everywhere(&v, op, after);
+    assert!(
+        points >= 50,
+        "only {points} kill points: the test proves too little"
+    );
+}
+
+#[test]
+fn gc_killed_at_every_store_operation() {
+    let (v, op, after) = gc_scenario();
+    let points = kill_everywhere(&v, op, after);
     assert!(points >= 50, "only {points} kill points");
+}
+
+#[test]
+fn prune_killed_at_every_store_operation() {
+    let (v, op, after) = prune_scenario();
+    let points = kill_everywhere(&v, op, after);
+    assert!(points >= 50, "only {points} kill points");
+}
+
+/// The same scenarios, each run killed by a real SIGKILL sent from outside at a random
+/// moment. Most kills must land while the run is still going, and a good share after it
+/// changed the repository, or the test proves little.
+#[test]
+fn backup_gc_and_prune_killed_from_outside_at_random_moments() {
+    let seed = crash_seed();
+    for (name, scenario) in [
+        ("backup", backup_scenario as fn() -> Scenario),
+        ("gc", gc_scenario),
+        ("prune", prune_scenario),
+    ] {
+        let (v, op, after) = scenario();
+        let kills = crash_kills();
+        let (killed, changed) = kill_from_outside(&v, name, seed, op, after);
+        assert!(
+            killed * 2 >= kills && changed * 3 >= kills,
+            "{name}: only {killed} of {kills} runs were killed before they ended, {changed} \
+             mid-operation: the kills prove too little"
+        );
+    }
 }
 
 #[test]
@@ -343,41 +511,10 @@ fn store_faults_end_runs_cleanly_and_lose_nothing() {
     assert_ne!(r.code, 0, "a check that could read nothing must not pass");
 }
 
-/// A size-limited tmpfs, unmounted when dropped.
-struct SmallFs {
-    path: PathBuf,
-}
-
-impl SmallFs {
-    fn mount(path: PathBuf, size: &str) -> SmallFs {
-        fs::create_dir_all(&path).expect("creating a mount point");
-        tool(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "tmpfs",
-                s(&path),
-            ],
-        );
-        SmallFs { path }
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_fails_the_backup_cleanly_and_space_freed_makes_it_work_again() {
     let scratch = Vault::uninitialised();
-    let disk = SmallFs::mount(scratch.root.path().join("disk"), "12m");
+    let disk = Mount::tmpfs(scratch.root.path().join("disk"), "12m");
     let v = Vault {
         repo: disk.path.join("vault"),
         ..Vault::uninitialised()

@@ -698,7 +698,7 @@ pub fn key_file_vault() -> Vault {
 
 /// `blockvault --repo R --key-file K args...`, with a store fault plan
 /// (`BLOCKVAULT_TEST_FAULTS`, src/store/fault.rs) if given.
-pub fn key_file_run(v: &Vault, faults: Option<&str>, args: &[&str]) -> Run {
+pub fn key_file_cmd(v: &Vault, faults: Option<&str>, args: &[&str]) -> Command {
     let key = key_file(v);
     let mut all = vec!["--key-file", s(&key)];
     all.extend_from_slice(args);
@@ -707,7 +707,12 @@ pub fn key_file_run(v: &Vault, faults: Option<&str>, args: &[&str]) -> Run {
     if let Some(f) = faults {
         c.env("BLOCKVAULT_TEST_FAULTS", f);
     }
-    run(&mut c, None)
+    c
+}
+
+/// [`key_file_cmd`], run to completion.
+pub fn key_file_run(v: &Vault, faults: Option<&str>, args: &[&str]) -> Run {
+    run(&mut key_file_cmd(v, faults, args), None)
 }
 
 /// Copies a directory tree (a repository, to damage or kill in a copy).
@@ -722,4 +727,58 @@ pub fn copy_dir(from: &Path, to: &Path) {
             fs::copy(e.path(), &dest).expect("copying a file");
         }
     }
+}
+
+/// A filesystem mounted for a test, unmounted when dropped (even when the test panics).
+pub struct Mount {
+    pub path: PathBuf,
+}
+
+impl Mount {
+    /// A size-limited tmpfs at `path` (a full disk on demand).
+    pub fn tmpfs(path: PathBuf, size: &str) -> Mount {
+        fs::create_dir_all(&path).expect("creating a mount point");
+        tool(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                s(&path),
+            ],
+        );
+        Mount { path }
+    }
+
+    /// The filesystem on `device`, at `path`.
+    pub fn device(device: &str, path: PathBuf) -> Mount {
+        fs::create_dir_all(&path).expect("creating a mount point");
+        tool("mount", &[device, s(&path)]);
+        Mount { path }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg(&self.path)
+            .stdin(Stdio::null())
+            .status();
+    }
+}
+
+/// `bzip2 -dc path`: the test send streams are stored compressed.
+pub fn bunzip(path: &str) -> Vec<u8> {
+    let out = Command::new("bzip2")
+        .args(["-dc", path])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `bzip2 -dc {path}` (install bzip2): {e}"));
+    assert!(
+        out.status.success(),
+        "bzip2 -dc {path} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

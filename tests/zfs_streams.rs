@@ -5,11 +5,11 @@
 //! The expected values were read with zfs-fuse's `zstreamdump` and a separate Python reader,
 //! not with the parser, and are pinned here as literals.
 
+use crate::util::bunzip;
 use blockvault::zfs::stream::{
     BACKUP_MAGIC, DRR_HEADER_LEN, StreamError, StreamInfo, StreamParser,
 };
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/zfs-streams");
@@ -26,19 +26,6 @@ fn stream(name: &str) -> &'static [u8] {
     cache
         .entry(name.to_string())
         .or_insert_with(|| Vec::leak(bytes))
-}
-
-fn bunzip(path: &str) -> Vec<u8> {
-    let out = Command::new("bzip2")
-        .args(["-dc", path])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `bzip2 -dc {path}` (install bzip2): {e}"));
-    assert!(
-        out.status.success(),
-        "bzip2 -dc {path} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 struct Expect {

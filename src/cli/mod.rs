@@ -187,10 +187,7 @@ impl GlobalArgs {
     /// --password-command, BLOCKVAULT_PASSWORD, or the terminal.
     fn secret(&self, confirm: bool) -> Result<Secret> {
         if let Some(path) = &self.key_file {
-            let bytes = Zeroizing::new(
-                std::fs::read(path)
-                    .with_context(|| format!("reading key file {}", path.display()))?,
-            );
+            let bytes = read_secret_file(path, "key file", keys::MAX_KEY_FILE_LEN)?;
             let key = keys::parse_key_file(&bytes).ok_or_else(|| {
                 anyhow!(
                     "key file {} is not a blockvault key file (it needs at least 32 bytes)",
@@ -200,10 +197,9 @@ impl GlobalArgs {
             return Ok(Secret::KeyFile(key));
         }
         if let Some(path) = &self.password_file {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading password file {}", path.display()))?,
-            );
+            let bytes = read_secret_file(path, "password file", keys::MAX_PASSWORD_FILE_LEN)?;
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| anyhow!("password file {} is not UTF-8 text", path.display()))?;
             let line = text.lines().next().unwrap_or("");
             if line.is_empty() {
                 bail!("password file {} is empty", path.display());
@@ -261,6 +257,25 @@ fn password_from_command(command: &str) -> Result<Zeroizing<String>> {
         bail!("the password command `{command}` printed no passphrase");
     }
     Ok(Zeroizing::new(line.to_string()))
+}
+
+/// Reads a file holding a secret, wiped when dropped. Bounded, because a mistyped path can
+/// name something endless (`/dev/zero`, a disk) that would otherwise be read into memory.
+fn read_secret_file(path: &Path, what: &str, max: u64) -> Result<Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    // Room for all of it up front: a buffer that grew would leave copies of the secret in
+    // memory it gave back.
+    let mut buf = Zeroizing::new(Vec::with_capacity(max as usize + 1));
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut buf))
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if buf.len() as u64 > max {
+        bail!(
+            "{what} {} is larger than {max} bytes: it is not a blockvault {what}",
+            path.display()
+        );
+    }
+    Ok(buf)
 }
 
 /// Parses `4M`, `4MiB`, `512k`, `1048576`: binary units, since chunk sizes are powers of two.
