@@ -6,7 +6,8 @@
 # Seeds come from real objects: the format's test vectors, the OpenZFS send streams of the
 # test suite, and repositories that the blockvault binary itself writes here on every run
 # (an unencrypted one whose object bodies seed `stored_object`, an encrypted one whose key
-# file and exported paper key seed `key_file` and `paper_key`).
+# file and exported paper key seed `key_file` and `paper_key`); the job files of docs/jobs.md
+# and the README seed `job_config`.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${1:-60}"
@@ -27,7 +28,7 @@ make_seeds() {
   (cd .. && cargo build --quiet --bin blockvault)
   local bin="${CARGO_TARGET_DIR:-$PWD/../target}/debug/blockvault"
   local w="$seeds/work"
-  mkdir -p "$w" "$seeds"/{stored_object,decode_payload,open_object,key_file,paper_key}
+  mkdir -p "$w" "$seeds"/{stored_object,decode_payload,open_object,key_file,paper_key,job_config}
   bv() { env -u BLOCKVAULT_REPO -u BLOCKVAULT_PASSWORD "$bin" -q "$@" </dev/null; }
 
   # Unencrypted: every object's checksum can be cut off, leaving what stored_object frames.
@@ -67,6 +68,9 @@ make_seeds() {
   cp "$w/key" "$seeds/key_file/ours"
   head -c 64 /dev/urandom >"$seeds/key_file/own-random"
   cp "$w/paper" "$seeds/paper_key/exported"
+  # Job files: the documented example, and the ones the tests write are built from it.
+  awk '/^```toml$/{f=1;next} /^```$/{f=0} f' ../docs/jobs.md >"$seeds/job_config/docs"
+  awk '/^```toml$/{f=1;next} /^```$/{f=0} f' ../README.md >"$seeds/job_config/readme"
   # As typed back by hand: no comments, upper-case hex.
   grep -v '^#' "$w/paper" | sed -E 's/^(blockvault-paper-key-v1 repository|[0-9]+:|check:) /\1 \U/' \
     >"$seeds/paper_key/typed"

@@ -489,6 +489,29 @@ fn store_faults_end_runs_cleanly_and_lose_nothing() {
             assert_restores(&v, "img", &first[0], &a, &plan);
         }
     }
+    // The manifest lands and every write of the pointer fails: the run fails, but says the
+    // version was recorded and how to restore it, and it does restore by that name.
+    let before = versions(&v, "img");
+    let r = key_file_run(
+        &v,
+        Some("fail-writes=1,only=current/"),
+        &["backup", "--name", "img", s(&b)],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let after = versions(&v, "img");
+    assert_eq!(after.len(), before.len() + 1, "{}", r.stderr);
+    let made = after
+        .iter()
+        .find(|x| !before.contains(x))
+        .expect("the new version");
+    assert!(
+        r.stderr.contains(&format!(
+            "version {made} of series \"img\" was recorded, but its current pointer was not moved"
+        )) && r.stderr.contains(&format!("--version {made}")),
+        "{}",
+        r.stderr
+    );
+    assert_restores(&v, "img", made, &b, "pointer write failed");
     // A short read never becomes wrong bytes: restore fails with damage, writes no file.
     let out = v.path("short.img");
     let r = key_file_run(
