@@ -732,27 +732,37 @@ async fn unlock(
     secret: &Secret,
     repo_id: &[u8; 32],
 ) -> Result<(MasterKey, String)> {
-    let mut damaged_keys = Vec::new();
+    let mut damaged_keys: Vec<(String, FormatError)> = Vec::new();
     for name in names {
         let obj = match read_key(store, name).await? {
             None => continue,
             Some(Ok(o)) => o,
             Some(Err(e)) => {
-                damaged_keys.push(format!("{name}: {e}"));
+                damaged_keys.push((name.clone(), e));
                 continue;
             }
         };
         match keys::unwrap(&obj, secret, name, repo_id) {
             Ok(master) => return Ok((master, name.clone())),
             Err(KeyError::Wrong | KeyError::WrongKind) => continue,
-            Err(KeyError::Format(e)) => damaged_keys.push(format!("{name}: {e}")),
+            Err(KeyError::Format(e)) => damaged_keys.push((name.clone(), e)),
         }
     }
     let repo = store.describe();
     if !damaged_keys.is_empty() {
-        // A damaged key may have been the one this secret opens: say so rather than blame the user.
-        return Err(anyhow!(Error::WrongKey { repo })
-            .context(format!("damaged key objects: {}", damaged_keys.join("; "))));
+        // A damaged key may have been the one this secret opens: the repository is damaged
+        // (exit 3), and blaming the passphrase could send the user hunting for another.
+        let names: Vec<String> = damaged_keys.iter().map(|(n, _)| n.clone()).collect();
+        let (first, source) = damaged_keys.swap_remove(0);
+        return Err(anyhow!(Error::Damaged {
+            what: format!("key object {first}"),
+            source,
+        })
+        .context(format!(
+            "no key object of the repository at {repo} opens with this passphrase or key file, and {} damaged ({}); if the passphrase is right, its key was the damaged one: use another passphrase, key file or the paper key (`blockvault key recover`)",
+            if names.len() == 1 { "one is" } else { "some are" },
+            names.join(", ")
+        )));
     }
     Err(Error::WrongKey { repo }.into())
 }

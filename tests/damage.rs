@@ -383,15 +383,13 @@ fn damaged_key() {
         let d = copy_of(&fx);
         apply(&fx, &d, damage, &name, "", &theirs);
         let (code, needles): (i32, Vec<&str>) = match damage {
-            // The object is named as damaged, but the exit code is 4 (wrong key): no key
-            // object opened, and blockvault reports the overall outcome.
-            Flip | Truncate => (
-                4,
-                vec!["damaged key objects", &name, "wrong passphrase or key file"],
+            // Damage, not a wrong passphrase: the damaged key may be the one it opens.
+            // Another repository's key object fails its checksum here, which binds its name.
+            Flip | Truncate | Foreign => (
+                3,
+                vec![&name, "is damaged", "paper key", "no key object"],
             ),
             Delete => (1, vec!["keys/ holds no key"]),
-            // A foreign key object authenticates under its own repository's key file only.
-            Foreign => (4, vec!["wrong passphrase or key file"]),
             Swap => unreachable!(),
         };
         says(&bv(&d, None, &["check"]), code, &needles, &row);
