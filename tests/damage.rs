@@ -385,10 +385,9 @@ fn damaged_key() {
         let (code, needles): (i32, Vec<&str>) = match damage {
             // Damage, not a wrong passphrase: the damaged key may be the one it opens.
             // Another repository's key object fails its checksum here, which binds its name.
-            Flip | Truncate | Foreign => (
-                3,
-                vec![&name, "is damaged", "paper key", "no key object"],
-            ),
+            Flip | Truncate | Foreign => {
+                (3, vec![&name, "is damaged", "paper key", "no key object"])
+            }
             Delete => (1, vec!["keys/ holds no key"]),
             Swap => unreachable!(),
         };
