@@ -12,6 +12,7 @@ use crate::keys::{Keys, SealKey};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
+use std::cell::RefCell;
 use std::io::Read;
 
 /// The largest chunk plaintext `open` accepts: FastCDC's ceiling is 16 MiB and fixed chunks
@@ -20,6 +21,41 @@ pub const MAX_CHUNK_LEN: usize = 64 << 20;
 /// Manifests grow with the source (about 40 bytes per chunk): 1 GiB covers a 100 TiB device
 /// at 4 MiB chunks.
 pub const MAX_METADATA_LEN: usize = 1 << 30;
+
+/// Bytes a buffer keeps in front of its payload for [`seal_in_place`]: room for the header and
+/// nonce, so a chunk read into such a buffer is sealed without another copy of it.
+pub const HEADROOM: usize = HEADER_LEN + NONCE_LEN;
+/// Bytes sealing appends (the tag, or the checksum unencrypted): a buffer with this much
+/// spare capacity after its payload is sealed in place without growing.
+pub const TAILROOM: usize = if TAG_LEN > CHECKSUM_LEN {
+    TAG_LEN
+} else {
+    CHECKSUM_LEN
+};
+
+/// Payloads at least this long are probed before they are compressed: [`PROBE_SAMPLES`]
+/// slices of [`PROBE_SAMPLE_LEN`] bytes spread over the payload are compressed first, and when
+/// together they shrink by less than 1/[`PROBE_MIN_GAIN`] the payload is stored as it is.
+/// zstd -3 costs ~5 ms per MB whether or not it finds anything, encryption ~0.5: without the
+/// probe, incompressible data (media, archives, encrypted volumes) cost ten times what it
+/// must. The probe costs 64 KiB of compression per 4 MiB chunk (1.6%). On the bench image of
+/// issue 7 (an ext4 image of /usr) it changed the repository size by under 0.1%
+/// (benches/RESULTS.md).
+const PROBE_MIN: usize = 256 << 10;
+const PROBE_SAMPLES: usize = 4;
+const PROBE_SAMPLE_LEN: usize = 16 << 10;
+const PROBE_MIN_GAIN: usize = 32;
+
+thread_local! {
+    // Compression contexts and the compressed copy are kept per thread rather than made per
+    // object: a fresh zstd -3 context allocates and faults in megabytes of tables, which for
+    // 4 MiB chunks cost as much as a tenth of the compression itself.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Seals `payload` as object `name` of `kind`. With `zstd_level`, the payload is compressed
 /// when that makes it smaller; data that does not shrink is stored as it is.
@@ -30,11 +66,7 @@ pub fn seal(
     payload: &[u8],
     zstd_level: Option<i32>,
 ) -> Vec<u8> {
-    let mut nonce = [0u8; NONCE_LEN];
-    if key.is_some() {
-        rand::rng().fill_bytes(&mut nonce);
-    }
-    seal_with_nonce(kind, key, name, payload, zstd_level, &nonce)
+    seal_with_nonce(kind, key, name, payload, zstd_level, &fresh_nonce(key))
 }
 
 /// [`seal`] with the nonce given, so the test vectors in `format-spec/vectors/` can be
@@ -49,13 +81,77 @@ pub fn seal_with_nonce(
     zstd_level: Option<i32>,
     nonce: &[u8; NONCE_LEN],
 ) -> Vec<u8> {
-    let compressed = zstd_level
-        .and_then(|level| zstd::bulk::compress(payload, level).ok())
-        .filter(|c| c.len() < payload.len());
-    let (codec, body) = match &compressed {
-        Some(c) => (Codec::Zstd, c.as_slice()),
-        None => (Codec::Stored, payload),
-    };
+    with_scratch(|scratch| {
+        let compressed = zstd_level.is_some_and(|level| compress(payload, level, scratch));
+        let (codec, body) = if compressed {
+            (Codec::Zstd, scratch.as_slice())
+        } else {
+            (Codec::Stored, payload)
+        };
+        let mut buf = Vec::with_capacity(HEADROOM + body.len() + TAILROOM);
+        buf.resize(HEADROOM, 0);
+        buf.extend_from_slice(body);
+        close(kind, key, name, codec, &mut buf, nonce);
+        buf
+    })
+}
+
+/// [`seal`] of the payload that `buf` holds after its first [`HEADROOM`] bytes, turning `buf`
+/// itself into the sealed object: the payload is compressed into a per-thread buffer and
+/// copied back, or encrypted where it lies.
+pub fn seal_in_place(
+    kind: Kind,
+    key: Option<&SealKey>,
+    name: &str,
+    buf: &mut Vec<u8>,
+    zstd_level: Option<i32>,
+) {
+    seal_in_place_with_nonce(kind, key, name, buf, zstd_level, &fresh_nonce(key));
+}
+
+fn seal_in_place_with_nonce(
+    kind: Kind,
+    key: Option<&SealKey>,
+    name: &str,
+    buf: &mut Vec<u8>,
+    zstd_level: Option<i32>,
+    nonce: &[u8; NONCE_LEN],
+) {
+    if buf.len() < HEADROOM {
+        buf.resize(HEADROOM, 0);
+    }
+    let codec = with_scratch(|scratch| {
+        let payload = &buf[HEADROOM..];
+        if zstd_level.is_some_and(|level| compress(payload, level, scratch)) {
+            buf.truncate(HEADROOM);
+            buf.extend_from_slice(scratch);
+            Codec::Zstd
+        } else {
+            Codec::Stored
+        }
+    });
+    buf.reserve(TAILROOM);
+    close(kind, key, name, codec, buf, nonce);
+}
+
+fn fresh_nonce(key: Option<&SealKey>) -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    if key.is_some() {
+        rand::rng().fill_bytes(&mut nonce);
+    }
+    nonce
+}
+
+/// Turns `buf` = [`HEADROOM`] bytes of room, then the body, into the stored object: header,
+/// nonce, ciphertext and tag; or, unencrypted, header, body and checksum.
+fn close(
+    kind: Kind,
+    key: Option<&SealKey>,
+    name: &str,
+    codec: Codec,
+    buf: &mut Vec<u8>,
+    nonce: &[u8; NONCE_LEN],
+) {
     let cipher = if key.is_some() {
         Cipher::XChaCha20Poly1305
     } else {
@@ -67,34 +163,85 @@ pub fn seal_with_nonce(
         codec,
     }
     .to_bytes();
-    let mut out =
-        Vec::with_capacity(HEADER_LEN + NONCE_LEN + body.len() + TAG_LEN.max(CHECKSUM_LEN));
-    out.extend_from_slice(&header);
+    buf[..HEADER_LEN].copy_from_slice(&header);
     match key {
         Some(key) => {
-            out.extend_from_slice(nonce);
-            out.extend_from_slice(body);
+            buf[HEADER_LEN..HEADROOM].copy_from_slice(nonce);
             let aead = XChaCha20Poly1305::new((&key.0).into());
-            let start = HEADER_LEN + NONCE_LEN;
+            let body_len = buf.len() - HEADROOM;
             // Encryption in place cannot fail for inputs below the cipher's 256 GiB limit.
             let tag = aead
                 .encrypt_in_place_detached(
                     XNonce::from_slice(nonce),
                     &aad(&header, name),
-                    &mut out[start..],
+                    &mut buf[HEADROOM..],
                 )
                 .unwrap_or_else(|_| {
-                    unreachable!("XChaCha20-Poly1305 refused a {}-byte payload", body.len())
+                    unreachable!("XChaCha20-Poly1305 refused a {body_len}-byte payload")
                 });
-            out.extend_from_slice(&tag);
+            buf.extend_from_slice(&tag);
         }
         None => {
-            out.extend_from_slice(body);
-            let sum = checksum(&header, name, body);
-            out.extend_from_slice(&sum);
+            // No nonce: the body moves up to follow the header.
+            buf.copy_within(HEADROOM.., HEADER_LEN);
+            buf.truncate(buf.len() - NONCE_LEN);
+            let sum = checksum(&header, name, &buf[HEADER_LEN..]);
+            buf.extend_from_slice(&sum);
         }
     }
-    out
+}
+
+/// Runs `f` with this thread's scratch buffer (a fresh one if it is in use already).
+fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// Compresses `payload` into `out` with this thread's zstd context; true when that is worth
+/// storing (smaller than the payload). False, and `out` unspecified, when it is not, when the
+/// probe says it would not be, or when zstd fails (the payload is then stored as it is).
+fn compress(payload: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
+    COMPRESSOR.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            return false;
+        };
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            match zstd::bulk::Compressor::new(level) {
+                Ok(c) => *slot = Some((level, c)),
+                Err(_) => return false,
+            }
+        }
+        let Some((_, zstd)) = slot.as_mut() else {
+            return false;
+        };
+        if payload.len() >= PROBE_MIN && !probe(zstd, payload, out) {
+            return false;
+        }
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(payload.len()));
+        matches!(zstd.compress_to_buffer(payload, out), Ok(n) if n < payload.len())
+    })
+}
+
+/// Whether samples spread over `payload` compress well enough to compress all of it.
+fn probe(zstd: &mut zstd::bulk::Compressor<'static>, payload: &[u8], out: &mut Vec<u8>) -> bool {
+    let step = payload.len() / PROBE_SAMPLES;
+    let mut sampled = 0;
+    let mut compressed = 0;
+    for i in 0..PROBE_SAMPLES {
+        let sample = &payload[i * step..(i * step + PROBE_SAMPLE_LEN).min(payload.len())];
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(sample.len()));
+        match zstd.compress_to_buffer(sample, out) {
+            Ok(n) => compressed += n.min(sample.len()),
+            // Not worth a guess: let the full compression decide.
+            Err(_) => return true,
+        }
+        sampled += sample.len();
+    }
+    compressed + sampled / PROBE_MIN_GAIN <= sampled
 }
 
 /// Opens an object sealed by [`seal`]. `key` is the repository's sealing key, or None for an
@@ -107,25 +254,36 @@ pub fn open(
     bytes: &[u8],
     max_len: usize,
 ) -> Result<Vec<u8>, FormatError> {
-    let header = Header::parse(bytes, kind)?;
-    let header_bytes = &bytes[..HEADER_LEN];
-    let body = match (header.cipher, key) {
+    open_owned(kind, key, name, bytes.to_vec(), max_len)
+}
+
+/// [`open`] of an object already in a buffer of its own: decrypts where the ciphertext lies,
+/// so a stored (uncompressed) payload comes back in the same buffer.
+pub fn open_owned(
+    kind: Kind,
+    key: Option<&SealKey>,
+    name: &str,
+    mut bytes: Vec<u8>,
+    max_len: usize,
+) -> Result<Vec<u8>, FormatError> {
+    let header = Header::parse(&bytes, kind)?;
+    let (start, end) = match (header.cipher, key) {
         (Cipher::XChaCha20Poly1305, Some(key)) => {
-            if bytes.len() < HEADER_LEN + NONCE_LEN + TAG_LEN {
+            if bytes.len() < HEADROOM + TAG_LEN {
                 return Err(FormatError::Truncated("shorter than header, nonce and tag"));
             }
-            let nonce = XNonce::from_slice(&bytes[HEADER_LEN..HEADER_LEN + NONCE_LEN]);
             let tag_at = bytes.len() - TAG_LEN;
-            let mut buf = bytes[HEADER_LEN + NONCE_LEN..tag_at].to_vec();
+            let (front, rest) = bytes.split_at_mut(HEADROOM);
+            let (body, tag) = rest.split_at_mut(tag_at - HEADROOM);
             XChaCha20Poly1305::new((&key.0).into())
                 .decrypt_in_place_detached(
-                    nonce,
-                    &aad(header_bytes, name),
-                    &mut buf,
-                    Tag::from_slice(&bytes[tag_at..]),
+                    XNonce::from_slice(&front[HEADER_LEN..]),
+                    &aad(&front[..HEADER_LEN], name),
+                    body,
+                    Tag::from_slice(tag),
                 )
                 .map_err(|_| FormatError::Authentication)?;
-            buf
+            (HEADROOM, tag_at)
         }
         (Cipher::None, None) => {
             if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
@@ -133,10 +291,10 @@ pub fn open(
             }
             let sum_at = bytes.len() - CHECKSUM_LEN;
             let body = &bytes[HEADER_LEN..sum_at];
-            if checksum(header_bytes, name, body)[..] != bytes[sum_at..] {
+            if checksum(&bytes[..HEADER_LEN], name, body)[..] != bytes[sum_at..] {
                 return Err(FormatError::Checksum);
             }
-            body.to_vec()
+            (HEADER_LEN, sum_at)
         }
         // A cipher that does not match the repository's encryption is a forgery or a mix-up.
         (Cipher::None, Some(_)) | (Cipher::XChaCha20Poly1305, None) => {
@@ -144,9 +302,13 @@ pub fn open(
         }
     };
     match header.codec {
-        Codec::Stored if body.len() > max_len => Err(FormatError::TooLarge(max_len)),
-        Codec::Stored => Ok(body),
-        Codec::Zstd => decompress(&body, max_len),
+        Codec::Stored if end - start > max_len => Err(FormatError::TooLarge(max_len)),
+        Codec::Stored => {
+            bytes.truncate(end);
+            bytes.drain(..start);
+            Ok(bytes)
+        }
+        Codec::Zstd => decompress(&bytes[start..end], max_len),
     }
 }
 
@@ -157,7 +319,17 @@ pub fn open_chunk(
     name: &str,
     bytes: &[u8],
 ) -> Result<Vec<u8>, FormatError> {
-    let plain = open(Kind::Chunk, keys.seal.as_ref(), name, bytes, MAX_CHUNK_LEN)?;
+    open_chunk_owned(keys, id, name, bytes.to_vec())
+}
+
+/// [`open_chunk`] of an object in a buffer of its own (see [`open_owned`]).
+pub fn open_chunk_owned(
+    keys: &Keys,
+    id: &ChunkId,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, FormatError> {
+    let plain = open_owned(Kind::Chunk, keys.seal.as_ref(), name, bytes, MAX_CHUNK_LEN)?;
     if keys.id.id_of(&plain) != *id {
         return Err(FormatError::IdMismatch);
     }
@@ -188,7 +360,22 @@ fn decompress(body: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError> {
         if n > max_len as u64 {
             return Err(FormatError::TooLarge(max_len));
         }
-        let out = zstd::bulk::decompress(body, n as usize).map_err(bad)?;
+        let mut out = Vec::with_capacity(n as usize);
+        DECOMPRESSOR
+            .with(|cell| {
+                let mut fresh = None;
+                let mut slot = cell.try_borrow_mut();
+                let slot = match slot.as_deref_mut() {
+                    Ok(slot) => slot,
+                    Err(_) => &mut fresh,
+                };
+                let zstd = match slot {
+                    Some(d) => d,
+                    None => slot.insert(zstd::bulk::Decompressor::new()?),
+                };
+                zstd.decompress_to_buffer(body, &mut out)
+            })
+            .map_err(bad)?;
         if out.len() as u64 != n {
             return Err(FormatError::Payload(
                 "zstd frame shorter than its declared size".into(),
@@ -311,6 +498,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_probe_skips_incompressible_data_but_not_mixed_data() {
+        let k = keys();
+        let mut random = vec![0u8; 1 << 20];
+        rand::rng().fill_bytes(&mut random);
+        let s = seal(Kind::Chunk, k.seal.as_ref(), "c", &random, Some(3));
+        assert_eq!(s[7], Codec::Stored as u8);
+        // Random except for one compressible quarter, which one of the samples lands in.
+        let mut mixed = random.clone();
+        mixed[256 << 10..512 << 10].fill(b'x');
+        let s = seal(Kind::Chunk, k.seal.as_ref(), "c", &mixed, Some(3));
+        assert_eq!(s[7], Codec::Zstd as u8);
+        assert!(s.len() < 800 << 10);
+        let plain = open(Kind::Chunk, k.seal.as_ref(), "c", &s, MAX_CHUNK_LEN).unwrap();
+        assert_eq!(plain, mixed);
+    }
+
     proptest! {
         #[test]
         fn open_of_seal_is_identity(data in proptest::collection::vec(any::<u8>(), 0..5000), encrypted: bool, compress: bool) {
@@ -318,6 +522,21 @@ mod tests {
             let key = if encrypted { k.seal.as_ref() } else { None };
             let s = seal(Kind::Chunk, key, "chunks/x", &data, compress.then_some(3));
             prop_assert_eq!(open(Kind::Chunk, key, "chunks/x", &s, MAX_CHUNK_LEN).unwrap(), data);
+        }
+
+        #[test]
+        fn seal_in_place_equals_seal(data in proptest::collection::vec(any::<u8>(), 0..5000), repeat in 0usize..300, encrypted: bool, compress: bool, nonce: [u8; NONCE_LEN]) {
+            let k = keys();
+            let key = if encrypted { k.seal.as_ref() } else { None };
+            // Repeated data so that both codecs occur, and large enough to be probed.
+            let data = data.repeat(repeat.max(1));
+            let level = compress.then_some(3);
+            let expected = seal_with_nonce(Kind::Chunk, key, "chunks/x", &data, level, &nonce);
+            let mut buf = vec![7u8; HEADROOM];
+            buf.extend_from_slice(&data);
+            seal_in_place_with_nonce(Kind::Chunk, key, "chunks/x", &mut buf, level, &nonce);
+            prop_assert_eq!(&buf, &expected);
+            prop_assert_eq!(open_owned(Kind::Chunk, key, "chunks/x", buf, MAX_CHUNK_LEN).unwrap(), data);
         }
 
         #[test]
