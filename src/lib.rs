@@ -43,4 +43,5 @@ pub mod retention;
 pub mod seal;
 pub mod source;
 pub mod store;
+pub mod sys;
 pub mod zfs;
