@@ -19,6 +19,7 @@ use crate::repo::{Repo, hostname};
 use crate::seal::{HEADROOM, TAILROOM};
 use crate::source::{self, Holes, SourceSpec, read_full_at};
 use crate::store::Requests;
+use crate::sys;
 use crate::zfs::ZfsFacts;
 use crate::zfs::facts::hex_guid;
 use crate::zfs::stream::{StreamError, StreamInfo, StreamParser};
@@ -84,7 +85,12 @@ pub struct BackupSummary {
     pub bytes_new: u64,
     pub bytes_new_stored: u64,
     pub seconds: f64,
+    /// Bytes of the source per second, in MB (10^6 bytes).
     pub mb_per_s: f64,
+    /// The process's peak resident memory up to the end of the run (`VmHWM`), in bytes; None
+    /// where /proc does not say. A long-running process that did more before reports the peak
+    /// of all of it.
+    pub peak_rss_bytes: Option<u64>,
     /// True when nothing was written (`--dry-run`); `version` is then empty and the chunk
     /// and byte counts say what would have been uploaded.
     pub dry_run: bool,
@@ -480,6 +486,7 @@ async fn run(
                 0.0
             },
             dry_run: true,
+            peak_rss_bytes: sys::peak_rss(),
             requests: repo.store().requests().since(requests_before),
             zfs: zfs_summary,
         });
@@ -553,6 +560,7 @@ async fn run(
             0.0
         },
         dry_run: false,
+        peak_rss_bytes: sys::peak_rss(),
         requests: repo.store().requests().since(requests_before),
         zfs: zfs_summary,
     })

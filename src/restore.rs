@@ -82,7 +82,10 @@ pub struct RestoreSummary {
     pub chunks_zero: u64,
     pub bytes_written: u64,
     pub seconds: f64,
+    /// Bytes of the version per second, in MB (10^6 bytes).
     pub mb_per_s: f64,
+    /// The process's peak resident memory (see `BackupSummary::peak_rss_bytes`).
+    pub peak_rss_bytes: Option<u64>,
     /// Requests this restore made of the store, by type.
     pub requests: Requests,
     /// Ranges written as zeros under `allow_damage`, by offset; empty when all is well.
@@ -173,6 +176,7 @@ async fn run(
         } else {
             0.0
         },
+        peak_rss_bytes: sys::peak_rss(),
         requests: repo.store().requests().since(requests_before),
         damaged: counts.damaged,
     })
