@@ -465,21 +465,19 @@ async fn fetch(repo: &Arc<Repo>, id: ChunkId) -> Result<Fetched> {
     };
     let stored = bytes.len() as u64;
     let r = repo.clone();
-    Ok(
-        match cpu::run(move || r.open_chunk_owned(&id, bytes)).await? {
-            Ok(plain) => match u32::try_from(plain.len()) {
-                Ok(plain_len) => Fetched::Ok { plain_len, stored },
-                Err(_) => Fetched::Damaged {
-                    reason: format!("it holds {} bytes, more than any chunk", plain.len()),
-                    stored,
-                },
-            },
-            Err(e) => Fetched::Damaged {
-                reason: format!("it is damaged: {e}"),
+    Ok(match cpu::run(move || r.verify_chunk(&id, bytes)).await? {
+        Ok(len) => match u32::try_from(len) {
+            Ok(plain_len) => Fetched::Ok { plain_len, stored },
+            Err(_) => Fetched::Damaged {
+                reason: format!("it holds {len} bytes, more than any chunk"),
                 stored,
             },
         },
-    )
+        Err(e) => Fetched::Damaged {
+            reason: format!("it is damaged: {e}"),
+            stored,
+        },
+    })
 }
 
 #[cfg(test)]

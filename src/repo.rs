@@ -468,6 +468,12 @@ impl Repo {
         seal::open_chunk(&self.keys, id, &layout::chunk(id), bytes)
     }
 
+    /// The plaintext length of a chunk object that authenticates and hashes to `id`
+    /// ([`seal::verify_chunk`]).
+    pub fn verify_chunk(&self, id: &ChunkId, bytes: Vec<u8>) -> Result<usize, FormatError> {
+        seal::verify_chunk(&self.keys, id, &layout::chunk(id), bytes)
+    }
+
     /// [`Repo::open_chunk`] of an object in a buffer of its own, decrypted where it lies.
     pub fn open_chunk_owned(&self, id: &ChunkId, bytes: Vec<u8>) -> Result<Vec<u8>, FormatError> {
         seal::open_chunk_owned(&self.keys, id, &layout::chunk(id), bytes)

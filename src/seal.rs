@@ -34,24 +34,29 @@ pub const TAILROOM: usize = if TAG_LEN > CHECKSUM_LEN {
 };
 
 /// Payloads at least this long are probed before they are compressed: [`PROBE_SAMPLES`]
-/// slices of [`PROBE_SAMPLE_LEN`] bytes spread over the payload are compressed first, and when
-/// together they shrink by less than 1/[`PROBE_MIN_GAIN`] the payload is stored as it is.
-/// zstd -3 costs ~5 ms per MB whether or not it finds anything, encryption ~0.5: without the
-/// probe, incompressible data (media, archives, encrypted volumes) cost ten times what it
-/// must. The probe costs 64 KiB of compression per 4 MiB chunk (1.6%). On the bench image of
-/// issue 7 (an ext4 image of /usr) it changed the repository size by under 0.1%
-/// (benches/RESULTS.md).
+/// slices of [`PROBE_SAMPLE_LEN`] bytes, evenly spread, are compressed one by one at
+/// [`PROBE_LEVEL`], and the payload is compressed as soon as one of them shrinks by
+/// 1/[`PROBE_MIN_GAIN`]; when none does, it is stored as it is. On incompressible data (media,
+/// archives, encrypted volumes) zstd -3 runs at ~1.7 GB/s here and fails; the probe costs a
+/// tenth of that, and a chunk costs little more than hashing and encryption.
+///
+/// Measured with the inputs of scripts/bench-peers.sh, against compressing every chunk at
+/// level 3: on the ext4 image, no chunk was stored uncompressed that would have shrunk, and
+/// probing cost 0.08% of the compression time; on the tar of /usr/share (1 MiB content-defined
+/// chunks), 3 of 434 chunks were stored uncompressed, 33 KB (0.02%) larger than compressed,
+/// for 0.4% of the compression time. Four 16 KiB samples whose sum had to shrink, the first
+/// try, lost 0.7% and 2% of the compressed size: one compressible region is enough to compress.
 const PROBE_MIN: usize = 256 << 10;
-const PROBE_SAMPLES: usize = 4;
-const PROBE_SAMPLE_LEN: usize = 16 << 10;
+const PROBE_SAMPLES: usize = 32;
+const PROBE_SAMPLE_LEN: usize = 2 << 10;
 const PROBE_MIN_GAIN: usize = 32;
+const PROBE_LEVEL: i32 = 1;
 
 thread_local! {
     // Compression contexts and the compressed copy are kept per thread rather than made per
     // object: a fresh zstd -3 context allocates and faults in megabytes of tables, which for
     // 4 MiB chunks cost as much as a tenth of the compression itself.
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { RefCell::new(None) };
+    static COMPRESSOR: RefCell<Option<Compressors>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { RefCell::new(None) };
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -199,6 +204,13 @@ fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
     })
 }
 
+/// A thread's zstd contexts: one at the repository's level, one at the probe's.
+struct Compressors {
+    level: i32,
+    full: zstd::bulk::Compressor<'static>,
+    probe: zstd::bulk::Compressor<'static>,
+}
+
 /// Compresses `payload` into `out` with this thread's zstd context; true when that is worth
 /// storing (smaller than the payload). False, and `out` unspecified, when it is not, when the
 /// probe says it would not be, or when zstd fails (the payload is then stored as it is).
@@ -207,41 +219,40 @@ fn compress(payload: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
         let Ok(mut slot) = cell.try_borrow_mut() else {
             return false;
         };
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            match zstd::bulk::Compressor::new(level) {
-                Ok(c) => *slot = Some((level, c)),
-                Err(_) => return false,
-            }
+        if slot.as_ref().is_none_or(|c| c.level != level) {
+            let (Ok(full), Ok(probe)) = (
+                zstd::bulk::Compressor::new(level),
+                zstd::bulk::Compressor::new(PROBE_LEVEL),
+            ) else {
+                return false;
+            };
+            *slot = Some(Compressors { level, full, probe });
         }
-        let Some((_, zstd)) = slot.as_mut() else {
+        let Some(zstd) = slot.as_mut() else {
             return false;
         };
-        if payload.len() >= PROBE_MIN && !probe(zstd, payload, out) {
+        if payload.len() >= PROBE_MIN && !probe(&mut zstd.probe, payload, out) {
             return false;
         }
         out.clear();
         out.reserve(zstd::zstd_safe::compress_bound(payload.len()));
-        matches!(zstd.compress_to_buffer(payload, out), Ok(n) if n < payload.len())
+        matches!(zstd.full.compress_to_buffer(payload, out), Ok(n) if n < payload.len())
     })
 }
 
-/// Whether samples spread over `payload` compress well enough to compress all of it.
+/// Whether any of the samples spread over `payload` compresses (see [`PROBE_MIN`]).
 fn probe(zstd: &mut zstd::bulk::Compressor<'static>, payload: &[u8], out: &mut Vec<u8>) -> bool {
     let step = payload.len() / PROBE_SAMPLES;
-    let mut sampled = 0;
-    let mut compressed = 0;
-    for i in 0..PROBE_SAMPLES {
-        let sample = &payload[i * step..(i * step + PROBE_SAMPLE_LEN).min(payload.len())];
+    (0..PROBE_SAMPLES).any(|i| {
+        let sample = &payload[i * step..i * step + PROBE_SAMPLE_LEN.min(step)];
         out.clear();
         out.reserve(zstd::zstd_safe::compress_bound(sample.len()));
         match zstd.compress_to_buffer(sample, out) {
-            Ok(n) => compressed += n.min(sample.len()),
+            Ok(n) => n + sample.len() / PROBE_MIN_GAIN <= sample.len(),
             // Not worth a guess: let the full compression decide.
-            Err(_) => return true,
+            Err(_) => true,
         }
-        sampled += sample.len();
-    }
-    compressed + sampled / PROBE_MIN_GAIN <= sampled
+    })
 }
 
 /// Opens an object sealed by [`seal`]. `key` is the repository's sealing key, or None for an
@@ -266,7 +277,31 @@ pub fn open_owned(
     mut bytes: Vec<u8>,
     max_len: usize,
 ) -> Result<Vec<u8>, FormatError> {
-    let header = Header::parse(&bytes, kind)?;
+    let (codec, start, end) = unseal(kind, key, name, &mut bytes)?;
+    match codec {
+        Codec::Stored if end - start > max_len => Err(FormatError::TooLarge(max_len)),
+        Codec::Stored => {
+            bytes.truncate(end);
+            bytes.drain(..start);
+            Ok(bytes)
+        }
+        Codec::Zstd => {
+            let mut out = Vec::new();
+            decompress_into(&bytes[start..end], max_len, &mut out)?;
+            Ok(out)
+        }
+    }
+}
+
+/// Checks the header and authenticates (decrypting in place) an object; its codec and where
+/// its body lies in `bytes`.
+fn unseal(
+    kind: Kind,
+    key: Option<&SealKey>,
+    name: &str,
+    bytes: &mut [u8],
+) -> Result<(Codec, usize, usize), FormatError> {
+    let header = Header::parse(bytes, kind)?;
     let (start, end) = match (header.cipher, key) {
         (Cipher::XChaCha20Poly1305, Some(key)) => {
             if bytes.len() < HEADROOM + TAG_LEN {
@@ -301,15 +336,7 @@ pub fn open_owned(
             return Err(FormatError::Authentication);
         }
     };
-    match header.codec {
-        Codec::Stored if end - start > max_len => Err(FormatError::TooLarge(max_len)),
-        Codec::Stored => {
-            bytes.truncate(end);
-            bytes.drain(..start);
-            Ok(bytes)
-        }
-        Codec::Zstd => decompress(&bytes[start..end], max_len),
-    }
+    Ok((header.codec, start, end))
 }
 
 /// Opens a chunk object and checks that its plaintext hashes to `id`.
@@ -336,6 +363,33 @@ pub fn open_chunk_owned(
     Ok(plain)
 }
 
+/// What [`open_chunk_owned`] checks, without keeping the plaintext: the length of a chunk
+/// that authenticates and hashes to `id`. A compressed chunk is decompressed into a buffer of
+/// this thread's, so verifying (`check --read-data`) allocates nothing per chunk.
+pub fn verify_chunk(
+    keys: &Keys,
+    id: &ChunkId,
+    name: &str,
+    mut bytes: Vec<u8>,
+) -> Result<usize, FormatError> {
+    let (codec, start, end) = unseal(Kind::Chunk, keys.seal.as_ref(), name, &mut bytes)?;
+    let hashed = |plain: &[u8]| {
+        if keys.id.id_of(plain) == *id {
+            Ok(plain.len())
+        } else {
+            Err(FormatError::IdMismatch)
+        }
+    };
+    match codec {
+        Codec::Stored if end - start > MAX_CHUNK_LEN => Err(FormatError::TooLarge(MAX_CHUNK_LEN)),
+        Codec::Stored => hashed(&bytes[start..end]),
+        Codec::Zstd => with_scratch(|out| {
+            decompress_into(&bytes[start..end], MAX_CHUNK_LEN, out)?;
+            hashed(out)
+        }),
+    }
+}
+
 fn aad(header: &[u8], name: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(header.len() + name.len());
     aad.extend_from_slice(header);
@@ -352,15 +406,17 @@ fn checksum(header: &[u8], name: &str, body: &[u8]) -> [u8; CHECKSUM_LEN] {
     *h.finalize().as_bytes()
 }
 
-/// Decompresses without trusting the frame: the output is capped at `max_len` whatever the
-/// frame header claims, so a hostile object cannot make us allocate without bound.
-fn decompress(body: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError> {
+/// Decompresses into `out` (replacing what it held) without trusting the frame: the output
+/// is capped at `max_len` whatever the frame header claims, so a hostile object cannot make
+/// us allocate without bound.
+fn decompress_into(body: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result<(), FormatError> {
     let bad = |e: std::io::Error| FormatError::Payload(format!("zstd: {e}"));
+    out.clear();
     if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(body) {
         if n > max_len as u64 {
             return Err(FormatError::TooLarge(max_len));
         }
-        let mut out = Vec::with_capacity(n as usize);
+        out.reserve(n as usize);
         DECOMPRESSOR
             .with(|cell| {
                 let mut fresh = None;
@@ -373,7 +429,7 @@ fn decompress(body: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError> {
                     Some(d) => d,
                     None => slot.insert(zstd::bulk::Decompressor::new()?),
                 };
-                zstd.decompress_to_buffer(body, &mut out)
+                zstd.decompress_to_buffer(body, out)
             })
             .map_err(bad)?;
         if out.len() as u64 != n {
@@ -381,18 +437,17 @@ fn decompress(body: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError> {
                 "zstd frame shorter than its declared size".into(),
             ));
         }
-        return Ok(out);
+        return Ok(());
     }
-    let mut out = Vec::new();
     zstd::stream::read::Decoder::new(body)
         .map_err(bad)?
         .take(max_len as u64 + 1)
-        .read_to_end(&mut out)
+        .read_to_end(out)
         .map_err(bad)?;
     if out.len() > max_len {
         return Err(FormatError::TooLarge(max_len));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -496,6 +551,31 @@ mod tests {
             open_chunk(&k, &other, &name, &s),
             Err(FormatError::IdMismatch)
         );
+    }
+
+    #[test]
+    fn verify_chunk_agrees_with_open_chunk() {
+        let k = keys();
+        for data in [b"chunk data".repeat(10_000), vec![0x5a; 3], Vec::new()] {
+            let id = k.id.id_of(&data);
+            for level in [Some(3), None] {
+                let s = seal(Kind::Chunk, k.seal.as_ref(), "chunks/x", &data, level);
+                assert_eq!(
+                    open_chunk(&k, &id, "chunks/x", &s).unwrap().len(),
+                    data.len()
+                );
+                assert_eq!(verify_chunk(&k, &id, "chunks/x", s.clone()), Ok(data.len()));
+                let other = k.id.id_of(b"other");
+                assert_eq!(
+                    verify_chunk(&k, &other, "chunks/x", s.clone()),
+                    Err(FormatError::IdMismatch)
+                );
+                assert_eq!(
+                    verify_chunk(&k, &id, "chunks/y", s),
+                    Err(FormatError::Authentication)
+                );
+            }
+        }
     }
 
     #[test]
