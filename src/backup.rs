@@ -14,6 +14,7 @@ use crate::format::lock::LockMode;
 use crate::layout;
 use crate::lock::LockGuard;
 use crate::manifest::{BackupStats, ChunkRef, Manifest};
+use crate::pool::Pool;
 use crate::progress;
 use crate::repo::{Repo, hostname};
 use crate::seal::{HEADROOM, TAILROOM};
@@ -132,46 +133,6 @@ impl Piece {
         match self {
             Piece::Data(buf) => (buf.len() - HEADROOM) as u32,
             Piece::Hole(len) => *len,
-        }
-    }
-}
-
-/// Read buffers given back once their chunk turned out zero or already stored, for the
-/// reading thread to reuse: a fresh 4 MiB buffer costs 1,024 page faults, each zeroing a page
-/// in the kernel, and an unchanged image is almost all such chunks. Buffers whose chunk was
-/// new leave as the sealed object. Never holds more than `keep`, and what it holds was in use
-/// at once before, so the pool adds nothing to the peak memory.
-struct Pool {
-    bufs: Mutex<Vec<Vec<u8>>>,
-    capacity: usize,
-    keep: usize,
-}
-
-impl Pool {
-    fn new(max_chunk: usize, keep: usize) -> Pool {
-        Pool {
-            bufs: Mutex::new(Vec::new()),
-            capacity: HEADROOM + max_chunk + TAILROOM,
-            keep,
-        }
-    }
-
-    fn take(&self) -> Vec<u8> {
-        self.bufs
-            .lock()
-            .ok()
-            .and_then(|mut b| b.pop())
-            .unwrap_or_else(|| Vec::with_capacity(self.capacity))
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        if buf.capacity() < self.capacity {
-            return;
-        }
-        if let Ok(mut bufs) = self.bufs.lock()
-            && bufs.len() < self.keep
-        {
-            bufs.push(buf);
         }
     }
 }
@@ -337,8 +298,11 @@ async fn run(
         }
         _ => None,
     };
+    // Read buffers go back to the pool when their chunk is zero or already stored (an
+    // unchanged image is almost all such chunks); a new chunk's buffer leaves as the sealed
+    // object.
     let pool = Arc::new(Pool::new(
-        chunking.max_chunk(),
+        HEADROOM + chunking.max_chunk() + TAILROOM,
         opts.in_flight.max(1) + READ_AHEAD + 1,
     ));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Piece>>(READ_AHEAD);

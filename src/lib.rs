@@ -34,6 +34,7 @@ pub mod keys;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod pool;
 pub mod progress;
 pub mod prune;
 pub mod receive;

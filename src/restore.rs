@@ -23,6 +23,7 @@ use crate::format::lock::LockMode;
 use crate::layout;
 use crate::lock::LockGuard;
 use crate::manifest::{ChunkRef, Manifest};
+use crate::pool::Pool;
 use crate::progress;
 use crate::receive::Validating;
 use crate::repo::Repo;
@@ -386,6 +387,9 @@ async fn write_positional(
     shown: &Path,
 ) -> Result<Counts> {
     let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
+    // The target's chunks are read for comparison into reused buffers.
+    let max_chunk = m.chunks.iter().map(|c| c.len() as usize).max().unwrap_or(0);
+    let pool = Arc::new(Pool::new(max_chunk, opts.in_flight.max(1)));
     let mut tasks: JoinSet<Result<Wrote>> = JoinSet::new();
     let mut counts = Counts::default();
     let tally =
@@ -422,19 +426,11 @@ async fn write_positional(
             tally(&mut counts, done)?;
         }
         let (repo, m, file, shown) = (repo.clone(), m.clone(), file.clone(), shown.clone());
+        let pool = pool.clone();
         let allow = opts.allow_damage;
         tasks.spawn(async move {
-            let r = write_one(
-                &repo,
-                &m,
-                &file,
-                c,
-                offset,
-                compare.is_some(),
-                allow,
-                &shown,
-            )
-            .await;
+            let compare = compare.map(|()| &*pool);
+            let r = write_one(&repo, &m, &file, c, offset, compare, allow, &shown).await;
             drop(permit);
             r
         });
@@ -456,25 +452,28 @@ async fn write_one(
     file: &Arc<File>,
     c: ChunkRef,
     offset: u64,
-    compare: bool,
+    compare: Option<&Pool>,
     allow_damage: bool,
     shown: &str,
 ) -> Result<Wrote> {
     let len = c.len();
-    if compare {
+    if let Some(pool) = compare {
         let f = file.clone();
         let keys = repo.keys.clone();
-        let same = tokio::task::spawn_blocking(move || -> io::Result<bool> {
-            let mut buf = vec![0u8; len as usize];
+        let mut buf = pool.take();
+        let (buf, same) = tokio::task::spawn_blocking(move || -> io::Result<(Vec<u8>, bool)> {
+            buf.resize(len as usize, 0);
             f.read_exact_at(&mut buf, offset)?;
-            Ok(match c {
+            let same = match c {
                 ChunkRef::Zero { .. } => is_zero(&buf),
                 ChunkRef::Data { id, .. } => keys.id.id_of(&buf) == id,
-            })
+            };
+            Ok((buf, same))
         })
         .await
         .map_err(join_err)?
         .with_context(|| format!("reading target {shown} at byte {offset}"))?;
+        pool.give(buf);
         if same {
             return Ok((len, Some(false), None));
         }
@@ -486,7 +485,7 @@ async fn write_one(
         }
     };
     // A new file is a hole there already; in place, the old bytes must give way to zeros.
-    if damaged.is_some() && !compare {
+    if damaged.is_some() && compare.is_none() {
         return Ok((len, None, damaged));
     }
     let f = file.clone();
@@ -503,7 +502,7 @@ async fn write_one(
     .with_context(|| format!("writing target {shown} at byte {offset}"))?;
     Ok((
         len,
-        if compare || matches!(c, ChunkRef::Data { .. }) {
+        if compare.is_some() || matches!(c, ChunkRef::Data { .. }) {
             Some(true)
         } else {
             None
