@@ -8,22 +8,26 @@
 //! only unreferenced chunks, which the next run reuses.
 
 use crate::chunk_id::ChunkId;
-use crate::chunker::{CdcChunker, Chunk, Chunking, FixedChunker, is_zero};
+use crate::chunker::{CdcChunker, Chunking, FixedChunker, is_zero};
 use crate::cpu;
 use crate::format::lock::LockMode;
 use crate::layout;
 use crate::lock::LockGuard;
 use crate::manifest::{BackupStats, ChunkRef, Manifest};
+use crate::pool::Pool;
 use crate::progress;
 use crate::repo::{Repo, hostname};
-use crate::source::{self, SourceSpec};
+use crate::seal::{HEADROOM, TAILROOM};
+use crate::source::{self, Holes, SourceSpec, read_full_at};
 use crate::store::Requests;
+use crate::sys;
 use crate::zfs::ZfsFacts;
 use crate::zfs::facts::hex_guid;
 use crate::zfs::stream::{StreamError, StreamInfo, StreamParser};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -82,7 +86,12 @@ pub struct BackupSummary {
     pub bytes_new: u64,
     pub bytes_new_stored: u64,
     pub seconds: f64,
+    /// Bytes of the source per second, in MB (10^6 bytes).
     pub mb_per_s: f64,
+    /// The process's peak resident memory up to the end of the run (`VmHWM`), in bytes; None
+    /// where /proc does not say. A long-running process that did more before reports the peak
+    /// of all of it.
+    pub peak_rss_bytes: Option<u64>,
     /// True when nothing was written (`--dry-run`); `version` is then empty and the chunk
     /// and byte counts say what would have been uploaded.
     pub dry_run: bool,
@@ -106,6 +115,99 @@ struct Ctx {
     /// Ids this run has already decided about.
     seen: Mutex<HashSet<ChunkId>>,
     dry_run: bool,
+    pool: Arc<Pool>,
+}
+
+/// Chunks read ahead of the ones being processed (the channel from the reading thread).
+const READ_AHEAD: usize = 2;
+
+/// What the reading thread hands on: a chunk's bytes after [`HEADROOM`] bytes of room (so it
+/// is sealed where it lies), or the length of a chunk known to be zeros without reading it.
+enum Piece {
+    Data(Vec<u8>),
+    Hole(u32),
+}
+
+impl Piece {
+    fn len(&self) -> u32 {
+        match self {
+            Piece::Data(buf) => (buf.len() - HEADROOM) as u32,
+            Piece::Hole(len) => *len,
+        }
+    }
+}
+
+type Sender = tokio::sync::mpsc::Sender<io::Result<Piece>>;
+
+/// Reads a file or device of `total` bytes chunk by chunk with positional reads, and sends
+/// chunks that lie wholly in a hole as [`Piece::Hole`] without reading them. Stops early when
+/// the file turns out shorter than `total`: the source's `finish` then fails the run.
+fn read_positional(file: &File, size: u32, total: u64, pool: &Pool, tx: &Sender) {
+    let mut holes = Holes::new(file).ok();
+    let mut offset = 0;
+    while offset < total {
+        let len = u64::from(size).min(total - offset);
+        if holes
+            .as_mut()
+            .is_some_and(|h| h.is_hole(offset, offset + len))
+        {
+            if tx.blocking_send(Ok(Piece::Hole(len as u32))).is_err() {
+                return;
+            }
+            offset += len;
+            continue;
+        }
+        let mut buf = pool.take();
+        // A reused buffer is overwritten, not cleared: only a longer chunk grows it.
+        buf.resize(HEADROOM + len as usize, 0);
+        let n = match read_full_at(file, &mut buf[HEADROOM..], offset) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        buf.truncate(HEADROOM + n);
+        if tx.blocking_send(Ok(Piece::Data(buf))).is_err() || (n as u64) < len {
+            return;
+        }
+        offset += n as u64;
+    }
+}
+
+/// Cuts a stream (or a file that must pass the ZFS tee) into chunks, each read into a pooled
+/// buffer.
+fn read_stream(
+    reader: Box<dyn io::Read + Send>,
+    chunking: Chunking,
+    seed: u64,
+    pool: &Pool,
+    tx: &Sender,
+) {
+    let mut fixed = None;
+    let mut cdc = None;
+    match chunking {
+        Chunking::Fixed { size } => fixed = Some(FixedChunker::new(reader, size)),
+        Chunking::Cdc { min, avg, max } => {
+            cdc = Some(CdcChunker::new(reader, min, avg, max, seed));
+        }
+    }
+    loop {
+        let mut buf = pool.take();
+        let next = match (&mut fixed, &mut cdc) {
+            (Some(c), _) => c.next_into(&mut buf, HEADROOM),
+            (_, Some(c)) => c.next_into(&mut buf, HEADROOM),
+            (None, None) => None,
+        };
+        let Some(item) = next else { return };
+        let failed = item.is_err();
+        if tx.blocking_send(item.map(|_| Piece::Data(buf))).is_err() || failed {
+            return;
+        }
+    }
 }
 
 /// Version names sort by time: `2026-11-22T130507Z`.
@@ -174,15 +276,10 @@ async fn run(
             ChunkRef::Zero { .. } => None,
         })
         .collect();
-    let ctx = Arc::new(Ctx {
-        repo: repo.clone(),
-        known,
-        seen: Mutex::new(HashSet::new()),
-        dry_run: opts.dry_run,
-    });
 
     let zfs_slot: ZfsSlot = Arc::new(Mutex::new(None));
-    let reader: Box<dyn io::Read + Send> = if opts.zfs_required || source.info.kind.is_stream() {
+    let tee = opts.zfs_required || source.info.kind.is_stream();
+    let reader: Box<dyn io::Read + Send> = if tee {
         Box::new(ZfsTee {
             inner: source.take_reader(),
             parser: StreamParser::new(opts.zfs_required),
@@ -193,22 +290,35 @@ async fn run(
         source.take_reader()
     };
     let seed = repo.keys.gear_seed;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Chunk>>(2);
-    let reader_thread = std::thread::spawn(move || {
-        let chunks: Box<dyn Iterator<Item = io::Result<Chunk>>> = match chunking {
-            Chunking::Fixed { size } => Box::new(FixedChunker::new(reader, size)),
-            Chunking::Cdc { min, avg, max } => {
-                Box::new(CdcChunker::new(reader, min, avg, max, seed))
-            }
-        };
-        for item in chunks {
-            let failed = item.is_err();
-            if tx.blocking_send(item).is_err() || failed {
-                break;
-            }
+    // A file or device is read positionally, skipping holes; a ZFS stream must pass through
+    // the tee, which sees the bytes in order.
+    let positional = match (chunking, tee, source.size) {
+        (Chunking::Fixed { size }, false, Some(total)) => {
+            source.take_file().map(|f| (f, size, total))
         }
+        _ => None,
+    };
+    // Read buffers go back to the pool when their chunk is zero or already stored (an
+    // unchanged image is almost all such chunks); a new chunk's buffer leaves as the sealed
+    // object.
+    let pool = Arc::new(Pool::new(
+        HEADROOM + chunking.max_chunk() + TAILROOM,
+        opts.in_flight.max(1) + READ_AHEAD + 1,
+    ));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Piece>>(READ_AHEAD);
+    let reader_pool = pool.clone();
+    let reader_thread = std::thread::spawn(move || match positional {
+        Some((file, size, total)) => read_positional(&file, size, total, &reader_pool, &tx),
+        None => read_stream(reader, chunking, seed, &reader_pool, &tx),
     });
 
+    let ctx = Arc::new(Ctx {
+        repo: repo.clone(),
+        known,
+        seen: Mutex::new(HashSet::new()),
+        dry_run: opts.dry_run,
+        pool,
+    });
     let pb = progress::bar(source.size, &format!("backup {series}"), opts.progress);
     let description = source.info.description.clone();
     let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
@@ -218,7 +328,7 @@ async fn run(
     let mut bytes_read: u64 = 0;
     let pipeline: Result<()> = async {
         while let Some(item) = rx.recv().await {
-            let chunk = item.map_err(|e| {
+            let piece = item.map_err(|e| {
                 // A ZFS stream error names its own byte offset, which is more exact than the
                 // start of the chunk being cut.
                 let at = if e.kind() == io::ErrorKind::InvalidData {
@@ -228,7 +338,7 @@ async fn run(
                 };
                 anyhow::Error::new(e).context(format!("reading source {description}{at}"))
             })?;
-            bytes_read += chunk.data.len() as u64;
+            bytes_read += u64::from(piece.len());
             pb.set_position(bytes_read);
             let index = refs.len();
             refs.push(None);
@@ -238,7 +348,7 @@ async fn run(
             }
             let ctx = ctx.clone();
             tasks.spawn(async move {
-                let r = process(&ctx, index, chunk).await;
+                let r = process(&ctx, index, piece).await;
                 drop(permit);
                 r
             });
@@ -340,6 +450,7 @@ async fn run(
                 0.0
             },
             dry_run: true,
+            peak_rss_bytes: sys::peak_rss(),
             requests: repo.store().requests().since(requests_before),
             zfs: zfs_summary,
         });
@@ -363,6 +474,12 @@ async fn run(
     manifest
         .validate()
         .map_err(|e| anyhow!("internal error: the new manifest is inconsistent: {e}"))?;
+    // Chunks were stored with `put_unsynced`: durable from here on, before the manifest that
+    // names them (format-spec 11, "chunks before manifest").
+    repo.store()
+        .sync(layout::CHUNKS)
+        .await
+        .context("making the new chunks durable")?;
     if let Some(lock) = lock {
         lock.ensure_fresh()?;
     }
@@ -415,6 +532,7 @@ async fn run(
             0.0
         },
         dry_run: false,
+        peak_rss_bytes: sys::peak_rss(),
         requests: repo.store().requests().since(requests_before),
         zfs: zfs_summary,
     })
@@ -527,20 +645,27 @@ fn record(
     Ok(())
 }
 
-async fn process(ctx: &Ctx, index: usize, chunk: Chunk) -> Result<(usize, ChunkRef, Outcome)> {
-    let len = chunk.data.len() as u32;
+async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkRef, Outcome)> {
+    let len = piece.len();
+    let buf = match piece {
+        Piece::Hole(len) => return Ok((index, ChunkRef::Zero { len }, Outcome::Zero)),
+        Piece::Data(buf) => buf,
+    };
     let repo = ctx.repo.clone();
-    let (data, id) = cpu::run(move || {
-        let id = (!is_zero(&chunk.data)).then(|| repo.keys.id.id_of(&chunk.data));
-        (chunk.data, id)
+    let (mut buf, id) = cpu::run(move || {
+        let data = &buf[HEADROOM..];
+        let id = (!is_zero(data)).then(|| repo.keys.id.id_of(data));
+        (buf, id)
     })
     .await?;
     let Some(id) = id else {
+        ctx.pool.give(buf);
         return Ok((index, ChunkRef::Zero { len }, Outcome::Zero));
     };
     let r = ChunkRef::Data { id, len };
     let first_sighting = ctx.seen.lock().map(|mut s| s.insert(id)).unwrap_or(true);
     if ctx.known.contains(&id) || !first_sighting {
+        ctx.pool.give(buf);
         return Ok((index, r, Outcome::Reused));
     }
     let name = layout::chunk(&id);
@@ -551,32 +676,27 @@ async fn process(ctx: &Ctx, index: usize, chunk: Chunk) -> Result<(usize, ChunkR
         .await
         .with_context(|| format!("checking for chunk {name}"))?
     {
+        ctx.pool.give(buf);
         return Ok((index, r, Outcome::Reused));
     }
     let repo = ctx.repo.clone();
-    let sealed = cpu::run(move || repo.seal_chunk(&id, &data)).await?;
-    let stored = sealed.len() as u64;
+    let sealed = cpu::run(move || {
+        repo.seal_chunk_in_place(&id, &mut buf);
+        buf
+    })
+    .await?;
+    let outcome = Outcome::New {
+        raw: u64::from(len),
+        stored: sealed.len() as u64,
+    };
     if ctx.dry_run {
-        return Ok((
-            index,
-            r,
-            Outcome::New {
-                raw: u64::from(len),
-                stored,
-            },
-        ));
+        ctx.pool.give(sealed);
+        return Ok((index, r, outcome));
     }
     ctx.repo
         .store()
-        .put(&name, sealed)
+        .put_unsynced(&name, sealed)
         .await
         .with_context(|| format!("storing chunk {name}"))?;
-    Ok((
-        index,
-        r,
-        Outcome::New {
-            raw: u64::from(len),
-            stored,
-        },
-    ))
+    Ok((index, r, outcome))
 }

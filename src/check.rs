@@ -41,6 +41,7 @@ use crate::lock::LockGuard;
 use crate::manifest::{ChunkRef, Manifest};
 use crate::repo::Repo;
 use crate::store::Requests;
+use crate::sys;
 use crate::zfs::chain::{Chains, Node, Status};
 use crate::zfs::{ZfsFacts, facts::hex_guid};
 use anyhow::{Result, anyhow};
@@ -105,6 +106,10 @@ pub struct CheckReport {
     pub seed: Option<u64>,
     pub problems: Vec<Problem>,
     pub seconds: f64,
+    /// Stored bytes read per second by --read-data, in MB (10^6 bytes); 0 without it.
+    pub mb_per_s: f64,
+    /// The process's peak resident memory (see `BackupSummary::peak_rss_bytes`).
+    pub peak_rss_bytes: Option<u64>,
     pub requests: Requests,
 }
 
@@ -444,6 +449,10 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     }
     report.damaged_versions = damaged.into_iter().collect();
     report.seconds = started.elapsed().as_secs_f64();
+    if report.seconds > 0.0 {
+        report.mb_per_s = report.bytes_read as f64 / 1e6 / report.seconds;
+    }
+    report.peak_rss_bytes = sys::peak_rss();
     Ok(report)
 }
 
@@ -456,11 +465,11 @@ async fn fetch(repo: &Arc<Repo>, id: ChunkId) -> Result<Fetched> {
     };
     let stored = bytes.len() as u64;
     let r = repo.clone();
-    Ok(match cpu::run(move || r.open_chunk(&id, &bytes)).await? {
-        Ok(plain) => match u32::try_from(plain.len()) {
+    Ok(match cpu::run(move || r.verify_chunk(&id, bytes)).await? {
+        Ok(len) => match u32::try_from(len) {
             Ok(plain_len) => Fetched::Ok { plain_len, stored },
             Err(_) => Fetched::Damaged {
-                reason: format!("it holds {} bytes, more than any chunk", plain.len()),
+                reason: format!("it holds {len} bytes, more than any chunk"),
                 stored,
             },
         },

@@ -105,34 +105,46 @@ impl<R: Read> FixedChunker<R> {
     }
 }
 
-impl<R: Read> Iterator for FixedChunker<R> {
-    type Item = io::Result<Chunk>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<R: Read> FixedChunker<R> {
+    /// The next chunk, written into `out` from index `at` on (`out` ends with it); its offset,
+    /// or None at the end. Reusing `out` saves allocating (and the kernel zeroing) a buffer
+    /// per chunk: bytes already there are overwritten, not cleared first.
+    pub fn next_into(&mut self, out: &mut Vec<u8>, at: usize) -> Option<io::Result<u64>> {
         if self.done {
             return None;
         }
-        let mut data = vec![0u8; self.size];
-        let n = match read_full(&mut self.reader, &mut data) {
+        if out.len() < at + self.size {
+            out.resize(at + self.size, 0);
+        }
+        let n = match read_full(&mut self.reader, &mut out[at..at + self.size]) {
             Ok(n) => n,
             Err(e) => {
                 self.done = true;
                 return Some(Err(e));
             }
         };
+        out.truncate(at + n);
         if n < self.size {
             self.done = true;
             if n == 0 {
                 return None;
             }
-            data.truncate(n);
         }
-        let chunk = Chunk {
-            offset: self.offset,
-            data,
-        };
+        let offset = self.offset;
         self.offset += n as u64;
-        Some(Ok(chunk))
+        Some(Ok(offset))
+    }
+}
+
+impl<R: Read> Iterator for FixedChunker<R> {
+    type Item = io::Result<Chunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut data = Vec::new();
+        Some(
+            self.next_into(&mut data, 0)?
+                .map(|offset| Chunk { offset, data }),
+        )
     }
 }
 
@@ -193,10 +205,10 @@ impl<R: Read> CdcChunker<R> {
     }
 }
 
-impl<R: Read> Iterator for CdcChunker<R> {
-    type Item = io::Result<Chunk>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<R: Read> CdcChunker<R> {
+    /// The next chunk, appended to `out` after its first `at` bytes; its offset, or None at
+    /// the end.
+    pub fn next_into(&mut self, out: &mut Vec<u8>, at: usize) -> Option<io::Result<u64>> {
         if self.failed {
             return None;
         }
@@ -223,14 +235,24 @@ impl<R: Read> Iterator for CdcChunker<R> {
             &self.gear,
             &self.gear_ls,
         );
-        let data = self.buf[self.start..self.start + count].to_vec();
+        out.resize(at, 0);
+        out.extend_from_slice(&self.buf[self.start..self.start + count]);
         self.start += count;
-        let chunk = Chunk {
-            offset: self.offset,
-            data,
-        };
+        let offset = self.offset;
         self.offset += count as u64;
-        Some(Ok(chunk))
+        Some(Ok(offset))
+    }
+}
+
+impl<R: Read> Iterator for CdcChunker<R> {
+    type Item = io::Result<Chunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut data = Vec::new();
+        Some(
+            self.next_into(&mut data, 0)?
+                .map(|offset| Chunk { offset, data }),
+        )
     }
 }
 
@@ -348,6 +370,28 @@ mod tests {
             prop_assert_eq!(cdc_lengths(&data, step), cdc_lengths(&data, 1 << 20));
             let total: usize = cdc_lengths(&data, step).iter().sum();
             prop_assert_eq!(total, len);
+        }
+
+        #[test]
+        fn next_into_a_used_buffer_gives_the_same_chunks(len in 0usize..50_000, step in 1usize..9000, at in 0usize..40) {
+            let data = pseudo_random(len, 5);
+            let fixed: Vec<Vec<u8>> = data.chunks(4096).map(<[u8]>::to_vec).collect();
+            let mut chunker = FixedChunker::new(Dribble { data: &data, step }, 4096);
+            let mut buf = vec![9u8; 7000];
+            let mut got = Vec::new();
+            while let Some(offset) = chunker.next_into(&mut buf, at) {
+                prop_assert_eq!(offset.unwrap(), (got.len() * 4096) as u64);
+                got.push(buf[at..].to_vec());
+            }
+            prop_assert_eq!(got, fixed);
+            let cdc: Vec<Vec<u8>> = CdcChunker::new(&data[..], 1024, 4096, 16384, 42).map(|c| c.unwrap().data).collect();
+            let mut chunker = CdcChunker::new(Dribble { data: &data, step }, 1024, 4096, 16384, 42);
+            let mut got = Vec::new();
+            while let Some(offset) = chunker.next_into(&mut buf, at) {
+                prop_assert_eq!(offset.unwrap(), got.iter().map(Vec::len).sum::<usize>() as u64);
+                got.push(buf[at..].to_vec());
+            }
+            prop_assert_eq!(got, cdc);
         }
 
         #[test]

@@ -454,8 +454,30 @@ impl Repo {
         )
     }
 
+    /// [`Repo::seal_chunk`] of the payload `buf` holds after [`seal::HEADROOM`] bytes, in place.
+    pub fn seal_chunk_in_place(&self, id: &ChunkId, buf: &mut Vec<u8>) {
+        seal::seal_in_place(
+            Kind::Chunk,
+            self.keys.seal.as_ref(),
+            &layout::chunk(id),
+            buf,
+            Some(self.config.zstd_level),
+        );
+    }
+
     pub fn open_chunk(&self, id: &ChunkId, bytes: &[u8]) -> Result<Vec<u8>, FormatError> {
         seal::open_chunk(&self.keys, id, &layout::chunk(id), bytes)
+    }
+
+    /// The plaintext length of a chunk object that authenticates and hashes to `id`
+    /// ([`seal::verify_chunk`]).
+    pub fn verify_chunk(&self, id: &ChunkId, bytes: Vec<u8>) -> Result<usize, FormatError> {
+        seal::verify_chunk(&self.keys, id, &layout::chunk(id), bytes)
+    }
+
+    /// [`Repo::open_chunk`] of an object in a buffer of its own, decrypted where it lies.
+    pub fn open_chunk_owned(&self, id: &ChunkId, bytes: Vec<u8>) -> Result<Vec<u8>, FormatError> {
+        seal::open_chunk_owned(&self.keys, id, &layout::chunk(id), bytes)
     }
 
     /// Stores a manifest under its series and version. `Ok(None)` if that version name is

@@ -78,12 +78,14 @@ fn ext4_image_versions_restore_bit_exact_and_share_chunks() {
     assert_counts_add_up(&b1);
     assert!(n(&b1, "chunks_new") > 0 && n(&b1, "bytes_new") > 0);
     assert!(n(&b1, "bytes_new_stored") > 0);
+    assert_throughput_and_memory(&b1, 128 * MIB, "backup");
     let v1 = text(&b1, "version").to_string();
     assert_eq!(v1, "2025-01-01T000000Z");
 
     let r1 = v.path("restored-v1.img");
     let rs = v.restore("disk", &[s(&r1)]);
     assert_eq!(n(&rs, "size"), 128 * MIB);
+    assert_throughput_and_memory(&rs, 128 * MIB, "restore");
     assert_same_contents(&img, &r1);
     fsck(&r1);
     // A file inside the restored filesystem is the file it was made from.
@@ -223,6 +225,31 @@ fn ext4_image_versions_restore_bit_exact_and_share_chunks() {
     assert_utc_rfc3339(text(&now, "time"));
     assert_eq!(n(&now, "chunks_new"), 0);
     assert_eq!(v.versions("disk").len(), 4);
+
+    let check = v.run(&["check", "--read-data", "--json"]).ok().json();
+    assert_throughput_and_memory(&check, n(&check, "bytes_read"), "check --read-data");
+}
+
+/// `mb_per_s` and `peak_rss_bytes` (issue 7: regressions visible in every --json summary):
+/// present, and consistent with the bytes and seconds of the run; the peak is at least what
+/// holding one 4 MiB chunk takes and well under a bound no default run comes near.
+#[track_caller]
+fn assert_throughput_and_memory(summary: &serde_json::Value, bytes: u64, what: &str) {
+    let seconds = summary["seconds"].as_f64().unwrap_or(0.0);
+    let mb_per_s = summary["mb_per_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: no mb_per_s in {summary}"));
+    assert!(seconds > 0.0 && bytes > 0, "{what}: {summary}");
+    let expected = bytes as f64 / 1e6 / seconds;
+    assert!(
+        (mb_per_s - expected).abs() <= expected * 0.01,
+        "{what}: mb_per_s {mb_per_s} is not {bytes} bytes in {seconds} s: {summary}"
+    );
+    let peak = n(summary, "peak_rss_bytes");
+    assert!(
+        (4 * MIB..=512 * MIB).contains(&peak),
+        "{what}: a peak of {peak} bytes is implausible: {summary}"
+    );
 }
 
 /// Zero chunks cost nothing to store and are restored as holes.

@@ -61,6 +61,27 @@ pub async fn conformance_with(store: Arc<dyn Store>, put_new: PutNew) {
         ctx("a 5 MiB object round-trips")
     );
 
+    // --- put_unsynced and sync: visible at once, and still there after a sync ---
+    store
+        .put_unsynced("chunks/ab/big", big.clone())
+        .await
+        .unwrap();
+    assert!(
+        store.get("chunks/ab/big").await.unwrap() == big,
+        "{}",
+        ctx("get after put_unsynced")
+    );
+    store.sync("chunks/").await.unwrap();
+    store
+        .sync("nothing/here/")
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", ctx("sync of a prefix that holds nothing")));
+    assert!(
+        store.get("chunks/ab/big").await.unwrap() == big,
+        "{}",
+        ctx("get after sync")
+    );
+
     // --- put_new ---
     assert!(
         store

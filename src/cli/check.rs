@@ -68,13 +68,15 @@ fn print_text(r: &CheckReport) {
         println!("DAMAGED {} ({at}{bytes}): {}", p.object, p.reason);
     }
     println!(
-        "checked {} series, {} versions: {} chunks referenced, {} stored ({} missing, {} not referenced)",
+        "checked {} series, {} versions: {} chunks referenced, {} stored ({} missing, {} not referenced) in {:.1} s{}",
         r.series,
         r.versions,
         r.chunks_referenced,
         r.chunks_stored,
         r.chunks_missing,
-        r.chunks_unreferenced
+        r.chunks_unreferenced,
+        r.seconds,
+        super::peak_memory(r.peak_rss_bytes)
     );
     if r.read_data {
         let subset = match (r.subset_percent, r.seed) {
@@ -82,9 +84,10 @@ fn print_text(r: &CheckReport) {
             _ => String::new(),
         };
         println!(
-            "read {} chunks ({}){subset}: {} damaged",
+            "read {} chunks ({}, {:.0} MB/s){subset}: {} damaged",
             r.chunks_read,
             HumanBytes(r.bytes_read),
+            r.mb_per_s,
             r.chunks_damaged
         );
     }

@@ -341,6 +341,13 @@ pub async fn resolve_version(
     }
 }
 
+/// ", peak memory 73 MiB" for a text summary; nothing when the peak is not known.
+pub fn peak_memory(bytes: Option<u64>) -> String {
+    bytes
+        .map(|b| format!(", peak memory {:.0} MiB", b as f64 / 1048576.0))
+        .unwrap_or_default()
+}
+
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

@@ -89,13 +89,14 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
         }
     } else if !g.quiet {
         eprintln!(
-            "restored series {} version {} to {}: {} in {:.1} s ({:.0} MB/s); chunks: {} written, {} unchanged, {} zero",
+            "restored series {} version {} to {}: {} in {:.1} s ({:.0} MB/s{}); chunks: {} written, {} unchanged, {} zero",
             s.series,
             s.version,
             s.target,
             HumanBytes(s.size),
             s.seconds,
             s.mb_per_s,
+            super::peak_memory(s.peak_rss_bytes),
             s.chunks_written,
             s.chunks_unchanged,
             s.chunks_zero

@@ -6,10 +6,11 @@
 //! failed never becomes a version.
 
 use crate::manifest::{SourceInfo, SourceKind};
+use crate::sys::{self, Seek as Found};
 use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -40,6 +41,8 @@ pub struct OpenedSource {
     pub reader: Box<dyn Read + Send>,
     /// Known for files and devices; None for streams.
     pub size: Option<u64>,
+    /// Files and devices: the same open file as `reader`, for positional reads.
+    file: Option<File>,
     finish: Finish,
 }
 
@@ -69,6 +72,7 @@ pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
             },
             reader: Box::new(io::stdin()),
             size: None,
+            file: None,
             finish: Finish::Stream,
         }),
         SourceSpec::Command(cmd) => {
@@ -103,10 +107,14 @@ pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
                 } else {
                     SourceKind::File
                 };
+                let positional = file
+                    .try_clone()
+                    .with_context(|| format!("cannot read source {}", path.display()))?;
                 return Ok(OpenedSource {
                     info: SourceInfo { kind, description },
                     reader: Box::new(file),
                     size: Some(size),
+                    file: Some(positional),
                     finish: Finish::Sized {
                         path: path.clone(),
                         size,
@@ -121,6 +129,7 @@ pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
                 },
                 reader: Box::new(file),
                 size: None,
+                file: None,
                 finish: Finish::Stream,
             })
         }
@@ -143,6 +152,7 @@ fn spawn(mut c: Command, shown: String) -> Result<OpenedSource> {
         },
         reader: Box::new(stdout),
         size: None,
+        file: None,
         finish: Finish::Child {
             command: shown,
             child,
@@ -154,6 +164,12 @@ impl OpenedSource {
     /// Splits off the reader, so it can move to the reading thread while `finish` stays here.
     pub fn take_reader(&mut self) -> Box<dyn Read + Send> {
         std::mem::replace(&mut self.reader, Box::new(io::empty()))
+    }
+
+    /// For a file or device: the open file, for positional reads instead of `reader` (the two
+    /// share one file offset, so use one or the other).
+    pub fn take_file(&mut self) -> Option<File> {
+        self.file.take()
     }
 
     /// Called after the last byte was read: fails if the source did not end the way a
@@ -215,6 +231,82 @@ impl OpenedSource {
         if let Finish::Child { mut child, .. } = self.finish {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Reads from `offset` until `buf` is full or the file ends; how much was read.
+pub fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Where a file's holes are (`SEEK_DATA`/`SEEK_HOLE`), so that a chunk lying wholly in one is
+/// known to be zeros without reading it: a sparse image's unused space costs neither reads
+/// nor zero checks. Asked about ranges in ascending order, it makes about two calls per run
+/// of data rather than one per chunk. A file that changes while it is read gets no more
+/// promise than a plain read would give. Block devices report no holes.
+pub struct Holes {
+    file: File,
+    /// [from, to): known to be a hole.
+    hole: (u64, u64),
+    /// [from, to): known to start with data at `from` and to have no hole before `to`.
+    data: (u64, u64),
+    /// The filesystem cannot say (or said something odd): read everything.
+    off: bool,
+}
+
+impl Holes {
+    /// `file` is borrowed for its descriptor's life: a duplicate is kept, whose offset the
+    /// lookups move (positional reads do not use it).
+    pub fn new(file: &File) -> io::Result<Holes> {
+        Ok(Holes {
+            file: file.try_clone()?,
+            hole: (0, 0),
+            data: (0, 0),
+            off: false,
+        })
+    }
+
+    /// True when `[start, end)` holds no data, so reads nothing but zeros.
+    pub fn is_hole(&mut self, start: u64, end: u64) -> bool {
+        if self.off || start >= end {
+            return false;
+        }
+        if start >= self.hole.0 && end <= self.hole.1 {
+            return true;
+        }
+        if start >= self.data.0 && start < self.data.1 {
+            return false;
+        }
+        match sys::seek_data(&self.file, start) {
+            Ok(Found::NoMoreData) => {
+                self.hole = (start, u64::MAX);
+                true
+            }
+            Ok(Found::At(d)) if d >= end => {
+                self.hole = (start, d);
+                true
+            }
+            Ok(Found::At(d)) if d >= start => {
+                match sys::seek_hole(&self.file, d) {
+                    Ok(Found::At(h)) if h > d => self.data = (d, h),
+                    _ => self.off = true,
+                }
+                false
+            }
+            Ok(Found::At(_)) | Err(_) => {
+                self.off = true;
+                false
+            }
         }
     }
 }

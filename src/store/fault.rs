@@ -183,8 +183,17 @@ impl Store for Faulty {
         self.write(key, self.inner.put(key, data), true).await
     }
 
+    async fn put_unsynced(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        self.write(key, self.inner.put_unsynced(key, data), true)
+            .await
+    }
+
     async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
         self.write(key, self.inner.put_new(key, data), true).await
+    }
+
+    async fn sync(&self, prefix: &str) -> Result<(), StoreError> {
+        self.write(prefix, self.inner.sync(prefix), false).await
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {

@@ -4,6 +4,10 @@
 //! `tests/store_conformance.rs`, which runs against each of them):
 //! - `put` is atomic and durable when it returns: a reader sees the whole old object or the
 //!   whole new one, never a mix, and a crash after `put` returned does not lose it.
+//! - `put_unsynced` is as atomic, and durable once a later `sync` of a prefix that covers it
+//!   has returned (backends whose `put` is durable anyway make it `put`): what a crash before
+//!   that loses is the whole object, never a part of it. Backups store chunks this way and
+//!   sync `chunks/` once before the manifest that names them.
 //! - `put_new` creates an object only if none exists under that name, atomically, and says
 //!   whether it did.
 //! - `get` of a missing object is `StoreError::NotFound`; `delete` of one is not an error.
@@ -129,6 +133,17 @@ pub trait Store: Send + Sync {
         Requests::default()
     }
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError>;
+    /// `put`, except that the object may become durable only when `sync` returns.
+    async fn put_unsynced(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        self.put(key, data).await
+    }
+    /// Makes durable every object under `prefix` that anyone stored with `put_unsynced` and
+    /// that is visible now (so also those another process stored, which a backup may
+    /// reference after finding them with `exists`).
+    async fn sync(&self, prefix: &str) -> Result<(), StoreError> {
+        let _ = prefix;
+        Ok(())
+    }
     /// Creates `key` only if it does not exist yet; `Ok(false)` when it already did.
     async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError>;
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
