@@ -122,14 +122,14 @@ fn kill_everywhere(
 /// in process start-up.
 const OUTSIDE_LATENCY: &str = "latency-ms=8";
 
-/// How many runs of each operation `kill_from_outside` kills: `BLOCKVAULT_CRASH_KILLS`, or a
-/// dozen, which keeps the test well under a minute in a debug build (the abort-based tests
-/// above cover every store operation; raise this for a longer soak).
+/// How many runs of each operation `kill_from_outside` kills: `BLOCKVAULT_CRASH_KILLS`, or
+/// 50, the floor (about a minute in a debug build; the abort-based tests above also
+/// cover every store operation exactly).
 fn crash_kills() -> usize {
     std::env::var("BLOCKVAULT_CRASH_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(12)
+        .unwrap_or(50)
 }
 
 /// The seed of the kill delays: `BLOCKVAULT_CRASH_SEED`, or a new one each run (printed), so
