@@ -25,7 +25,9 @@
 #   BENCH_DIR       work directory, never inside the checkout  [/var/tmp/blockvault-bench]
 #   BENCH_SIZE_MIB  image size in MiB (512 or 256 for a quick run)  [2048]
 #   BENCH_RUNS      repetitions; the table shows the median  [3]
-#   BENCH_TOOLS     any of: blockvault restic borg borg-fixed rustic bupstash  [blockvault restic borg]
+#   BENCH_TOOLS     any of: blockvault blockvault-zstd1 restic borg borg-fixed rustic bupstash
+#                   [blockvault restic borg] (blockvault-zstd1: a repository made with
+#                   `init --compression 1`, the faster setting)
 #                   ("borg" runs both borg variants; rustic and bupstash are `cargo install`ed
 #                   into $BENCH_DIR/cargo when named)
 #   BENCH_LIMITS    1 to add reference rows: page-cache read, zstd, dd, and b3sum (`cargo
@@ -57,7 +59,7 @@ tools=()
 for t in $tools_wanted; do
   case "$t" in
     borg) set -- borg borg-fixed ;;
-    blockvault | restic | borg-fixed | rustic | bupstash) set -- "$t" ;;
+    blockvault | blockvault-zstd1 | restic | borg-fixed | rustic | bupstash) set -- "$t" ;;
     *) die "unknown tool in BENCH_TOOLS: $t" ;;
   esac
   for x in "$@"; do [[ " ${tools[*]} " == *" $x "* ]] || tools+=("$x"); done
@@ -109,7 +111,7 @@ bv_source=""
 if [ -n "${BENCH_BLOCKVAULT:-}" ]; then
   bv=$(realpath "$BENCH_BLOCKVAULT")
   bv_source="$bv"
-elif has_tool blockvault; then
+elif has_tool blockvault || has_tool blockvault-zstd1; then
   log "cargo build --release"
   (cd "$root" && cargo build --release --quiet --bin blockvault)
   bv_source="built from $(cd "$root" && git describe --always --dirty 2>/dev/null || echo "an unknown commit")"
@@ -241,9 +243,11 @@ measure() {
 tool_cmd() {
   local tool=$1 op=$2 repo=$3 name=${4:-} path=${5:-} fixed=()
   case "$tool" in
-    blockvault)
+    blockvault | blockvault-zstd1)
       case "$op" in
-        init) cmd=("$bv" init --repo "$repo" -q) ;;
+        init)
+          cmd=("$bv" init --repo "$repo" -q)
+          [ "$tool" = blockvault ] || cmd+=(--compression 1) ;;
         backup) cmd=("$bv" backup --repo "$repo" --name img --json "$path") ;; # one series
         stdin) cmd=("$bv" backup --repo "$repo" --name "$name" --json -) ;;
         restore) cmd=("$bv" restore --repo "$repo" --name img --json "$path/$name.out") ;;
@@ -291,7 +295,7 @@ tool_cmd() {
 # Where TOOL's restore of changed.img lands under OUTDIR.
 restored_file() {
   case "$1" in
-    blockvault | bupstash) echo "$2/changed.out" ;;
+    blockvault | blockvault-zstd1 | bupstash) echo "$2/changed.out" ;;
     *) echo "$2$in/changed.img" ;;
   esac
 }
@@ -377,7 +381,7 @@ uptime_after=$(uptime)
 
 # --- The table -----------------------------------------------------------------------------------
 versions=()
-has_tool blockvault && versions+=("$("$bv" --version) ($bv_source)")
+{ has_tool blockvault || has_tool blockvault-zstd1; } && versions+=("$("$bv" --version) ($bv_source)")
 has_tool restic && versions+=("$(restic version | cut -d' ' -f1-2)")
 { has_tool borg || has_tool borg-fixed; } && versions+=("$(borg --version)")
 has_tool rustic && versions+=("$(rustic --version)")
@@ -421,8 +425,11 @@ def num(x, fmt="{:.0f}"):
 runs = [("first", "first backup of the image"), ("changed", "backup of the changed image"),
         ("restore", "restore of the changed image"), ("check", "read-data check (MB/s of stored data)"),
         ("tar", "tar of /usr/share through stdin"), ("random", "random data through stdin")]
-print("| run | tool | MB/s | peak RSS (MiB) | CPU % | repository (MB) | blockvault ÷ tool: speed | blockvault ÷ tool: repository |")
-print("|---|---|---|---|---|---|---|---|")
+# With the zstd -1 variant measured, a column of its own speed ratios.
+fast = "blockvault-zstd1" if any(t == "blockvault-zstd1" for (_, t) in rows) else None
+print("| run | tool | MB/s | peak RSS (MiB) | CPU % | repository (MB) | blockvault ÷ tool: speed | blockvault ÷ tool: repository |"
+      + (" zstd1 ÷ tool: speed | zstd1 ÷ tool: repository |" if fast else ""))
+print("|---|---|---|---|---|---|---|---|" + ("---|---|" if fast else ""))
 for run, title in runs:
     names = [t for t in tools if (run, t) in rows] + sorted(t for (r, t) in rows if r == run and t.startswith("limit"))
     bv_speed, bv_repo = med(run, "blockvault", "speed"), med(run, "blockvault", "repo")
@@ -438,5 +445,12 @@ for run, title in runs:
         ratio = "" if t == "blockvault" or not (bv_speed and speed) else f"{bv_speed / speed:.2f}×"
         rratio = "" if t == "blockvault" or not (bv_repo and repo) or run in ("restore", "check") else f"{bv_repo / repo:.2f}×"
         cpu = med(run, t, "cpu")
-        print(f"| {title} | {t} | {shown} | {num(med(run, t, 'rss'))} | {'' if cpu is None else f'{cpu:.0f}'} | {repo_s} | {ratio} | {rratio} |")
+        extra = ""
+        if fast:
+            f_speed, f_repo = med(run, fast, "speed"), (growth(fast) if run == "changed" else med(run, fast, "repo"))
+            own = t.startswith("blockvault")
+            extra = " {} | {} |".format(
+                "" if own or not (f_speed and speed) else f"{f_speed / speed:.2f}×",
+                "" if own or not (f_repo and repo) or run in ("restore", "check") else f"{f_repo / repo:.2f}×")
+        print(f"| {title} | {t} | {shown} | {num(med(run, t, 'rss'))} | {'' if cpu is None else f'{cpu:.0f}'} | {repo_s} | {ratio} | {rratio} |{extra}")
 EOF

@@ -4,8 +4,9 @@
 # default settings and prints one Markdown table of peak RSS; benches/RESULTS.md holds its
 # output from our machine.
 #
-#   sparse.img  20 GiB, all hole (`truncate`): the largest input, and nothing in it
 #   real.img    4 GiB of real files: a tar of /usr (name order, fixed times), cut at 4 GiB
+#   sparse.img  20 GiB, mostly hole: real.img's four GiB one at each of 0, 5, 10 and 15 GiB,
+#               like a virtual disk a fifth full; five times the size, the same data
 #   real.img through stdin as well: the content-defined chunker's path
 #
 # Each run once with a passphrase (the default: Argon2id asks 64 MiB for a moment while the
@@ -19,8 +20,8 @@
 #   BENCH_BLOCKVAULT  this blockvault binary instead of `cargo build --release`
 #   MEMORY_REAL_GIB   size of real.img in GiB  [4]
 #   MEMORY_SPARSE_GIB size of sparse.img in GiB  [20]
-# Time on our 2-core machine: ~3 minutes, plus building real.img the first time (~1 min);
-# needs ~(2 × MEMORY_REAL_GIB) GB free in BENCH_DIR while it runs.
+# Time on our 2-core machine: ~6 minutes, plus building the inputs the first time (~2 min);
+# needs ~4 × MEMORY_REAL_GIB GB free in BENCH_DIR.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -43,18 +44,22 @@ fi
 
 mkdir -p "$work/inputs"
 in="$work/inputs"
-recipe="memory v1: real=${real_gib}GiB"
+recipe="memory v2: real=${real_gib}GiB sparse=${sparse_gib}GiB"
 if [ "$(cat "$in/.recipe" 2>/dev/null)" != "$recipe" ]; then
-  log "building $in/real.img (${real_gib} GiB of /usr)"
-  rm -f "$in/real.img"
+  log "building $in/real.img (${real_gib} GiB of /usr) and $in/sparse.img"
+  rm -f "$in/real.img" "$in/sparse.img"
   # head ends the pipe early; tar's complaint about that is expected.
   tar -C / --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - usr 2>/dev/null |
     head -c $((real_gib << 30)) > "$in/real.img" || true
   [ "$(stat -c %s "$in/real.img")" = $((real_gib << 30)) ] || { log "/usr holds less than ${real_gib} GiB"; exit 1; }
+  truncate -s "${sparse_gib}G" "$in/sparse.img"
+  # GiB i of real.img at (sparse ÷ real) × i GiB, in 4 MiB blocks.
+  for i in $(seq 0 $((real_gib - 1))); do
+    dd if="$in/real.img" of="$in/sparse.img" bs=4M count=256 skip=$((i * 256)) \
+      seek=$((i * 256 * sparse_gib / real_gib)) conv=notrunc status=none
+  done
   echo "$recipe" > "$in/.recipe"
 fi
-rm -f "$in/sparse.img"
-truncate -s "${sparse_gib}G" "$in/sparse.img"
 
 export BLOCKVAULT_PASSWORD=memory
 rows="$work/rows.tsv"
@@ -96,16 +101,15 @@ for secret in passphrase key-file; do
     rm -rf "$repo"
   done
 done
-rm -f "$in/sparse.img"
 
 echo "Peak memory by input size: scripts/measure-memory.sh, $(date -u +%Y-%m-%d)"
 echo
 echo "- blockvault: $("$bv" --version) ($bv_source); default settings (--in-flight, chunk sizes, zstd level)"
 echo "- machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
-echo "- inputs: sparse.img ${sparse_gib} GiB, all hole; real.img ${real_gib} GiB of a tar of /usr (also through stdin)"
+echo "- inputs: real.img ${real_gib} GiB of a tar of /usr (also through stdin); sparse.img ${sparse_gib} GiB holding the same ${real_gib} GiB in ${real_gib} pieces, the rest hole"
 echo "- peak RSS in MiB: /usr/bin/time %M (the --json peak_rss_bytes in brackets when it differs by more than 1 MiB)"
 echo
-python3 - "$rows" <<'EOF'
+python3 - "$rows" "$sparse_gib" "$real_gib" <<'EOF'
 import sys
 from collections import defaultdict
 rows = defaultdict(dict)
@@ -116,7 +120,8 @@ for line in open(sys.argv[1]):
     if peak and abs(int(peak) / 1048576 - rss) > 1:
         cell += f" [{int(peak) / 1048576:.1f}]"
     rows[(op, secret)][label] = (cell, rss, int(ms) / 1000)
-print("| run | opened with | 20 GiB sparse image | 4 GiB of real data | the same through stdin | sparse ÷ real |")
+sparse_gib, real_gib = sys.argv[2], sys.argv[3]
+print(f"| run | opened with | {sparse_gib} GiB sparse image | {real_gib} GiB of real data | the same through stdin | sparse ÷ real |")
 print("|---|---|---|---|---|---|")
 for op in ("backup", "restore", "check"):
     for secret in ("passphrase", "key-file"):

@@ -469,6 +469,16 @@ impl Repo {
         seal::open_chunk(&self.keys, id, &layout::chunk(id), bytes)
     }
 
+    /// [`Repo::open_chunk_owned`] that decompresses into `spare` ([`seal::open_chunk_reusing`]).
+    pub fn open_chunk_reusing(
+        &self,
+        id: &ChunkId,
+        bytes: Vec<u8>,
+        spare: &mut Vec<u8>,
+    ) -> Result<Vec<u8>, FormatError> {
+        seal::open_chunk_reusing(&self.keys, id, &layout::chunk(id), bytes, spare)
+    }
+
     /// The plaintext length of a chunk object that authenticates and hashes to `id`
     /// ([`seal::verify_chunk`]).
     pub fn verify_chunk(&self, id: &ChunkId, bytes: Vec<u8>) -> Result<usize, FormatError> {

@@ -183,14 +183,16 @@ async fn run(
     })
 }
 
-/// Fetches a chunk and returns its verified plaintext; errors name the chunk, series,
-/// version and byte range.
+/// Fetches a chunk and returns its verified plaintext, in a buffer from `pool` when it was
+/// compressed (give it back when written); errors name the chunk, series, version and byte
+/// range.
 async fn fetch(
     repo: &Arc<Repo>,
     m: &Manifest,
     id: ChunkId,
     offset: u64,
     len: u32,
+    pool: &Arc<Pool>,
 ) -> Result<Vec<u8>> {
     let name = layout::chunk(&id);
     let what = format!(
@@ -204,13 +206,18 @@ async fn fetch(
         Err(e) if e.is_not_found() => return Err(Error::Missing { what }.into()),
         Err(e) => return Err(anyhow!(e).context(format!("fetching {what}"))),
     };
-    let r = repo.clone();
-    let plain = cpu::run(move || r.open_chunk_owned(&id, bytes))
-        .await?
-        .map_err(|source| Error::Damaged {
-            what: what.clone(),
-            source,
-        })?;
+    let (r, p) = (repo.clone(), pool.clone());
+    let plain = cpu::run(move || {
+        let mut spare = p.take();
+        let plain = r.open_chunk_reusing(&id, bytes, &mut spare);
+        p.give(spare);
+        plain
+    })
+    .await?
+    .map_err(|source| Error::Damaged {
+        what: what.clone(),
+        source,
+    })?;
     if plain.len() != len as usize {
         return Err(Error::Damaged {
             what,
@@ -233,8 +240,9 @@ async fn fetch_or_zeros(
     offset: u64,
     len: u32,
     allow: bool,
+    pool: &Arc<Pool>,
 ) -> Result<Fetched> {
-    let e = match fetch(repo, m, id, offset, len).await {
+    let e = match fetch(repo, m, id, offset, len, pool).await {
         Ok(plain) => return Ok((plain, None)),
         Err(e) if !allow => return Err(e),
         Err(e) => e,
@@ -250,7 +258,22 @@ async fn fetch_or_zeros(
         end: offset + u64::from(len),
         reason,
     };
-    Ok((vec![0u8; len as usize], Some(range)))
+    Ok((zeros(pool, len), Some(range)))
+}
+
+/// A pool of chunk-sized buffers for a restore of `m`: as many as chunks in flight, plus the
+/// ones queued for writing.
+fn chunk_pool(m: &Manifest, opts: &RestoreOptions) -> Arc<Pool> {
+    let max_chunk = m.chunks.iter().map(|c| c.len() as usize).max().unwrap_or(0);
+    Arc::new(Pool::new(max_chunk, opts.in_flight.max(1) + 3))
+}
+
+/// `len` zeros in a buffer from `pool`.
+fn zeros(pool: &Pool, len: u32) -> Vec<u8> {
+    let mut buf = pool.take();
+    buf.clear();
+    buf.resize(len as usize, 0);
+    buf
 }
 
 fn join_err(e: tokio::task::JoinError) -> anyhow::Error {
@@ -387,9 +410,8 @@ async fn write_positional(
     shown: &Path,
 ) -> Result<Counts> {
     let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
-    // The target's chunks are read for comparison into reused buffers.
-    let max_chunk = m.chunks.iter().map(|c| c.len() as usize).max().unwrap_or(0);
-    let pool = Arc::new(Pool::new(max_chunk, opts.in_flight.max(1)));
+    // Plaintext, and the target's chunks read for comparison, go into reused buffers.
+    let pool = chunk_pool(m, opts);
     let mut tasks: JoinSet<Result<Wrote>> = JoinSet::new();
     let mut counts = Counts::default();
     let tally =
@@ -429,8 +451,8 @@ async fn write_positional(
         let pool = pool.clone();
         let allow = opts.allow_damage;
         tasks.spawn(async move {
-            let compare = compare.map(|()| &*pool);
-            let r = write_one(&repo, &m, &file, c, offset, compare, allow, &shown).await;
+            let compare = compare.is_some();
+            let r = write_one(&repo, &m, &file, c, offset, compare, &pool, allow, &shown).await;
             drop(permit);
             r
         });
@@ -452,12 +474,13 @@ async fn write_one(
     file: &Arc<File>,
     c: ChunkRef,
     offset: u64,
-    compare: Option<&Pool>,
+    compare: bool,
+    pool: &Arc<Pool>,
     allow_damage: bool,
     shown: &str,
 ) -> Result<Wrote> {
     let len = c.len();
-    if let Some(pool) = compare {
+    if compare {
         let f = file.clone();
         let keys = repo.keys.clone();
         let mut buf = pool.take();
@@ -479,30 +502,32 @@ async fn write_one(
         }
     }
     let (data, damaged) = match c {
-        ChunkRef::Zero { len } => (vec![0u8; len as usize], None),
+        ChunkRef::Zero { len } => (zeros(pool, len), None),
         ChunkRef::Data { id, len } => {
-            fetch_or_zeros(repo, m, id, offset, len, allow_damage).await?
+            fetch_or_zeros(repo, m, id, offset, len, allow_damage, pool).await?
         }
     };
     // A new file is a hole there already; in place, the old bytes must give way to zeros.
-    if damaged.is_some() && compare.is_none() {
+    if damaged.is_some() && !compare {
+        pool.give(data);
         return Ok((len, None, damaged));
     }
     let f = file.clone();
-    tokio::task::spawn_blocking(move || {
+    let data = tokio::task::spawn_blocking(move || {
         f.write_all_at(&data, offset)?;
         // Left to itself the kernel writes back only when the final fsync asks, and the disk
         // idles while we fetch and decrypt; starting now overlaps the two. A hint: failing
         // costs nothing but the overlap.
         let _ = sys::start_writeback(&f, offset, data.len() as u64);
-        Ok::<_, io::Error>(())
+        Ok::<_, io::Error>(data)
     })
     .await
     .map_err(join_err)?
     .with_context(|| format!("writing target {shown} at byte {offset}"))?;
+    pool.give(data);
     Ok((
         len,
-        if compare.is_some() || matches!(c, ChunkRef::Data { .. }) {
+        if compare || matches!(c, ChunkRef::Data { .. }) {
             Some(true)
         } else {
             None
@@ -550,10 +575,13 @@ pub(crate) async fn to_writer(
 ) -> (Result<()>, io::Result<Counts>) {
     // A writer thread keeps blocking writes to a slow pipe off the async workers.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let pool = chunk_pool(m, opts);
+    let written_pool = pool.clone();
     let writer = std::thread::spawn(move || -> io::Result<()> {
         let mut out = out;
         for buf in rx {
             out.write_all(&buf)?;
+            written_pool.give(buf);
         }
         out.flush()
     });
@@ -566,13 +594,13 @@ pub(crate) async fn to_writer(
                 let Some((offset, c)) = chunks.pop_front() else {
                     break;
                 };
-                let (repo, m) = (repo.clone(), m.clone());
+                let (repo, m, pool) = (repo.clone(), m.clone(), pool.clone());
                 let allow = opts.allow_damage;
                 queue.push_back(tokio::spawn(async move {
                     match c {
-                        ChunkRef::Zero { len } => Ok((vec![0u8; len as usize], None)),
+                        ChunkRef::Zero { len } => Ok((zeros(&pool, len), None)),
                         ChunkRef::Data { id, len } => {
-                            fetch_or_zeros(&repo, &m, id, offset, len, allow).await
+                            fetch_or_zeros(&repo, &m, id, offset, len, allow, &pool).await
                         }
                     }
                 }));

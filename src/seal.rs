@@ -383,6 +383,41 @@ pub fn open_chunk_owned(
     Ok(plain)
 }
 
+/// [`open_chunk_owned`] that decompresses into `spare`, a buffer for reuse, and leaves the
+/// object's own buffer there instead; a stored (uncompressed) chunk's plaintext is the
+/// object's buffer, and `spare` stays as it was. Restores pass chunk-sized buffers round
+/// this way instead of allocating one per chunk.
+pub fn open_chunk_reusing(
+    keys: &Keys,
+    id: &ChunkId,
+    name: &str,
+    mut bytes: Vec<u8>,
+    spare: &mut Vec<u8>,
+) -> Result<Vec<u8>, FormatError> {
+    let (codec, start, end) = unseal(Kind::Chunk, keys.seal.as_ref(), name, &mut bytes)?;
+    let plain = match codec {
+        Codec::Stored if end - start > MAX_CHUNK_LEN => {
+            return Err(FormatError::TooLarge(MAX_CHUNK_LEN));
+        }
+        Codec::Stored => {
+            bytes.truncate(end);
+            bytes.drain(..start);
+            bytes
+        }
+        Codec::Zstd => {
+            let mut out = std::mem::take(spare);
+            let decompressed = decompress_into(&bytes[start..end], MAX_CHUNK_LEN, &mut out);
+            *spare = bytes;
+            decompressed?;
+            out
+        }
+    };
+    if keys.id.id_of(&plain) != *id {
+        return Err(FormatError::IdMismatch);
+    }
+    Ok(plain)
+}
+
 /// What [`open_chunk_owned`] checks, without keeping the plaintext: the length of a chunk
 /// that authenticates and hashes to `id`. A compressed chunk is decompressed into a buffer of
 /// this thread's, so verifying (`check --read-data`) allocates nothing per chunk.
@@ -584,6 +619,11 @@ mod tests {
                     open_chunk(&k, &id, "chunks/x", &s).unwrap().len(),
                     data.len()
                 );
+                let mut spare = b"spare".to_vec();
+                let plain = open_chunk_reusing(&k, &id, "chunks/x", s.clone(), &mut spare);
+                assert_eq!(plain.unwrap(), data);
+                // A compressed chunk leaves its object's buffer; a stored one the spare.
+                assert_eq!(spare == b"spare", s[7] == Codec::Stored as u8);
                 assert_eq!(verify_chunk(&k, &id, "chunks/x", s.clone()), Ok(data.len()));
                 let other = k.id.id_of(b"other");
                 assert_eq!(
