@@ -5,6 +5,8 @@ use blockvault::error::{Error, exit};
 use clap::Parser;
 
 fn main() {
+    // Before any thread exists; see its doc for the measurement.
+    blockvault::sys::limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
