@@ -191,12 +191,7 @@ fn restore_fails(
     row: &str,
 ) {
     let out = d.path("out");
-    let mut args = vec!["restore", "--name", series];
-    if let Some(v) = version {
-        args.extend(["--version", v]);
-    }
-    args.push(s(&out));
-    let r = bv(d, None, &args);
+    let r = restore_to(d, series, version, &out);
     says(&r, code, needles, row);
     assert!(
         dir_names(&d.work).is_empty(),
@@ -205,16 +200,21 @@ fn restore_fails(
     );
 }
 
-/// A restore that must succeed bit-exact.
-#[track_caller]
-fn restores(d: &Vault, series: &str, version: Option<&str>, expected: &Path, row: &str) {
-    let out = d.path("out");
+/// `restore --name SERIES [--version V] OUT` with the key file.
+fn restore_to(d: &Vault, series: &str, version: Option<&str>, out: &Path) -> Run {
     let mut args = vec!["restore", "--name", series];
     if let Some(v) = version {
         args.extend(["--version", v]);
     }
-    args.push(s(&out));
-    let r = bv(d, None, &args);
+    args.push(s(out));
+    bv(d, None, &args)
+}
+
+/// A restore that must succeed bit-exact.
+#[track_caller]
+fn restores(d: &Vault, series: &str, version: Option<&str>, expected: &Path, row: &str) {
+    let out = d.path("out");
+    let r = restore_to(d, series, version, &out);
     says(&r, 0, &[], row);
     assert_same_contents(expected, &out);
     fs::remove_file(&out).expect("removing the restored file");

@@ -109,12 +109,19 @@ fn ensure_dir(root: &Path, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The entries of `dir`; None when it does not exist (no object was ever stored below it).
+fn read_dir_if_any(dir: &Path) -> io::Result<Option<fs::ReadDir>> {
+    match fs::read_dir(dir) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Fsyncs `dir` and every directory below it.
 fn sync_tree(dir: &Path) -> io::Result<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(entries) = read_dir_if_any(dir)? else {
+        return Ok(());
     };
     for entry in entries {
         let entry = entry?;
@@ -178,10 +185,8 @@ fn list_into(
     prefix: &str,
     out: &mut Vec<(String, u64)>,
 ) -> io::Result<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(entries) = read_dir_if_any(dir)? else {
+        return Ok(());
     };
     for entry in entries {
         let entry = entry?;
