@@ -221,6 +221,13 @@ pub async fn load_series(
     })
 }
 
+/// Newest first: by time, then by version name for versions made in the same second.
+pub fn newer_first(a: &VersionInfo, b: &VersionInfo) -> std::cmp::Ordering {
+    b.time
+        .cmp(&a.time)
+        .then_with(|| layout::version_order(&b.name, &a.name))
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Removal {
     pub removed: Vec<String>,
@@ -261,11 +268,7 @@ pub async fn remove_versions(
         && remove.contains(&p.version)
     {
         let mut newest_first: Vec<&VersionInfo> = survivors.iter().collect();
-        newest_first.sort_by(|a, b| {
-            b.time
-                .cmp(&a.time)
-                .then_with(|| layout::version_order(&b.name, &a.name))
-        });
+        newest_first.sort_by(|a, b| newer_first(a, b));
         let mut target = None;
         for v in newest_first {
             match repo.load_manifest(series, &v.name).await {

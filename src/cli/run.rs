@@ -475,12 +475,7 @@ async fn full_due(repo: &Arc<Repo>, series: &str, z: &ZfsSource) -> Result<bool>
     }
     let loaded = prune::load_series(repo, series, |w| eprintln!("warning: {w}")).await?;
     let mut newest_first: Vec<&prune::Loaded> = loaded.versions.iter().collect();
-    newest_first.sort_by(|a, b| {
-        b.info
-            .time
-            .cmp(&a.info.time)
-            .then_with(|| crate::layout::version_order(&b.info.name, &a.info.name))
-    });
+    newest_first.sort_by(|a, b| prune::newer_first(&a.info, &b.info));
     let incrementals = newest_first
         .iter()
         .take_while(|v| v.zfs.as_ref().is_some_and(|f| f.is_incremental()))
