@@ -27,7 +27,7 @@ use crate::pool::Pool;
 use crate::progress;
 use crate::receive::Validating;
 use crate::repo::Repo;
-use crate::source::size_of;
+use crate::source::{Holes, size_of};
 use crate::store::Requests;
 use crate::sys;
 use crate::zfs::ZfsFacts;
@@ -434,14 +434,28 @@ async fn write_positional(
             Ok(())
         };
     let shown = shown.display().to_string();
+    // In place, a zero chunk over a hole of the target is there already, unread.
+    let mut holes = compare.and_then(|()| Holes::new(file).ok());
     for (offset, c) in m.offsets() {
         let c = *c;
-        if compare.is_none()
-            && let ChunkRef::Zero { len } = c
-        {
-            counts.zero += 1;
-            pb.inc(u64::from(len));
-            continue;
+        if let ChunkRef::Zero { len } = c {
+            let in_hole = holes
+                .as_mut()
+                .is_some_and(|h| h.is_hole(offset, offset + u64::from(len)));
+            let skip = if compare.is_none() {
+                // A new file is a hole there already.
+                counts.zero += 1;
+                true
+            } else if in_hole {
+                counts.unchanged += 1;
+                true
+            } else {
+                false
+            };
+            if skip {
+                pb.inc(u64::from(len));
+                continue;
+            }
         }
         let permit = sem.clone().acquire_owned().await?;
         while let Some(done) = tasks.try_join_next() {
