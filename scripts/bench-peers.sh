@@ -16,7 +16,8 @@
 # Runs, per tool and per repetition, each timed on its own with the inputs already in the page
 # cache (every input is read once just before its run, for every tool alike):
 #   first backup of base.img into a fresh repository; backup of changed.img into the same one;
-#   restore of that version to a file (fsync included); read-data check (MB/s of repository
+#   restore of that version to a file (fsync included), and again into tmpfs (no disk: the
+#   engine's own speed); read-data check (MB/s of repository
 #   bytes); share.tar and random.bin through a pipe on stdin, each into a fresh repository.
 # All repositories are encrypted; borg uses zstd,3 (and a second variant with fixed 4 MiB chunks).
 #
@@ -33,6 +34,8 @@
 #   BENCH_LIMITS    1 to add reference rows: page-cache read, zstd, dd, and b3sum (`cargo
 #                   install`ed into $BENCH_DIR/cargo)  [1]
 #   BENCH_BLOCKVAULT  use this blockvault binary instead of `cargo build --release`
+#   BENCH_MEMDIR    a directory on tmpfs for the restores into memory (needs ~2.5 GiB of memory
+#                   at the default size)  [/dev/shm/blockvault-bench-restore]
 # Time on our 2-core machine at BENCH_SIZE_MIB=2048: ~4 minutes of measuring per repetition
 # (BENCH_RUNS=1: ~4.5 min, the default 3: ~10.5 min), ~1.5 min to build the inputs the first
 # time, and the release build when it is not up to date (~4 min after a source change).
@@ -44,6 +47,7 @@ size_mib=${BENCH_SIZE_MIB:-2048}
 runs=${BENCH_RUNS:-3}
 tools_wanted=${BENCH_TOOLS:-blockvault restic borg}
 limits=${BENCH_LIMITS:-1}
+memdir=${BENCH_MEMDIR:-/dev/shm/blockvault-bench-restore}
 
 log() { echo "bench: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -213,8 +217,9 @@ export BORG_DISPLAY_PASSPHRASE=no BORG_BASE_DIR="$work/home/borg"
 export RESTIC_CACHE_DIR="$work/home/restic-cache" XDG_CACHE_HOME="$work/home/cache"
 results="$work/results.tsv"
 logf="$work/bench.log"
-rm -rf "${work:?}/repos" "${work:?}/restore" "${work:?}/tmp" "${work:?}/home"
-mkdir -p "$work/repos" "$work/restore" "$work/tmp" "$work/home"
+rm -rf "${work:?}/repos" "${work:?}/restore" "${work:?}/tmp" "${work:?}/home" "${memdir:?}"
+mkdir -p "$work/repos" "$work/restore" "$work/tmp" "$work/home" "$memdir"
+trap 'rm -rf "${memdir:?}"' EXIT
 : > "$results"
 : > "$logf"
 
@@ -328,6 +333,9 @@ for rep in $(seq "$runs"); do
       dd if="$in/changed.img" of="$work/tmp/dd.out" bs=4M conv=fsync status=none
     sync_file=""
     rm -f "$work/tmp/dd.out"
+    measure "$rep" restore-mem "limit: dd to tmpfs" "$image_bytes" "" -- \
+      dd if="$in/changed.img" of="$memdir/dd.out" bs=4M status=none
+    rm -f "$memdir/dd.out"
     warm "$in/random.bin"
     measure "$rep" random "limit: zstd -3 -T2" "$(size_of "$in/random.bin")" "$work/tmp/out.zst" -- \
       zstd -q -f -3 -T2 "$in/random.bin" -o "$work/tmp/out.zst"
@@ -354,6 +362,16 @@ for rep in $(seq "$runs"); do
       sed -i '$ s/\tok$/\tmismatch/' "$results"
     fi
     sync_file=""
+    rm -rf "$out"
+    # The same restore into memory (tmpfs): what the engine does when the disk is not the limit.
+    out="$memdir/$tool"
+    mkdir -p "$out"
+    tool_cmd "$tool" restore "$repo" changed "$out"
+    measure "$rep" restore-mem "$tool" "$image_bytes" "" -- "${cmd[@]}"
+    if ! cmp -s "$(restored_file "$tool" "$out")" "$in/changed.img"; then
+      log "MISMATCH: $tool restored something other than changed.img into memory"
+      sed -i '$ s/\tok$/\tmismatch/' "$results"
+    fi
     rm -rf "$out"
     tool_cmd "$tool" check "$repo"
     if ((${#cmd[@]})); then
@@ -423,7 +441,8 @@ def growth(tool):
 def num(x, fmt="{:.0f}"):
     return "" if x is None else (fmt.format(x) if x >= 100 or fmt != "{:.0f}" else f"{x:.1f}")
 runs = [("first", "first backup of the image"), ("changed", "backup of the changed image"),
-        ("restore", "restore of the changed image"), ("check", "read-data check (MB/s of stored data)"),
+        ("restore", "restore of the changed image"),
+        ("restore-mem", "restore of the changed image into memory (tmpfs)"), ("check", "read-data check (MB/s of stored data)"),
         ("tar", "tar of /usr/share through stdin"), ("random", "random data through stdin")]
 # With the zstd -1 variant measured, a column of its own speed ratios.
 fast = "blockvault-zstd1" if any(t == "blockvault-zstd1" for (_, t) in rows) else None
@@ -441,9 +460,9 @@ for run, title in runs:
             repo = growth(t)
         bad = sorted({r["status"] for r in rows[(run, t)] if r["status"] != "ok"})
         shown = num(speed) + (" " + "/".join(bad).upper() if bad else "")
-        repo_s = "" if repo is None or run in ("restore", "check") else ("+" if run == "changed" else "") + num(repo / 1e6)
+        repo_s = "" if repo is None or run in ("restore", "restore-mem", "check") else ("+" if run == "changed" else "") + num(repo / 1e6)
         ratio = "" if t == "blockvault" or not (bv_speed and speed) else f"{bv_speed / speed:.2f}×"
-        rratio = "" if t == "blockvault" or not (bv_repo and repo) or run in ("restore", "check") else f"{bv_repo / repo:.2f}×"
+        rratio = "" if t == "blockvault" or not (bv_repo and repo) or run in ("restore", "restore-mem", "check") else f"{bv_repo / repo:.2f}×"
         cpu = med(run, t, "cpu")
         extra = ""
         if fast:
@@ -451,6 +470,6 @@ for run, title in runs:
             own = t.startswith("blockvault")
             extra = " {} | {} |".format(
                 "" if own or not (f_speed and speed) else f"{f_speed / speed:.2f}×",
-                "" if own or not (f_repo and repo) or run in ("restore", "check") else f"{f_repo / repo:.2f}×")
+                "" if own or not (f_repo and repo) or run in ("restore", "restore-mem", "check") else f"{f_repo / repo:.2f}×")
         print(f"| {title} | {t} | {shown} | {num(med(run, t, 'rss'))} | {'' if cpu is None else f'{cpu:.0f}'} | {repo_s} | {ratio} | {rratio} |{extra}")
 EOF

@@ -6,19 +6,25 @@
 //! The zfs-fuse daemon is started by the first test that needs it and stopped when the last
 //! one is done (a daemon that was already running is used and left alone). Each test has its
 //! own pool on an image file in its own temporary directory, destroyed afterwards.
+//!
+//! The tests take turns with the daemon: two of them creating datasets at the same moment
+//! once left zfs-fuse 0.7 wedged for good (both `zfs create` stuck on the new mounts' first
+//! `getattr`, every later `zpool` call unanswered), and a hung suite is worse than a slower one.
 
 use crate::util::*;
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How many tests hold the daemon, and the daemon if we started it.
 static DAEMON: Mutex<(usize, Option<Child>)> = Mutex::new((0, None));
 static POOLS: AtomicUsize = AtomicUsize::new(0);
+/// Held by each test's [`Pool`] from creation to destruction: one test at a time uses zfs-fuse.
+static TURN: Mutex<()> = Mutex::new(());
 
 fn zpool_answers() -> bool {
     Command::new("zpool")
@@ -79,10 +85,14 @@ fn daemon_release() {
 struct Pool {
     name: String,
     mnt: PathBuf,
+    /// Released after `drop` has destroyed the pool.
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Pool {
     fn new(v: &Vault) -> Pool {
+        // A test that failed while holding its turn poisons the lock; the next may still go.
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         daemon_acquire();
         let name = format!(
             "bvt{}x{}",
@@ -106,7 +116,11 @@ impl Pool {
                 s(&image),
             ],
         );
-        Pool { name, mnt }
+        Pool {
+            name,
+            mnt,
+            _turn: turn,
+        }
     }
 
     /// `pool/child`
