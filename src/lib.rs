@@ -27,6 +27,7 @@ pub mod chunk_id;
 pub mod chunker;
 pub mod cli;
 pub mod cpu;
+pub mod direct;
 pub mod error;
 pub mod format;
 pub mod gc;

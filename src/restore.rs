@@ -17,6 +17,7 @@
 use crate::chunk_id::ChunkId;
 use crate::chunker::is_zero;
 use crate::cpu;
+use crate::direct::{ALIGN, Direct};
 use crate::error::Error;
 use crate::format::FormatError;
 use crate::format::lock::LockMode;
@@ -412,6 +413,14 @@ async fn write_positional(
     let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
     // Plaintext, and the target's chunks read for comparison, go into reused buffers.
     let pool = chunk_pool(m, opts);
+    // Whole blocks go around the page cache through a second descriptor (`crate::direct`).
+    let direct = Direct::new();
+    let direct = OpenOptions::new()
+        .write(true)
+        .open(shown)
+        .ok()
+        .filter(|f| direct.enable(f))
+        .map(|f| Arc::new((f, direct)));
     let mut tasks: JoinSet<Result<Wrote>> = JoinSet::new();
     let mut counts = Counts::default();
     let tally =
@@ -462,11 +471,12 @@ async fn write_positional(
             tally(&mut counts, done)?;
         }
         let (repo, m, file, shown) = (repo.clone(), m.clone(), file.clone(), shown.clone());
-        let pool = pool.clone();
+        let (pool, direct) = (pool.clone(), direct.clone());
         let allow = opts.allow_damage;
         tasks.spawn(async move {
             let compare = compare.is_some();
-            let r = write_one(&repo, &m, &file, c, offset, compare, &pool, allow, &shown).await;
+            let target = (&file, direct.as_ref());
+            let r = write_one(&repo, &m, target, c, offset, compare, &pool, allow, &shown).await;
             drop(permit);
             r
         });
@@ -481,11 +491,14 @@ async fn write_positional(
 /// (written) or Some(false) (already there); and the range written as zeros, if damaged.
 type Wrote = (u32, Option<bool>, Option<DamagedRange>);
 
+/// The target, and the same file opened for direct writes where that works.
+type Dest<'a> = (&'a Arc<File>, Option<&'a Arc<(File, Direct)>>);
+
 #[allow(clippy::too_many_arguments)]
 async fn write_one(
     repo: &Arc<Repo>,
     m: &Manifest,
-    file: &Arc<File>,
+    (file, direct): Dest<'_>,
     c: ChunkRef,
     offset: u64,
     compare: bool,
@@ -527,7 +540,23 @@ async fn write_one(
         return Ok((len, None, damaged));
     }
     let f = file.clone();
+    // Only whole blocks go direct: a chunk that shares a block with another goes through the
+    // page cache, which merges the two.
+    let direct = direct
+        .filter(|d| {
+            d.1.works() && offset.is_multiple_of(ALIGN as u64) && data.len().is_multiple_of(ALIGN)
+        })
+        .cloned();
     let data = tokio::task::spawn_blocking(move || {
+        if let Some(d) = direct {
+            let (df, d) = &*d;
+            match d.write_at(df, &data, offset) {
+                Ok(()) => return Ok(data),
+                // Direct writes are off from now on; this one goes through the page cache.
+                Err(_) if !d.works() => {}
+                Err(e) => return Err(e),
+            }
+        }
         f.write_all_at(&data, offset)?;
         // Left to itself the kernel writes back only when the final fsync asks, and the disk
         // idles while we fetch and decrypt; starting now overlaps the two. A hint: failing

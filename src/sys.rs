@@ -1,6 +1,7 @@
 //! The few Linux calls std does not offer, as safe functions: finding data and holes (`lseek`
-//! with `SEEK_DATA`/`SEEK_HOLE`), starting write-back early (`sync_file_range`), the process's
-//! peak memory, and a bound on glibc's malloc arenas. Every `unsafe` block of the crate is
+//! with `SEEK_DATA`/`SEEK_HOLE`), starting write-back early (`sync_file_range`), switching
+//! direct I/O on an open file (`fcntl`), the process's peak memory, and a bound on glibc's
+//! malloc arenas. Every `unsafe` block of the crate is
 //! here; each passes only a descriptor that a borrowed `File` keeps open for the call, or
 //! plain integers.
 
@@ -62,6 +63,29 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Switches `O_DIRECT` on or off for an open file: its writes then go from our buffer to the
+/// device without passing through the page cache. They must then start at and span whole
+/// blocks, from memory aligned to one. Fails with `EINVAL` where the file system cannot do it
+/// (tmpfs before Linux 6.6, for one).
+pub fn set_direct(file: &File, on: bool) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: the descriptor belongs to `file`, which outlives both calls; only integers pass.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = if on {
+        flags | libc::O_DIRECT
+    } else {
+        flags & !libc::O_DIRECT
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Limits glibc's malloc to two arenas. Call before any thread starts.

@@ -10,23 +10,35 @@
 //! commit at the end instead of one each. The file itself is still fsynced before the rename,
 //! so a crash can lose a new name but never leave a name on incomplete bytes: a later backup
 //! that finds a chunk by name can trust what is under it.
+//!
+//! Objects of [`DIRECT_MIN`] bytes or more (chunks) are written around the page cache
+//! ([`crate::direct`]): the last block padded and the file cut back to the object's length.
+//! They are fsynced anyway and seldom read soon; the page cache's copy was most of the cost
+//! of storing them.
 
 use super::{Store, StoreError, valid_key};
+use crate::direct::Direct;
+use crate::sys;
 use async_trait::async_trait;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Objects this large or larger are written with `O_DIRECT`.
+const DIRECT_MIN: usize = 256 << 10;
+
 pub struct LocalDir {
     root: Arc<PathBuf>,
+    direct: Arc<Direct>,
 }
 
 impl LocalDir {
     pub fn new(root: impl Into<PathBuf>) -> LocalDir {
         LocalDir {
             root: Arc::new(root.into()),
+            direct: Arc::new(Direct::new()),
         }
     }
 
@@ -143,7 +155,30 @@ enum Place {
     OnlyIfNew,
 }
 
-fn write_atomic(root: &Path, path: &Path, data: &[u8], place: Place) -> io::Result<bool> {
+/// Writes `data` at the start of the empty file `f`, directly when the file system lets us.
+fn write_data(f: &File, data: &[u8], direct: &Direct) -> io::Result<()> {
+    if data.len() < DIRECT_MIN || !direct.enable(f) {
+        return f.write_all_at(data, 0);
+    }
+    match direct.write_at(f, data, 0) {
+        // Without the padding of the last block.
+        Ok(()) => f.set_len(data.len() as u64),
+        Err(_) if !direct.works() => {
+            sys::set_direct(f, false)?;
+            f.write_all_at(data, 0)?;
+            f.set_len(data.len() as u64)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn write_atomic(
+    root: &Path,
+    path: &Path,
+    data: &[u8],
+    place: Place,
+    direct: &Direct,
+) -> io::Result<bool> {
     let dir = path.parent().unwrap_or(root);
     ensure_dir(root, dir)?;
     let tmp = dir.join(format!(
@@ -152,12 +187,12 @@ fn write_atomic(root: &Path, path: &Path, data: &[u8], place: Place) -> io::Resu
         rand::random::<u64>()
     ));
     let placed = (|| {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(data)?;
+        write_data(&f, data, direct)?;
         f.sync_all()?;
         drop(f);
         if place == Place::OnlyIfNew {
@@ -219,15 +254,17 @@ impl Store for LocalDir {
     }
 
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        let direct = self.direct.clone();
         self.blocking(key, move |root, path| {
-            write_atomic(root, &path, &data, Place::Replace).map(drop)
+            write_atomic(root, &path, &data, Place::Replace, &direct).map(drop)
         })
         .await
     }
 
     async fn put_unsynced(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        let direct = self.direct.clone();
         self.blocking(key, move |root, path| {
-            write_atomic(root, &path, &data, Place::ReplaceUnsynced).map(drop)
+            write_atomic(root, &path, &data, Place::ReplaceUnsynced, &direct).map(drop)
         })
         .await
     }
@@ -254,8 +291,9 @@ impl Store for LocalDir {
     }
 
     async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
+        let direct = self.direct.clone();
         self.blocking(key, move |root, path| {
-            write_atomic(root, &path, &data, Place::OnlyIfNew)
+            write_atomic(root, &path, &data, Place::OnlyIfNew, &direct)
         })
         .await
     }
