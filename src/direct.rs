@@ -121,7 +121,10 @@ mod tests {
         // Read through the page cache: a direct descriptor reads only into aligned memory.
         let back = std::fs::read(&path).unwrap();
         let end_a = a.len();
-        assert!(back[..end_a] == a[..], "the first write came back different");
+        assert!(
+            back[..end_a] == a[..],
+            "the first write came back different"
+        );
         let pad = &back[end_a..end_a.next_multiple_of(ALIGN)];
         assert!(pad.iter().all(|&x| x == 0), "padding is zeros");
         assert_eq!(&back[at_b as usize..], &b[..]);

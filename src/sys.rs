@@ -1,13 +1,13 @@
 //! The few Linux calls std does not offer, as safe functions: finding data and holes (`lseek`
 //! with `SEEK_DATA`/`SEEK_HOLE`), starting write-back early (`sync_file_range`), switching
-//! direct I/O on an open file (`fcntl`), the process's peak memory, and a bound on glibc's
+//! direct I/O on an open file and growing a pipe (`fcntl`), the process's peak memory, and a bound on glibc's
 //! malloc arenas. Every `unsafe` block of the crate is
 //! here; each passes only a descriptor that a borrowed `File` keeps open for the call, or
 //! plain integers.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Where data or a hole begins at or after `offset`, from `lseek`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +86,20 @@ pub fn set_direct(file: &File, on: bool) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Asks for a pipe buffer of `bytes` (Linux allows up to `/proc/sys/fs/pipe-max-size`,
+/// 1 MiB by default, without privileges); the size granted, or an error when `fd` is no pipe.
+/// The default 64 KiB makes a reader of a fast writer wake up and read 64 KiB at a time.
+pub fn grow_pipe(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is borrowed, so open for the call; only integers pass.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
 }
 
 /// Limits glibc's malloc to two arenas. Call before any thread starts.

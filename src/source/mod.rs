@@ -10,9 +10,13 @@ use crate::sys::{self, Seek as Found};
 use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+/// The pipe buffer asked for on a stream source: fewer, larger reads (see `sys::grow_pipe`).
+const PIPE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
@@ -66,11 +70,15 @@ pub fn size_of(file: &mut File, path: &Path) -> Result<u64> {
 pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
     match spec {
         SourceSpec::Stdin => Ok(OpenedSource {
+            // Not a pipe (a file, a terminal): nothing to grow, and nothing lost.
+            reader: {
+                let _ = sys::grow_pipe(io::stdin().as_fd(), PIPE_BYTES);
+                Box::new(io::stdin())
+            },
             info: SourceInfo {
                 kind: SourceKind::Stdin,
                 description: "-".into(),
             },
-            reader: Box::new(io::stdin()),
             size: None,
             file: None,
             finish: Finish::Stream,
@@ -145,6 +153,7 @@ fn spawn(mut c: Command, shown: String) -> Result<OpenedSource> {
     let Some(stdout) = child.stdout.take() else {
         bail!("command `{shown}`: no output pipe")
     };
+    let _ = sys::grow_pipe(stdout.as_fd(), PIPE_BYTES);
     Ok(OpenedSource {
         info: SourceInfo {
             kind: SourceKind::Command,
