@@ -36,9 +36,10 @@
 #   BENCH_BLOCKVAULT  use this blockvault binary instead of `cargo build --release`
 #   BENCH_MEMDIR    a directory on tmpfs for the restores into memory (needs ~2.5 GiB of memory
 #                   at the default size)  [/dev/shm/blockvault-bench-restore]
-# Time on our 2-core machine at BENCH_SIZE_MIB=2048: ~4 minutes of measuring per repetition
-# (BENCH_RUNS=1: ~4.5 min, the default 3: ~10.5 min), ~1.5 min to build the inputs the first
-# time, and the release build when it is not up to date (~4 min after a source change).
+# Time on our 2-core machine at BENCH_SIZE_MIB=2048, with blockvault, its zstd -1 variant,
+# restic and both borgs: ~4.5 minutes of measuring per repetition (the default 3: ~13.5 min),
+# ~1.5 min to build the inputs the first time, and the release build when it is not up to
+# date (~3–4 min after a source change).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
