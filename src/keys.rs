@@ -12,8 +12,8 @@
 use crate::chunk_id::IdKey;
 use crate::format::FormatError;
 use crate::format::key::{Kdf, KeyObject};
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -241,12 +241,12 @@ pub fn wrap(
     let mut nonce = [0u8; 24];
     rand::rng().fill_bytes(&mut nonce);
     let mut buf = master.0.to_vec();
-    let cipher = XChaCha20Poly1305::new(kek.as_ref().into());
+    let cipher = XChaCha20Poly1305::new((&*kek).into());
     let tag = cipher
-        .encrypt_in_place_detached(
-            XNonce::from_slice(&nonce),
+        .encrypt_inout_detached(
+            &XNonce::from(nonce),
             &key_aad(object_name, repo_id),
-            &mut buf,
+            buf.as_mut_slice().into(),
         )
         .map_err(|_| KeyError::Format(FormatError::Authentication))?;
     buf.extend_from_slice(&tag);
@@ -273,13 +273,15 @@ pub fn unwrap(
         ))));
     }
     let mut buf = Zeroizing::new(obj.sealed[..32].to_vec());
-    let cipher = XChaCha20Poly1305::new(kek.as_ref().into());
+    // 16 bytes: the length was checked above.
+    let tag = Tag::try_from(&obj.sealed[32..]).map_err(|_| KeyError::Wrong)?;
+    let cipher = XChaCha20Poly1305::new((&*kek).into());
     cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(&obj.nonce),
+        .decrypt_inout_detached(
+            &XNonce::from(obj.nonce),
             &key_aad(object_name, repo_id),
-            &mut buf,
-            obj.sealed[32..].into(),
+            buf.as_mut_slice().into(),
+            &tag,
         )
         .map_err(|_| KeyError::Wrong)?;
     let mut master = MasterKey([0u8; 32]);

@@ -9,7 +9,7 @@ use crate::chunk_id::ChunkId;
 use crate::format::envelope::{CHECKSUM_LEN, HEADER_LEN, NONCE_LEN, TAG_LEN};
 use crate::format::{Cipher, Codec, FormatError, Header, Kind};
 use crate::keys::{Keys, SealKey};
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use std::cell::RefCell;
@@ -196,10 +196,10 @@ fn close(
             let body_len = buf.len() - HEADROOM;
             // Encryption in place cannot fail for inputs below the cipher's 256 GiB limit.
             let tag = aead
-                .encrypt_in_place_detached(
-                    XNonce::from_slice(nonce),
+                .encrypt_inout_detached(
+                    &XNonce::from(*nonce),
                     &aad(&header, name),
-                    &mut buf[HEADROOM..],
+                    (&mut buf[HEADROOM..]).into(),
                 )
                 .unwrap_or_else(|_| {
                     unreachable!("XChaCha20-Poly1305 refused a {body_len}-byte payload")
@@ -330,13 +330,12 @@ fn unseal(
             let tag_at = bytes.len() - TAG_LEN;
             let (front, rest) = bytes.split_at_mut(HEADROOM);
             let (body, tag) = rest.split_at_mut(tag_at - HEADROOM);
+            // Both lengths follow from the split above; a mismatch could only be ours.
+            let nonce = XNonce::try_from(&front[HEADER_LEN..])
+                .map_err(|_| FormatError::Truncated("nonce"))?;
+            let tag = Tag::try_from(&*tag).map_err(|_| FormatError::Truncated("tag"))?;
             XChaCha20Poly1305::new((&key.0).into())
-                .decrypt_in_place_detached(
-                    XNonce::from_slice(&front[HEADER_LEN..]),
-                    &aad(&front[..HEADER_LEN], name),
-                    body,
-                    Tag::from_slice(tag),
-                )
+                .decrypt_inout_detached(&nonce, &aad(&front[..HEADER_LEN], name), body.into(), &tag)
                 .map_err(|_| FormatError::Authentication)?;
             (HEADROOM, tag_at)
         }
