@@ -758,6 +758,16 @@ async fn add_key(
 
 /// Tries `secret` on each key object in turn: the master key and the name of the first that
 /// opens.
+/// Memory times passes of a key object's key derivation, to order the trials by.
+fn derivation_cost(kdf: &Kdf) -> u64 {
+    match kdf {
+        Kdf::Argon2id {
+            memory_kib, passes, ..
+        } => u64::from(*memory_kib) * u64::from(*passes),
+        Kdf::KeyFile { .. } => 0,
+    }
+}
+
 async fn unlock(
     store: &dyn Store,
     names: &[String],
@@ -765,15 +775,20 @@ async fn unlock(
     repo_id: &[u8; 32],
 ) -> Result<(MasterKey, String)> {
     let mut damaged_keys: Vec<(String, FormatError)> = Vec::new();
+    let mut candidates = Vec::new();
     for name in names {
-        let obj = match read_key(store, name).await? {
-            None => continue,
-            Some(Ok(o)) => o,
-            Some(Err(e)) => {
-                damaged_keys.push((name.clone(), e));
-                continue;
-            }
-        };
+        match read_key(store, name).await? {
+            None => {}
+            Some(Ok(o)) => candidates.push((name, o)),
+            Some(Err(e)) => damaged_keys.push((name.clone(), e)),
+        }
+    }
+    // Cheapest derivation first: anyone who can write to keys/ could plant a key object that
+    // asks Argon2 for 4 GiB and 64 passes, and trying it first would cost every open minutes
+    // (or the memory it asks for). Ours are tried before it, and the right secret never
+    // reaches it.
+    candidates.sort_by_key(|(name, o)| (derivation_cost(&o.kdf), *name));
+    for (name, obj) in candidates {
         match keys::unwrap(&obj, secret, name, repo_id) {
             Ok(master) => return Ok((master, name.clone())),
             Err(KeyError::Wrong | KeyError::WrongKind) => continue,

@@ -569,3 +569,38 @@ fn the_passphrase_may_come_from_a_command() {
     with("exit 7").error(1, &["password command", "failed", "exit status: 7"]);
     with("true").error(1, &["printed no passphrase"]);
 }
+
+/// Anyone who can write to `keys/` can plant a key object whose derivation asks Argon2 for the
+/// most it may (4 GiB, 64 passes: minutes, and the memory). Keys are tried cheapest first, so
+/// the right passphrase opens the repository with its own key before reaching the planted
+/// one, whatever their names.
+#[test]
+fn a_planted_costly_key_is_not_tried_before_the_real_one() {
+    use blockvault::format::key::{Kdf, KeyObject};
+    use blockvault::format::{Kind, encode};
+    let v = Vault::new();
+    let name = "keys/00000000000000000000000000000000";
+    let planted = KeyObject {
+        kdf: Kdf::Argon2id {
+            memory_kib: 4 * 1024 * 1024,
+            passes: 64,
+            lanes: 1,
+            salt: [9; 16],
+        },
+        created: 0,
+        host: "elsewhere".into(),
+        nonce: [7; 24],
+        sealed: vec![5; 48],
+    };
+    let bytes = blockvault::seal::seal(Kind::Key, None, name, &encode(&planted), None);
+    fs::write(v.repo.join(name), bytes).unwrap();
+    let started = std::time::Instant::now();
+    let rows = keys(&v, &[]);
+    assert_eq!(rows.len(), 2, "both key objects are listed: {rows:?}");
+    assert_ne!(in_use(&rows), "00000000000000000000000000000000");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "opening took {took:?}: the planted key was derived first"
+    );
+}
