@@ -7,9 +7,9 @@
 //! device's block; our buffers are ordinary `Vec`s, so each piece is copied into an aligned
 //! spot of a reused buffer first (a memcpy, far cheaper than the page cache's).
 //!
-//! A file system that refuses `O_DIRECT` (tmpfs before Linux 6.6, some FUSE ones) or a device
-//! that wants a larger alignment makes [`Direct::works`] false for the rest of the run, and
-//! callers write through the page cache as before.
+//! A file system that refuses `O_DIRECT` (tmpfs before Linux 6.6, some FUSE ones), a device
+//! that wants a larger alignment, or any failed direct write makes [`Direct::works`] false for
+//! the rest of the run, and callers write through the page cache as before.
 
 use crate::pool::Pool;
 use crate::sys;
@@ -64,9 +64,11 @@ impl Direct {
 
     /// Writes `data` at `offset` (a multiple of [`ALIGN`]) of `f`, which is in direct mode.
     /// A last partial block is padded with zeros: the caller cuts the file back or writes
-    /// what follows over the padding. `EINVAL` (an alignment the device refuses, or a short
-    /// write that left the next offset unaligned) turns direct writes off for the run; the
-    /// caller then writes `data` again through the page cache.
+    /// what follows over the padding. Any error turns direct writes off for the run, and the
+    /// caller writes `data` again through the page cache: `EINVAL` is an alignment the device
+    /// refuses or a short write that left the next offset unaligned, and a file system may
+    /// answer a direct write it cannot do with other codes; a real failure (a full disk, a
+    /// dying one) fails the ordinary write too, which then reports it.
     pub fn write_at(&self, f: &File, data: &[u8], offset: u64) -> io::Result<()> {
         debug_assert!(offset.is_multiple_of(ALIGN as u64));
         let mut buf = self.buffers.take();
@@ -86,9 +88,7 @@ impl Direct {
             done += n;
         }
         self.buffers.give(buf);
-        if let Err(e) = &written
-            && e.raw_os_error() == Some(libc::EINVAL)
-        {
+        if written.is_err() {
             self.works.store(false, Ordering::Relaxed);
         }
         written

@@ -550,11 +550,10 @@ async fn write_one(
     let data = tokio::task::spawn_blocking(move || {
         if let Some(d) = direct {
             let (df, d) = &*d;
-            match d.write_at(df, &data, offset) {
-                Ok(()) => return Ok(data),
-                // Direct writes are off from now on; this one goes through the page cache.
-                Err(_) if !d.works() => {}
-                Err(e) => return Err(e),
+            // On an error direct writes are off from now on, and this chunk goes through the
+            // page cache, which reports a failure that is not about direct I/O.
+            if d.write_at(df, &data, offset).is_ok() {
+                return Ok(data);
             }
         }
         f.write_all_at(&data, offset)?;

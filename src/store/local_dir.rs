@@ -163,12 +163,13 @@ fn write_data(f: &File, data: &[u8], direct: &Direct) -> io::Result<()> {
     match direct.write_at(f, data, 0) {
         // Without the padding of the last block.
         Ok(()) => f.set_len(data.len() as u64),
-        Err(_) if !direct.works() => {
+        // Direct writes are off from now on (`Direct::write_at`); this object goes again
+        // through the page cache, which reports a failure that is not about direct I/O.
+        Err(_) => {
             sys::set_direct(f, false)?;
             f.write_all_at(data, 0)?;
             f.set_len(data.len() as u64)
         }
-        Err(e) => Err(e),
     }
 }
 
