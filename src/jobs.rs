@@ -631,40 +631,40 @@ keep = { hanoi = 6 }
             "{e}"
         );
         assert!(e.contains("   6 | every = \"1x\""), "{e}");
-        let e = err(&format!(
-            "{HEAD}[[job]]\nname = \"pg\"\nsource = {{ command = \"x\", file = \"/y\" }}\n"
-        ));
-        assert!(e.contains("field `source`: give only one of"), "{e}");
-        let e = err(&format!(
-            "{HEAD}[[job]]\nname = \"d\"\nsource = {{ file = \"disk.img\" }}\n"
-        ));
-        assert!(e.contains("must be an absolute path"), "{e}");
-        let e = err(&format!(
-            "{HEAD}[[job]]\nname = \"d\"\nsource = {{ file = \"/d\" }}\nkeep = {{ last = 0 }}\n"
-        ));
-        assert!(e.contains("field `keep`: keeps nothing"), "{e}");
-        let e = err(&format!(
-            "{HEAD}[[job]]\nname = \"d\"\nsource = {{ file = \"/d\" }}\nevery = \"1d\"\nphase = \"1d\"\n"
-        ));
-        assert!(
-            e.contains("field `phase`: the phase must be shorter"),
-            "{e}"
-        );
-        let e = err(&format!(
-            "{HEAD}[[job]]\nname = \"d\"\nsource = {{ file = \"/d\", full_every = 3 }}\n"
-        ));
-        assert!(e.contains("zfs sources only"), "{e}");
-        let e = err(&format!(
-            "{HEAD}[[job]]\nname = \"d\"\nsource = {{ file = \"/d\" }}\n[[job]]\nname = \"d\"\nsource = {{ file = \"/e\" }}\n"
-        ));
-        assert!(
-            e.contains("line 7, job \"d\" (job 2), field `name`: two jobs"),
-            "{e}"
-        );
-        let e = err(&format!(
-            "{HEAD}[[job]]\nname = \"z\"\nsource = {{ zfs = \"tank@a@b\" }}\n"
-        ));
-        assert!(e.contains("neither a dataset"), "{e}");
+        // One job each (after HEAD and `[[job]]`), and what its error must say.
+        for (job, want) in [
+            (
+                "name = \"pg\"\nsource = { command = \"x\", file = \"/y\" }\n",
+                "field `source`: give only one of",
+            ),
+            (
+                "name = \"d\"\nsource = { file = \"disk.img\" }\n",
+                "must be an absolute path",
+            ),
+            (
+                "name = \"d\"\nsource = { file = \"/d\" }\nkeep = { last = 0 }\n",
+                "field `keep`: keeps nothing",
+            ),
+            (
+                "name = \"d\"\nsource = { file = \"/d\" }\nevery = \"1d\"\nphase = \"1d\"\n",
+                "field `phase`: the phase must be shorter",
+            ),
+            (
+                "name = \"d\"\nsource = { file = \"/d\", full_every = 3 }\n",
+                "zfs sources only",
+            ),
+            (
+                "name = \"d\"\nsource = { file = \"/d\" }\n[[job]]\nname = \"d\"\nsource = { file = \"/e\" }\n",
+                "line 7, job \"d\" (job 2), field `name`: two jobs",
+            ),
+            (
+                "name = \"z\"\nsource = { zfs = \"tank@a@b\" }\n",
+                "neither a dataset",
+            ),
+        ] {
+            let e = err(&format!("{HEAD}[[job]]\n{job}"));
+            assert!(e.contains(want), "{e}");
+        }
         let e =
             err("[repository]\nrepo = \"\"\n[[job]]\nname = \"z\"\nsource = { file = \"/x\" }\n");
         assert!(e.contains("line 2, field `repo`: empty"), "{e}");

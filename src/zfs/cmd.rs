@@ -122,20 +122,21 @@ pub fn snapshots(dataset: &str) -> Result<Vec<Snapshot>> {
 
 /// `zfs snapshot NAME`.
 pub fn create_snapshot(name: &str) -> Result<()> {
-    split_snapshot(name)?;
-    let out = run(&["snapshot", name])?;
-    if !out.status.success() {
-        bail!("cannot take snapshot {name}: {}", stderr_line(&out));
-    }
-    Ok(())
+    on_snapshot("snapshot", "take", name)
 }
 
 /// `zfs destroy NAME` of one snapshot (never a dataset: the name must hold an `@`).
 pub fn destroy_snapshot(name: &str) -> Result<()> {
+    on_snapshot("destroy", "destroy", name)
+}
+
+/// `zfs VERB NAME` for a name that must be a snapshot's; the error says what could not be
+/// done (`doing`) to which snapshot, with zfs's own words.
+fn on_snapshot(verb: &str, doing: &str, name: &str) -> Result<()> {
     split_snapshot(name)?;
-    let out = run(&["destroy", name])?;
+    let out = run(&[verb, name])?;
     if !out.status.success() {
-        bail!("cannot destroy snapshot {name}: {}", stderr_line(&out));
+        bail!("cannot {doing} snapshot {name}: {}", stderr_line(&out));
     }
     Ok(())
 }
