@@ -4,8 +4,10 @@
 //! On our VM (ext4 on virtio) 1 GiB written and fsynced took 3.5 s, 2.8 s of it kernel CPU
 //! copying into and managing the page cache; with `O_DIRECT` 0.95 s (0.22 s of CPU), in
 //! 1 MiB writes 1.07 s. Direct writes need their offset, length and memory aligned to the
-//! device's block; our buffers are ordinary `Vec`s, so each piece is copied into an aligned
-//! spot of a reused buffer first (a memcpy, far cheaper than the page cache's).
+//! device's block. Data that already lies at an aligned address (a restore decompresses each
+//! chunk to one, [`crate::seal::PLAIN_ALIGN`]) is written as it is; other data is copied piece
+//! by piece into an aligned spot of a reused buffer first (a memcpy, far cheaper than the
+//! page cache's, but 4% of a restore's CPU when it was every chunk's).
 //!
 //! A file system that refuses `O_DIRECT` (tmpfs before Linux 6.6, some FUSE ones), a device
 //! that wants a larger alignment, or any failed direct write makes [`Direct::works`] false for
@@ -21,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Offsets, lengths and memory of direct writes are multiples of this: the largest logical
 /// block size of any disk.
 pub const ALIGN: usize = 4096;
+const _: () = assert!(crate::seal::PLAIN_ALIGN.is_multiple_of(ALIGN));
 /// How much one direct write carries (each aligned buffer's size).
 const PIECE: usize = 1 << 20;
 
@@ -71,6 +74,13 @@ impl Direct {
     /// dying one) fails the ordinary write too, which then reports it.
     pub fn write_at(&self, f: &File, data: &[u8], offset: u64) -> io::Result<()> {
         debug_assert!(offset.is_multiple_of(ALIGN as u64));
+        if data.as_ptr().addr().is_multiple_of(ALIGN) && data.len().is_multiple_of(ALIGN) {
+            let written = f.write_all_at(data, offset);
+            if written.is_err() {
+                self.works.store(false, Ordering::Relaxed);
+            }
+            return written;
+        }
         let mut buf = self.buffers.take();
         buf.resize(PIECE + ALIGN, 0);
         let at = buf.as_ptr().align_offset(ALIGN);

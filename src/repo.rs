@@ -475,7 +475,7 @@ impl Repo {
         id: &ChunkId,
         bytes: Vec<u8>,
         spare: &mut Vec<u8>,
-    ) -> Result<Vec<u8>, FormatError> {
+    ) -> Result<seal::Plain, FormatError> {
         seal::open_chunk_reusing(&self.keys, id, &layout::chunk(id), bytes, spare)
     }
 

@@ -28,6 +28,7 @@ use crate::pool::Pool;
 use crate::progress;
 use crate::receive::Validating;
 use crate::repo::Repo;
+use crate::seal::{PLAIN_ALIGN, Plain};
 use crate::source::{Holes, size_of};
 use crate::store::Requests;
 use crate::sys;
@@ -194,7 +195,7 @@ async fn fetch(
     offset: u64,
     len: u32,
     pool: &Arc<Pool>,
-) -> Result<Vec<u8>> {
+) -> Result<Plain> {
     let name = layout::chunk(&id);
     let what = format!(
         "chunk {name} (series {:?}, version {}, bytes {offset}..{})",
@@ -230,7 +231,7 @@ async fn fetch(
 }
 
 /// A chunk's plaintext, or zeros and the range they stand for.
-type Fetched = (Vec<u8>, Option<DamagedRange>);
+type Fetched = (Plain, Option<DamagedRange>);
 
 /// [`fetch`], except that with `allow` a damaged or missing chunk comes back as zeros and the
 /// range it covers; other failures (the store, the network) still fail.
@@ -263,18 +264,21 @@ async fn fetch_or_zeros(
 }
 
 /// A pool of chunk-sized buffers for a restore of `m`: as many as chunks in flight, plus the
-/// ones queued for writing.
+/// ones queued for writing; each with room to put its plaintext at an aligned address.
 fn chunk_pool(m: &Manifest, opts: &RestoreOptions) -> Arc<Pool> {
     let max_chunk = m.chunks.iter().map(|c| c.len() as usize).max().unwrap_or(0);
-    Arc::new(Pool::new(max_chunk, opts.in_flight.max(1) + 3))
+    Arc::new(Pool::new(
+        max_chunk + PLAIN_ALIGN,
+        opts.in_flight.max(1) + 3,
+    ))
 }
 
 /// `len` zeros in a buffer from `pool`.
-fn zeros(pool: &Pool, len: u32) -> Vec<u8> {
+fn zeros(pool: &Pool, len: u32) -> Plain {
     let mut buf = pool.take();
     buf.clear();
     buf.resize(len as usize, 0);
-    buf
+    Plain::whole(buf)
 }
 
 fn join_err(e: tokio::task::JoinError) -> anyhow::Error {
@@ -536,7 +540,7 @@ async fn write_one(
     };
     // A new file is a hole there already; in place, the old bytes must give way to zeros.
     if damaged.is_some() && !compare {
-        pool.give(data);
+        pool.give(data.into_buffer());
         return Ok((len, None, damaged));
     }
     let f = file.clone();
@@ -566,7 +570,7 @@ async fn write_one(
     .await
     .map_err(join_err)?
     .with_context(|| format!("writing target {shown} at byte {offset}"))?;
-    pool.give(data);
+    pool.give(data.into_buffer());
     Ok((
         len,
         if compare || matches!(c, ChunkRef::Data { .. }) {
@@ -616,14 +620,14 @@ pub(crate) async fn to_writer(
     out: impl Write + Send + 'static,
 ) -> (Result<()>, io::Result<Counts>) {
     // A writer thread keeps blocking writes to a slow pipe off the async workers.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Plain>(2);
     let pool = chunk_pool(m, opts);
     let written_pool = pool.clone();
     let writer = std::thread::spawn(move || -> io::Result<()> {
         let mut out = out;
-        for buf in rx {
-            out.write_all(&buf)?;
-            written_pool.give(buf);
+        for plain in rx {
+            out.write_all(&plain)?;
+            written_pool.give(plain.into_buffer());
         }
         out.flush()
     });

@@ -307,7 +307,7 @@ pub fn open_owned(
         }
         Codec::Zstd => {
             let mut out = Vec::new();
-            decompress_into(&bytes[start..end], max_len, &mut out)?;
+            decompress_into(&bytes[start..end], max_len, &mut out, 1)?;
             Ok(out)
         }
     }
@@ -382,17 +382,51 @@ pub fn open_chunk_owned(
     Ok(plain)
 }
 
+/// Where [`open_chunk_reusing`] puts a decompressed plaintext: at an address that is a
+/// multiple of this, so a restore writes it around the page cache (`O_DIRECT`, which wants
+/// aligned memory) without copying it first. The largest logical block size of any disk.
+pub const PLAIN_ALIGN: usize = 4096;
+
+/// A chunk's plaintext where it lies in a reusable buffer: `buffer[start..]`. Decompressed
+/// plaintext starts at a [`PLAIN_ALIGN`]ed address; a stored chunk's starts after its
+/// object's header, where decryption left it (moving it down would copy the whole chunk).
+#[derive(Debug, Default)]
+pub struct Plain {
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+impl Plain {
+    /// All of `buffer`.
+    pub fn whole(buffer: Vec<u8>) -> Plain {
+        Plain { buffer, start: 0 }
+    }
+
+    /// The buffer, for reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buffer
+    }
+}
+
+impl std::ops::Deref for Plain {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buffer[self.start..]
+    }
+}
+
 /// [`open_chunk_owned`] that decompresses into `spare`, a buffer for reuse, and leaves the
 /// object's own buffer there instead; a stored (uncompressed) chunk's plaintext is the
 /// object's buffer, and `spare` stays as it was. Restores pass chunk-sized buffers round
-/// this way instead of allocating one per chunk.
+/// this way instead of allocating one per chunk; one with [`PLAIN_ALIGN`] bytes more than
+/// the chunk holds its plaintext without growing.
 pub fn open_chunk_reusing(
     keys: &Keys,
     id: &ChunkId,
     name: &str,
     mut bytes: Vec<u8>,
     spare: &mut Vec<u8>,
-) -> Result<Vec<u8>, FormatError> {
+) -> Result<Plain, FormatError> {
     let (codec, start, end) = unseal(Kind::Chunk, keys.seal.as_ref(), name, &mut bytes)?;
     let plain = match codec {
         Codec::Stored if end - start > MAX_CHUNK_LEN => {
@@ -400,15 +434,20 @@ pub fn open_chunk_reusing(
         }
         Codec::Stored => {
             bytes.truncate(end);
-            bytes.drain(..start);
-            bytes
+            Plain {
+                buffer: bytes,
+                start,
+            }
         }
         Codec::Zstd => {
             let mut out = std::mem::take(spare);
-            let decompressed = decompress_into(&bytes[start..end], MAX_CHUNK_LEN, &mut out);
+            let decompressed =
+                decompress_into(&bytes[start..end], MAX_CHUNK_LEN, &mut out, PLAIN_ALIGN);
             *spare = bytes;
-            decompressed?;
-            out
+            Plain {
+                start: decompressed?,
+                buffer: out,
+            }
         }
     };
     if keys.id.id_of(&plain) != *id {
@@ -438,8 +477,8 @@ pub fn verify_chunk(
         Codec::Stored if end - start > MAX_CHUNK_LEN => Err(FormatError::TooLarge(MAX_CHUNK_LEN)),
         Codec::Stored => hashed(&bytes[start..end]),
         Codec::Zstd => with_scratch(|out| {
-            decompress_into(&bytes[start..end], MAX_CHUNK_LEN, out)?;
-            hashed(out)
+            let at = decompress_into(&bytes[start..end], MAX_CHUNK_LEN, out, 1)?;
+            hashed(&out[at..])
         }),
     }
 }
@@ -462,15 +501,26 @@ fn checksum(header: &[u8], name: &str, body: &[u8]) -> [u8; CHECKSUM_LEN] {
 
 /// Decompresses into `out` (replacing what it held) without trusting the frame: the output
 /// is capped at `max_len` whatever the frame header claims, so a hostile object cannot make
-/// us allocate without bound.
-fn decompress_into(body: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result<(), FormatError> {
+/// us allocate without bound. The output is `out[start..]`, and `start` is returned: it puts
+/// the output at an address that is a multiple of `align` (a power of two) when the frame
+/// declares its size, as ours all do; otherwise 0.
+fn decompress_into(
+    body: &[u8],
+    max_len: usize,
+    out: &mut Vec<u8>,
+    align: usize,
+) -> Result<usize, FormatError> {
     let bad = |e: std::io::Error| FormatError::Payload(format!("zstd: {e}"));
     out.clear();
     if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(body) {
         if n > max_len as u64 {
             return Err(FormatError::TooLarge(max_len));
         }
-        out.reserve(n as usize);
+        // Reserved first: the address, and so the padding in front, stays put after it.
+        out.reserve(n as usize + align - 1);
+        let start = out.as_ptr().align_offset(align);
+        let mut at = std::io::Cursor::new(&mut *out);
+        at.set_position(start as u64);
         DECOMPRESSOR
             .with(|cell| {
                 let mut fresh = None;
@@ -483,15 +533,15 @@ fn decompress_into(body: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result<(),
                     Some(d) => d,
                     None => slot.insert(zstd::bulk::Decompressor::new()?),
                 };
-                zstd.decompress_to_buffer(body, out)
+                zstd.decompress_to_buffer(body, &mut at)
             })
             .map_err(bad)?;
-        if out.len() as u64 != n {
+        if (out.len() - start) as u64 != n {
             return Err(FormatError::Payload(
                 "zstd frame shorter than its declared size".into(),
             ));
         }
-        return Ok(());
+        return Ok(start);
     }
     zstd::stream::read::Decoder::new(body)
         .map_err(bad)?
@@ -501,7 +551,7 @@ fn decompress_into(body: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result<(),
     if out.len() > max_len {
         return Err(FormatError::TooLarge(max_len));
     }
-    Ok(())
+    Ok(0)
 }
 
 #[cfg(test)]
@@ -620,7 +670,12 @@ mod tests {
                 );
                 let mut spare = b"spare".to_vec();
                 let plain = open_chunk_reusing(&k, &id, "chunks/x", s.clone(), &mut spare);
-                assert_eq!(plain.unwrap(), data);
+                let plain = plain.unwrap();
+                assert_eq!(*plain, data[..]);
+                // Decompressed plaintext lies where a direct write takes it without a copy.
+                if s[7] == Codec::Zstd as u8 {
+                    assert!(plain.as_ptr().addr().is_multiple_of(PLAIN_ALIGN));
+                }
                 // A compressed chunk leaves its object's buffer; a stored one the spare.
                 assert_eq!(spare == b"spare", s[7] == Codec::Stored as u8);
                 assert_eq!(verify_chunk(&k, &id, "chunks/x", s.clone()), Ok(data.len()));
