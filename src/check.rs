@@ -39,6 +39,7 @@ use crate::format::lock::LockMode;
 use crate::layout;
 use crate::lock::LockGuard;
 use crate::manifest::{ChunkRef, Manifest};
+use crate::pool::Pool;
 use crate::repo::Repo;
 use crate::store::Requests;
 use crate::sys;
@@ -374,6 +375,9 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         candidates.sort();
         let chosen = choose(candidates, subset);
         let sem = Arc::new(Semaphore::new(in_flight));
+        // Object-sized buffers go round instead of one fresh allocation (and its page faults)
+        // per chunk: as many as are read or verified at once.
+        let buffers = Arc::new(Pool::new(0, in_flight + 2));
         let mut tasks: JoinSet<Result<(ChunkId, Fetched)>> = JoinSet::new();
         for id in chosen {
             let permit = sem.clone().acquire_owned().await?;
@@ -381,9 +385,9 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 let (id, f) = done.map_err(|e| anyhow!("a check task failed: {e}"))??;
                 fetched.insert(id, f);
             }
-            let repo = repo.clone();
+            let (repo, buffers) = (repo.clone(), buffers.clone());
             tasks.spawn(async move {
-                let f = fetch(&repo, id).await;
+                let f = fetch(&repo, id, &buffers).await;
                 drop(permit);
                 Ok((id, f?))
             });
@@ -456,16 +460,24 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     Ok(report)
 }
 
-async fn fetch(repo: &Arc<Repo>, id: ChunkId) -> Result<Fetched> {
+/// Reads a chunk object into a buffer from `buffers` (around the page cache, from a local
+/// directory: the disk's bytes, not a cached copy) and verifies it.
+async fn fetch(repo: &Arc<Repo>, id: ChunkId, buffers: &Arc<Pool>) -> Result<Fetched> {
     let name = layout::chunk(&id);
-    let bytes = match repo.store().get(&name).await {
+    let (mut buf, range) = match repo.store().get_reusing(&name, buffers.take()).await {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Ok(Fetched::Missing),
         Err(e) => return Err(anyhow!(e).context(format!("fetching {name}"))),
     };
-    let stored = bytes.len() as u64;
-    let r = repo.clone();
-    Ok(match cpu::run(move || r.verify_chunk(&id, bytes)).await? {
+    let stored = range.len() as u64;
+    let (r, b) = (repo.clone(), buffers.clone());
+    let verified = cpu::run(move || {
+        let verified = r.verify_chunk(&id, &mut buf[range]);
+        b.give(buf);
+        verified
+    })
+    .await?;
+    Ok(match verified {
         Ok(len) => match u32::try_from(len) {
             Ok(plain_len) => Fetched::Ok { plain_len, stored },
             Err(_) => Fetched::Damaged {

@@ -481,7 +481,7 @@ impl Repo {
 
     /// The plaintext length of a chunk object that authenticates and hashes to `id`
     /// ([`seal::verify_chunk`]).
-    pub fn verify_chunk(&self, id: &ChunkId, bytes: Vec<u8>) -> Result<usize, FormatError> {
+    pub fn verify_chunk(&self, id: &ChunkId, bytes: &mut [u8]) -> Result<usize, FormatError> {
         seal::verify_chunk(&self.keys, id, &layout::chunk(id), bytes)
     }
 

@@ -457,15 +457,16 @@ pub fn open_chunk_reusing(
 }
 
 /// What [`open_chunk_owned`] checks, without keeping the plaintext: the length of a chunk
-/// that authenticates and hashes to `id`. A compressed chunk is decompressed into a buffer of
-/// this thread's, so verifying (`check --read-data`) allocates nothing per chunk.
+/// that authenticates and hashes to `id`. The object is decrypted where it lies in `bytes`,
+/// and a compressed chunk is decompressed into a buffer of this thread's, so verifying
+/// (`check --read-data`) allocates nothing per chunk.
 pub fn verify_chunk(
     keys: &Keys,
     id: &ChunkId,
     name: &str,
-    mut bytes: Vec<u8>,
+    bytes: &mut [u8],
 ) -> Result<usize, FormatError> {
-    let (codec, start, end) = unseal(Kind::Chunk, keys.seal.as_ref(), name, &mut bytes)?;
+    let (codec, start, end) = unseal(Kind::Chunk, keys.seal.as_ref(), name, bytes)?;
     let hashed = |plain: &[u8]| {
         if keys.id.id_of(plain) == *id {
             Ok(plain.len())
@@ -678,14 +679,17 @@ mod tests {
                 }
                 // A compressed chunk leaves its object's buffer; a stored one the spare.
                 assert_eq!(spare == b"spare", s[7] == Codec::Stored as u8);
-                assert_eq!(verify_chunk(&k, &id, "chunks/x", s.clone()), Ok(data.len()));
+                assert_eq!(
+                    verify_chunk(&k, &id, "chunks/x", &mut s.clone()),
+                    Ok(data.len())
+                );
                 let other = k.id.id_of(b"other");
                 assert_eq!(
-                    verify_chunk(&k, &other, "chunks/x", s.clone()),
+                    verify_chunk(&k, &other, "chunks/x", &mut s.clone()),
                     Err(FormatError::IdMismatch)
                 );
                 assert_eq!(
-                    verify_chunk(&k, &id, "chunks/y", s),
+                    verify_chunk(&k, &id, "chunks/y", &mut s.clone()),
                     Err(FormatError::Authentication)
                 );
             }

@@ -303,6 +303,18 @@ impl Store for LocalDir {
         self.blocking(key, |_, path| fs::read(path)).await
     }
 
+    async fn get_reusing(
+        &self,
+        key: &str,
+        buf: Vec<u8>,
+    ) -> Result<(Vec<u8>, std::ops::Range<usize>), StoreError> {
+        let direct = self.direct.clone();
+        self.blocking(key, move |_, path| {
+            crate::direct::read_whole(&direct, &File::open(path)?, buf)
+        })
+        .await
+    }
+
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         self.blocking(key, move |_, path| {
             let mut f = File::open(path)?;

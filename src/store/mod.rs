@@ -147,6 +147,19 @@ pub trait Store: Send + Sync {
     /// Creates `key` only if it does not exist yet; `Ok(false)` when it already did.
     async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError>;
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// [`get`](Self::get) into `buf`, a buffer for reuse whose contents are not kept: the object
+    /// is `range` of the buffer that comes back. A local directory reads it around the page
+    /// cache ([`crate::direct::read_whole`]): from the disk itself, without the kernel's copy.
+    async fn get_reusing(
+        &self,
+        key: &str,
+        buf: Vec<u8>,
+    ) -> Result<(Vec<u8>, std::ops::Range<usize>), StoreError> {
+        drop(buf);
+        let object = self.get(key).await?;
+        let n = object.len();
+        Ok((object, 0..n))
+    }
     /// Up to `len` bytes from `offset`; fewer at the end of the object.
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
