@@ -121,9 +121,9 @@ pub fn read_whole(
         .map_err(|_| io::Error::other("file too large to read into memory"))?;
     if direct.enable(f) {
         let rounded = len.next_multiple_of(ALIGN);
+        // Exactly what this file needs: buffers go round, and the largest settle in soon.
         if buf.capacity() < rounded + ALIGN {
-            // Rounded up, so buffers that go round settle at the largest size soon.
-            buf = Vec::with_capacity((rounded + ALIGN).next_power_of_two());
+            buf = Vec::with_capacity(rounded + ALIGN);
         }
         let at = buf.as_ptr().align_offset(ALIGN);
         // Only what was never initialised is zeroed: a reused buffer keeps its length.
