@@ -605,4 +605,37 @@ fn a_planted_costly_key_is_not_tried_before_the_real_one() {
         took < std::time::Duration::from_secs(20),
         "opening took {took:?}: the planted key was derived first"
     );
+
+    // A wrong passphrase does reach it, after the real key: the user is told what the wait
+    // is and where the key may come from, before it starts.
+    let mut c = v.cmd(&["list"]);
+    c.env("BLOCKVAULT_PASSWORD", "not the passphrase")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("no notice within 30 s before deriving the planted key");
+    for word in [
+        name,
+        "4096 MiB and 64 passes",
+        "may take minutes",
+        "planted",
+    ] {
+        assert!(line.contains(word), "{word:?} missing from: {line}");
+    }
 }
