@@ -241,6 +241,9 @@ measure() {
   local rep=$1 run=$2 tool=$3 bytes=$4 repo=$5 status=ok t0 t1 rss cpu repo_bytes=""
   shift 6
   echo "== $rep $run $tool: $*" >> "$logf"
+  # Whatever earlier runs left unwritten is flushed before the clock starts: otherwise the
+  # first fsync of this run (a lock, a journal commit) pays for another tool's writes.
+  sync
   t0=$(date +%s%N)
   /usr/bin/time -o "$work/tmp/time" -f '%M %P' "$@" >> "$logf" 2>&1 || status=failed
   [ -z "$sync_file" ] || [ ! -e "$sync_file" ] || sync "$sync_file"
