@@ -75,13 +75,21 @@ impl Direct {
     /// dying one) fails the ordinary write too, which then reports it.
     pub fn write_at(&self, f: &File, data: &[u8], offset: u64) -> io::Result<()> {
         debug_assert!(offset.is_multiple_of(ALIGN as u64));
-        if data.as_ptr().addr().is_multiple_of(ALIGN) && data.len().is_multiple_of(ALIGN) {
-            let written = f.write_all_at(data, offset);
-            if written.is_err() {
-                self.works.store(false, Ordering::Relaxed);
-            }
-            return written;
+        let written =
+            if data.as_ptr().addr().is_multiple_of(ALIGN) && data.len().is_multiple_of(ALIGN) {
+                f.write_all_at(data, offset)
+            } else {
+                self.write_copied(f, data, offset)
+            };
+        if written.is_err() {
+            self.works.store(false, Ordering::Relaxed);
         }
+        written
+    }
+
+    /// [`write_at`](Self::write_at) of data that is not aligned: piece by piece through an
+    /// aligned buffer.
+    fn write_copied(&self, f: &File, data: &[u8], offset: u64) -> io::Result<()> {
         let mut buf = self.buffers.take();
         buf.resize(PIECE + ALIGN, 0);
         let at = buf.as_ptr().align_offset(ALIGN);
@@ -99,9 +107,6 @@ impl Direct {
             done += n;
         }
         self.buffers.give(buf);
-        if written.is_err() {
-            self.works.store(false, Ordering::Relaxed);
-        }
         written
     }
 }

@@ -756,15 +756,13 @@ async fn add_key(
     Ok(id)
 }
 
-/// Tries `secret` on each key object in turn: the master key and the name of the first that
-/// opens.
-/// Memory times passes of a key object's key derivation, to order the trials by.
 /// What deriving one of the keys blockvault writes costs, in [`derivation_cost`]'s units.
 const DEFAULT_COST: u64 =
     keys::DEFAULT_ARGON2_MEMORY_KIB as u64 * keys::DEFAULT_ARGON2_PASSES as u64;
 /// Keys dearer than this are announced before they are tried.
 const NOTICE_COST: u64 = 16 * DEFAULT_COST;
 
+/// Memory times passes of a key object's key derivation, to order the trials by.
 fn derivation_cost(kdf: &Kdf) -> u64 {
     match kdf {
         Kdf::Argon2id {
@@ -774,6 +772,8 @@ fn derivation_cost(kdf: &Kdf) -> u64 {
     }
 }
 
+/// Tries `secret` on each key object in turn: the master key and the name of the first that
+/// opens.
 async fn unlock(
     store: &dyn Store,
     names: &[String],
@@ -797,15 +797,16 @@ async fn unlock(
     for (name, obj) in candidates {
         // A wrong passphrase still reaches such a key, and the wait should not look like a
         // hang: say what is being derived and why it may be someone else's.
+        let cost = derivation_cost(&obj.kdf);
         if let Kdf::Argon2id {
             memory_kib, passes, ..
         } = obj.kdf
-            && derivation_cost(&obj.kdf) > NOTICE_COST
+            && cost > NOTICE_COST
         {
             eprintln!(
                 "note: trying key object {name}, which asks Argon2id for {} MiB and {passes} passes ({}x the cost of the keys blockvault writes): this may take minutes. blockvault writes no such key; if nobody here made it, someone with write access to the store may have planted it (`blockvault key list`, `key remove`)",
                 memory_kib / 1024,
-                derivation_cost(&obj.kdf) / DEFAULT_COST,
+                cost / DEFAULT_COST,
             );
         }
         match keys::unwrap(&obj, secret, name, repo_id) {
