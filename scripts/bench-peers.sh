@@ -321,6 +321,84 @@ if has_tool bupstash && [ ! -e "$work/home/bupstash.key" ]; then
 fi
 
 uptime_before=$(uptime)
+# Each run goes round every tool before the next run starts: a tool's time and the others'
+# are then a few minutes apart, not a whole repetition, and the ratios do not take in the
+# drift of a shared VM's speed (a third within a day on ours). Each step below takes the tool
+# as its argument and reads the repetition ($rep) and stream ($stream) of the loop further down.
+each_tool() {
+  local tool
+  for tool in "${tools[@]}"; do
+    [ -n "$tool" ] || continue
+    "$@" "$tool"
+  done
+}
+img_repo() { echo "$work/repos/$1-img"; }
+init_img() {
+  local repo
+  repo=$(img_repo "$1")
+  tool_cmd "$1" init "$repo" && "${cmd[@]}" >> "$logf" 2>&1
+}
+first_backup() {
+  warm "$in/base.img"
+  tool_cmd "$1" backup "$(img_repo "$1")" base "$in/base.img"
+  measure "$rep" first "$1" "$image_bytes" "$(img_repo "$1")" -- "${cmd[@]}"
+}
+changed_backup() {
+  warm "$in/changed.img"
+  tool_cmd "$1" backup "$(img_repo "$1")" changed "$in/changed.img"
+  measure "$rep" changed "$1" "$image_bytes" "$(img_repo "$1")" -- "${cmd[@]}"
+}
+restore_to_disk() {
+  local out="$work/restore/$1"
+  mkdir -p "$out"
+  tool_cmd "$1" restore "$(img_repo "$1")" changed "$out"
+  sync_file=$(restored_file "$1" "$out")
+  measure "$rep" restore "$1" "$image_bytes" "" -- "${cmd[@]}"
+  if ! cmp -s "$sync_file" "$in/changed.img"; then
+    log "MISMATCH: $1 restored something other than changed.img"
+    sed -i '$ s/\tok$/\tmismatch/' "$results"
+  fi
+  sync_file=""
+  rm -rf "$out"
+}
+# The same restore into memory (tmpfs): what the engine does when the disk is not the limit.
+restore_to_memory() {
+  local out="$memdir/$1"
+  mkdir -p "$out"
+  tool_cmd "$1" restore "$(img_repo "$1")" changed "$out"
+  measure "$rep" restore-mem "$1" "$image_bytes" "" -- "${cmd[@]}"
+  if ! cmp -s "$(restored_file "$1" "$out")" "$in/changed.img"; then
+    log "MISMATCH: $1 restored something other than changed.img into memory"
+    sed -i '$ s/\tok$/\tmismatch/' "$results"
+  fi
+  rm -rf "$out"
+}
+check_repo() {
+  tool_cmd "$1" check "$(img_repo "$1")"
+  if ((${#cmd[@]})); then
+    # From the disk, for every tool: a check reads a repository nobody has read lately, and
+    # blockvault's chunks, written around the page cache, would otherwise be the only ones
+    # not already in memory.
+    cold_cache
+    measure "$rep" check "$1" "$(size_of "$(img_repo "$1")")" "" -- "${cmd[@]}"
+  fi
+}
+remove_img_repo() { rm -rf "$(img_repo "$1")"; }
+stream_backup() {
+  local repo="$work/repos/$1-${stream%%:*}"
+  tool_cmd "$1" init "$repo" && "${cmd[@]}" >> "$logf" 2>&1
+  warm "$in/${stream#*:}"
+  tool_cmd "$1" stdin "$repo" "${stream#*:}"
+  # A pipe, not a file: a stream source cannot seek or mmap.
+  # shellcheck disable=SC2002
+  cat "$in/${stream#*:}" |
+    measure "$rep" "${stream%%:*}" "$1" "$(size_of "$in/${stream#*:}")" "$repo" -- "${cmd[@]}" || {
+    log "the pipe into $1 broke: it did not read all of its input"
+    sed -i '$ s/\tok$/\tbroken-pipe/' "$results"
+  }
+  rm -rf "$repo"
+}
+
 started=$(date +%s)
 for rep in $(seq "$runs"); do
   if [ "$limits" = 1 ] && [ "$rep" = 1 ]; then
@@ -352,92 +430,16 @@ for rep in $(seq "$runs"); do
       zstd -q -f -3 -T2 "$in/random.bin" -o "$work/tmp/out.zst"
     rm -f "$work/tmp/out.zst"
   fi
-  # Each run goes round every tool before the next run starts: a tool's time and the others'
-  # are then a few minutes apart, not a whole repetition, and the ratios do not take in the
-  # drift of a shared VM's speed (a third within a day on ours).
-  each_tool() {
-    local tool
-    for tool in "${tools[@]}"; do
-      [ -n "$tool" ] || continue
-      "$@" "$tool"
-    done
-  }
-  img_repo() { echo "$work/repos/$1-img"; }
   log "run $rep/$runs: the image"
-  init_img() {
-    local repo
-    repo=$(img_repo "$1")
-    tool_cmd "$1" init "$repo" && "${cmd[@]}" >> "$logf" 2>&1
-  }
   each_tool init_img
-  first_backup() {
-    warm "$in/base.img"
-    tool_cmd "$1" backup "$(img_repo "$1")" base "$in/base.img"
-    measure "$rep" first "$1" "$image_bytes" "$(img_repo "$1")" -- "${cmd[@]}"
-  }
   each_tool first_backup
-  changed_backup() {
-    warm "$in/changed.img"
-    tool_cmd "$1" backup "$(img_repo "$1")" changed "$in/changed.img"
-    measure "$rep" changed "$1" "$image_bytes" "$(img_repo "$1")" -- "${cmd[@]}"
-  }
   each_tool changed_backup
-  restore_to_disk() {
-    local out="$work/restore/$1"
-    mkdir -p "$out"
-    tool_cmd "$1" restore "$(img_repo "$1")" changed "$out"
-    sync_file=$(restored_file "$1" "$out")
-    measure "$rep" restore "$1" "$image_bytes" "" -- "${cmd[@]}"
-    if ! cmp -s "$sync_file" "$in/changed.img"; then
-      log "MISMATCH: $1 restored something other than changed.img"
-      sed -i '$ s/\tok$/\tmismatch/' "$results"
-    fi
-    sync_file=""
-    rm -rf "$out"
-  }
   each_tool restore_to_disk
-  # The same restore into memory (tmpfs): what the engine does when the disk is not the limit.
-  restore_to_memory() {
-    local out="$memdir/$1"
-    mkdir -p "$out"
-    tool_cmd "$1" restore "$(img_repo "$1")" changed "$out"
-    measure "$rep" restore-mem "$1" "$image_bytes" "" -- "${cmd[@]}"
-    if ! cmp -s "$(restored_file "$1" "$out")" "$in/changed.img"; then
-      log "MISMATCH: $1 restored something other than changed.img into memory"
-      sed -i '$ s/\tok$/\tmismatch/' "$results"
-    fi
-    rm -rf "$out"
-  }
   each_tool restore_to_memory
-  check_repo() {
-    tool_cmd "$1" check "$(img_repo "$1")"
-    if ((${#cmd[@]})); then
-      # From the disk, for every tool: a check reads a repository nobody has read lately, and
-      # blockvault's chunks, written around the page cache, would otherwise be the only ones
-      # not already in memory.
-      cold_cache
-      measure "$rep" check "$1" "$(size_of "$(img_repo "$1")")" "" -- "${cmd[@]}"
-    fi
-  }
   each_tool check_repo
-  remove_img_repo() { rm -rf "$(img_repo "$1")"; }
   each_tool remove_img_repo
   for stream in tar:share.tar random:random.bin; do
     log "run $rep/$runs: ${stream%%:*} through stdin"
-    stream_backup() {
-      local repo="$work/repos/$1-${stream%%:*}"
-      tool_cmd "$1" init "$repo" && "${cmd[@]}" >> "$logf" 2>&1
-      warm "$in/${stream#*:}"
-      tool_cmd "$1" stdin "$repo" "${stream#*:}"
-      # A pipe, not a file: a stream source cannot seek or mmap.
-      # shellcheck disable=SC2002
-      cat "$in/${stream#*:}" |
-        measure "$rep" "${stream%%:*}" "$1" "$(size_of "$in/${stream#*:}")" "$repo" -- "${cmd[@]}" || {
-        log "the pipe into $1 broke: it did not read all of its input"
-        sed -i '$ s/\tok$/\tbroken-pipe/' "$results"
-      }
-      rm -rf "$repo"
-    }
     each_tool stream_backup
   done
 done
