@@ -12,8 +12,6 @@
 use crate::chunk_id::IdKey;
 use crate::format::FormatError;
 use crate::format::key::{Kdf, KeyObject};
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -244,14 +242,7 @@ pub fn wrap(
     let mut nonce = [0u8; 24];
     rand::rng().fill_bytes(&mut nonce);
     let mut buf = master.0.to_vec();
-    let cipher = XChaCha20Poly1305::new((&*kek).into());
-    let tag = cipher
-        .encrypt_inout_detached(
-            &XNonce::from(nonce),
-            &key_aad(object_name, repo_id),
-            buf.as_mut_slice().into(),
-        )
-        .map_err(|_| KeyError::Format(FormatError::Authentication))?;
+    let tag = crate::aead::seal(&kek, &nonce, &key_aad(object_name, repo_id), &mut buf);
     buf.extend_from_slice(&tag);
     Ok(KeyObject {
         kdf,
@@ -275,20 +266,11 @@ pub fn unwrap(
             obj.sealed.len()
         ))));
     }
-    let mut buf = Zeroizing::new(obj.sealed[..32].to_vec());
-    // 16 bytes: the length was checked above.
-    let tag = Tag::try_from(&obj.sealed[32..]).map_err(|_| KeyError::Wrong)?;
-    let cipher = XChaCha20Poly1305::new((&*kek).into());
-    cipher
-        .decrypt_inout_detached(
-            &XNonce::from(obj.nonce),
-            &key_aad(object_name, repo_id),
-            buf.as_mut_slice().into(),
-            &tag,
-        )
+    let mut buf = Zeroizing::new(obj.sealed.clone());
+    crate::aead::open(&kek, &obj.nonce, &key_aad(object_name, repo_id), &mut buf)
         .map_err(|_| KeyError::Wrong)?;
     let mut master = MasterKey([0u8; 32]);
-    master.0.copy_from_slice(&buf);
+    master.0.copy_from_slice(&buf[..32]);
     Ok(master)
 }
 

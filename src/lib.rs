@@ -21,6 +21,7 @@
 //! versions together, and `prune`, `forget` and `receive` (restore into `zfs receive`) obey
 //! those chains.
 
+pub mod aead;
 pub mod backup;
 pub mod check;
 pub mod chunk_id;

@@ -9,8 +9,6 @@ use crate::chunk_id::ChunkId;
 use crate::format::envelope::{CHECKSUM_LEN, HEADER_LEN, NONCE_LEN, TAG_LEN};
 use crate::format::{Cipher, Codec, FormatError, Header, Kind};
 use crate::keys::{Keys, SealKey};
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use std::cell::RefCell;
 use std::io::Read;
@@ -192,18 +190,7 @@ fn close(
     match key {
         Some(key) => {
             buf[HEADER_LEN..HEADROOM].copy_from_slice(nonce);
-            let aead = XChaCha20Poly1305::new((&key.0).into());
-            let body_len = buf.len() - HEADROOM;
-            // Encryption in place cannot fail for inputs below the cipher's 256 GiB limit.
-            let tag = aead
-                .encrypt_inout_detached(
-                    &XNonce::from(*nonce),
-                    &aad(&header, name),
-                    (&mut buf[HEADROOM..]).into(),
-                )
-                .unwrap_or_else(|_| {
-                    unreachable!("XChaCha20-Poly1305 refused a {body_len}-byte payload")
-                });
+            let tag = crate::aead::seal(&key.0, nonce, &aad(&header, name), &mut buf[HEADROOM..]);
             buf.extend_from_slice(&tag);
         }
         None => {
@@ -328,14 +315,12 @@ fn unseal(
                 return Err(FormatError::Truncated("shorter than header, nonce and tag"));
             }
             let tag_at = bytes.len() - TAG_LEN;
-            let (front, rest) = bytes.split_at_mut(HEADROOM);
-            let (body, tag) = rest.split_at_mut(tag_at - HEADROOM);
-            // Both lengths follow from the split above; a mismatch could only be ours.
-            let nonce = XNonce::try_from(&front[HEADER_LEN..])
+            let (front, sealed) = bytes.split_at_mut(HEADROOM);
+            // The length follows from the split above; a mismatch could only be ours.
+            let nonce: &[u8; NONCE_LEN] = front[HEADER_LEN..]
+                .try_into()
                 .map_err(|_| FormatError::Truncated("nonce"))?;
-            let tag = Tag::try_from(&*tag).map_err(|_| FormatError::Truncated("tag"))?;
-            XChaCha20Poly1305::new((&key.0).into())
-                .decrypt_inout_detached(&nonce, &aad(&front[..HEADER_LEN], name), body.into(), &tag)
+            crate::aead::open(&key.0, nonce, &aad(&front[..HEADER_LEN], name), sealed)
                 .map_err(|_| FormatError::Authentication)?;
             (HEADROOM, tag_at)
         }
