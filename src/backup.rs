@@ -21,6 +21,7 @@ use crate::seal::{HEADROOM, TAILROOM};
 use crate::source::{self, Holes, SourceSpec, read_full_at};
 use crate::store::Requests;
 use crate::sys;
+use crate::sys::Mapped;
 use crate::zfs::ZfsFacts;
 use crate::zfs::facts::hex_guid;
 use crate::zfs::stream::{StreamError, StreamInfo, StreamParser};
@@ -116,15 +117,19 @@ struct Ctx {
     seen: Mutex<HashSet<ChunkId>>,
     dry_run: bool,
     pool: Arc<Pool>,
+    /// The source as errors name it.
+    source: String,
 }
 
 /// Chunks read ahead of the ones being processed (the channel from the reading thread).
 const READ_AHEAD: usize = 2;
 
 /// What the reading thread hands on: a chunk's bytes after [`HEADROOM`] bytes of room (so it
-/// is sealed where it lies), or the length of a chunk known to be zeros without reading it.
+/// is sealed where it lies), the chunk's bytes where they lie in the page cache, or the length
+/// of a chunk known to be zeros without reading it.
 enum Piece {
     Data(Vec<u8>),
+    Mapped(Mapped),
     Hole(u32),
 }
 
@@ -132,6 +137,7 @@ impl Piece {
     fn len(&self) -> u32 {
         match self {
             Piece::Data(buf) => (buf.len() - HEADROOM) as u32,
+            Piece::Mapped(map) => map.len() as u32,
             Piece::Hole(len) => *len,
         }
     }
@@ -142,8 +148,13 @@ type Sender = tokio::sync::mpsc::Sender<io::Result<Piece>>;
 /// Reads a file or device of `total` bytes chunk by chunk with positional reads, and sends
 /// chunks that lie wholly in a hole as [`Piece::Hole`] without reading them. Stops early when
 /// the file turns out shorter than `total`: the source's `finish` then fails the run.
-fn read_positional(file: &File, size: u32, total: u64, pool: &Pool, tx: &Sender) {
+///
+/// With `map` (the parent version has data, so most chunks are expected to be stored
+/// already), chunks are mapped instead of read, and so hashed without being copied; a regular
+/// file whose size no longer covers the chunk is read instead, which ends the run as above.
+fn read_positional(file: &File, size: u32, total: u64, map: bool, pool: &Pool, tx: &Sender) {
     let mut holes = Holes::new(file).ok();
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
     let mut offset = 0;
     while offset < total {
         let len = u64::from(size).min(total - offset);
@@ -152,6 +163,19 @@ fn read_positional(file: &File, size: u32, total: u64, pool: &Pool, tx: &Sender)
             .is_some_and(|h| h.is_hole(offset, offset + len))
         {
             if tx.blocking_send(Ok(Piece::Hole(len as u32))).is_err() {
+                return;
+            }
+            offset += len;
+            continue;
+        }
+        let covered = || !regular || file.metadata().is_ok_and(|m| m.len() >= offset + len);
+        if let Some(mapped) = map
+            .then(covered)
+            .is_some_and(|c| c)
+            .then(|| Mapped::new(file, offset, len as usize))
+            .flatten()
+        {
+            if tx.blocking_send(Ok(Piece::Mapped(mapped))).is_err() {
                 return;
             }
             offset += len;
@@ -307,8 +331,9 @@ async fn run(
     ));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Piece>>(READ_AHEAD);
     let reader_pool = pool.clone();
+    let map = !known.is_empty();
     let reader_thread = std::thread::spawn(move || match positional {
-        Some((file, size, total)) => read_positional(&file, size, total, &reader_pool, &tx),
+        Some((file, size, total)) => read_positional(&file, size, total, map, &reader_pool, &tx),
         None => read_stream(reader, chunking, seed, &reader_pool, &tx),
     });
 
@@ -318,6 +343,7 @@ async fn run(
         seen: Mutex::new(HashSet::new()),
         dry_run: opts.dry_run,
         pool,
+        source: source.info.description.clone(),
     });
     let pb = progress::bar(source.size, &format!("backup {series}"), opts.progress);
     let description = source.info.description.clone();
@@ -645,11 +671,50 @@ fn record(
     Ok(())
 }
 
+/// A mapped chunk: `Ok` with its reference when it is zeros or stored already, which is all
+/// most chunks of an incremental run are; otherwise `Err` with a copy of its bytes in a pooled
+/// buffer, for the path of a chunk that was read. The copy is hashed again there: the id a
+/// chunk is stored under must be that of the bytes stored, and a live file may have changed
+/// between the map's hash and the copy.
+async fn process_mapped(ctx: &Ctx, map: Mapped) -> Result<Result<(ChunkRef, Outcome), Vec<u8>>> {
+    let len = map.len() as u32;
+    let repo = ctx.repo.clone();
+    let (map, id) = cpu::run(move || {
+        let id = (!is_zero(&map)).then(|| repo.keys.id.id_of(&map));
+        (map, id)
+    })
+    .await?;
+    let stored =
+        |id| ctx.known.contains(id) || ctx.seen.lock().map(|s| s.contains(id)).unwrap_or(false);
+    let decided = match id {
+        None => Ok((ChunkRef::Zero { len }, Outcome::Zero)),
+        Some(id) if stored(&id) => Ok((ChunkRef::Data { id, len }, Outcome::Reused)),
+        Some(_) => {
+            let mut buf = ctx.pool.take();
+            buf.clear();
+            buf.resize(HEADROOM, 0);
+            buf.extend_from_slice(&map);
+            Err(buf)
+        }
+    };
+    if map.cut_short() {
+        bail!(
+            "source {} shrank while it was being read: the bytes past its new end read as zeros",
+            ctx.source
+        );
+    }
+    Ok(decided)
+}
+
 async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkRef, Outcome)> {
     let len = piece.len();
     let buf = match piece {
         Piece::Hole(len) => return Ok((index, ChunkRef::Zero { len }, Outcome::Zero)),
         Piece::Data(buf) => buf,
+        Piece::Mapped(map) => match process_mapped(ctx, map).await? {
+            Ok((r, outcome)) => return Ok((index, r, outcome)),
+            Err(buf) => buf,
+        },
     };
     let repo = ctx.repo.clone();
     let (mut buf, id) = cpu::run(move || {

@@ -806,16 +806,58 @@ fn key_file_and_unencrypted_repositories() {
 #[test]
 fn source_that_shrinks_during_backup_fails() {
     let v = Vault::new();
+    let r = back_up_while_shrinking(&v, "shrink");
+    r.error(
+        1,
+        &[
+            s(&v.path("shrinking.img")),
+            "changed size",
+            "no version recorded",
+        ],
+    );
+    assert!(v.list().is_empty(), "no version recorded");
+}
+
+/// The same in an incremental run, where chunks are mapped rather than read: a chunk mapped
+/// before the truncation and read after it must fail the run too (with a message, not a
+/// SIGBUS), and so must the chunks after it.
+#[test]
+fn source_that_shrinks_during_an_incremental_backup_fails() {
+    let v = Vault::new();
+    let src = v.path("shrinking.img");
+    write_random_file(&src, 40, 300 * MIB);
+    v.backup("shrink", &[s(&src)]);
+    let r = back_up_while_shrinking(&v, "shrink");
+    assert_eq!(
+        r.code, 1,
+        "exit status (a signal would show as -1): {}",
+        r.stderr
+    );
+    let line = r.error_line();
+    assert!(
+        line.contains("changed size") || line.contains("shrank while it was being read"),
+        "{line}"
+    );
+    for needle in [s(&src), "no version recorded"] {
+        assert!(line.contains(needle), "{needle:?} missing from: {line}");
+    }
+    assert_eq!(v.list().len(), 1, "only the first version");
+}
+
+/// Writes 300 MiB of new random data to `shrinking.img`, starts a backup of it into `series`
+/// and cuts the file to a third once the run has stored its first new chunk.
+fn back_up_while_shrinking(v: &Vault, series: &str) -> Run {
     let src = v.path("shrinking.img");
     let size = 300 * MIB;
     write_random_file(&src, 41, size);
+    let before = v.chunk_objects().len();
     let mut child = v
-        .cmd(&["backup", "--name", "shrink", "--in-flight", "4", s(&src)])
+        .cmd(&["backup", "--name", series, "--in-flight", "4", s(&src)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_new_chunks(&v, &mut child, 0, 1);
+    wait_for_new_chunks(v, &mut child, before, 1);
     fs::OpenOptions::new()
         .write(true)
         .open(&src)
@@ -823,14 +865,12 @@ fn source_that_shrinks_during_backup_fails() {
         .set_len(size / 3)
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let r = Run {
+    Run {
         what: "backup of a shrinking file".into(),
         code: out.status.code().unwrap_or(-1),
         stdout: out.stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    r.error(1, &[s(&src), "changed size", "no version recorded"]);
-    assert!(v.list().is_empty(), "no version recorded");
+    }
 }
 
 #[test]
