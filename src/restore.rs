@@ -31,7 +31,7 @@ use crate::repo::Repo;
 use crate::seal::{PLAIN_ALIGN, Plain};
 use crate::source::{Holes, size_of};
 use crate::store::Requests;
-use crate::sys;
+use crate::sys::{self, Mapped};
 use crate::zfs::ZfsFacts;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
@@ -514,20 +514,34 @@ async fn write_one(
     if compare {
         let f = file.clone();
         let keys = repo.keys.clone();
-        let mut buf = pool.take();
-        let (buf, same) = tokio::task::spawn_blocking(move || -> io::Result<(Vec<u8>, bool)> {
+        let pool = pool.clone();
+        let same = tokio::task::spawn_blocking(move || -> io::Result<bool> {
+            let holds = |bytes: &[u8]| match c {
+                ChunkRef::Zero { .. } => is_zero(bytes),
+                ChunkRef::Data { id, .. } => keys.id.id_of(bytes) == id,
+            };
+            // Mapped, the target's bytes are hashed where they lie in the page cache, as an
+            // incremental backup's are (`crate::sys::Mapped`).
+            if let Some(map) = Mapped::new(&f, offset, len as usize) {
+                let same = holds(&map);
+                if map.cut_short() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the target shrank while it was being read",
+                    ));
+                }
+                return Ok(same);
+            }
+            let mut buf = pool.take();
             buf.resize(len as usize, 0);
             f.read_exact_at(&mut buf, offset)?;
-            let same = match c {
-                ChunkRef::Zero { .. } => is_zero(&buf),
-                ChunkRef::Data { id, .. } => keys.id.id_of(&buf) == id,
-            };
-            Ok((buf, same))
+            let same = holds(&buf);
+            pool.give(buf);
+            Ok(same)
         })
         .await
         .map_err(join_err)?
         .with_context(|| format!("reading target {shown} at byte {offset}"))?;
-        pool.give(buf);
         if same {
             return Ok((len, Some(false), None));
         }

@@ -158,6 +158,9 @@ pub struct Mapped {
     addr: *mut libc::c_void,
     len: usize,
     slot: usize,
+    /// A regular file, and where the map ends in it: a file that now ends inside the map's
+    /// last page raised no fault for the bytes past its end, which read as zeros.
+    regular: Option<(File, u64)>,
 }
 
 // SAFETY: the map is read-only memory owned by this value; any thread may read it, and only
@@ -204,25 +207,42 @@ fn install_sigbus_handler() -> bool {
     })
 }
 
-extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    use std::sync::atomic::Ordering::Acquire;
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    use std::sync::atomic::Ordering::{Acquire, Release};
     let Some((before, page)) = SIGBUS_BEFORE.get() else {
         return;
     };
-    let ours = |slot: usize| {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler, and errno is this
+    // thread's; it is put back as it was, so the interrupted code never sees ours.
+    let (code, addr, errno) = unsafe {
+        (
+            (*info).si_code,
+            (*info).si_addr() as usize,
+            *libc::__errno_location(),
+        )
+    };
+    // Only a fault has an address (BUS_ADRERR: past the end of the file); a SIGBUS that a
+    // process sent, or a hardware error, is not ours to answer.
+    let slot_of = |slot: usize| {
         let start = MAP_START[slot].load(Acquire);
         start != 0 && addr >= start && addr < MAP_END[slot].load(Acquire)
     };
-    if (0..MAP_SLOTS).any(ours) {
+    let hit = if code == libc::BUS_ADRERR {
+        (0..MAP_SLOTS).find(|&s| slot_of(s))
+    } else {
+        None
+    };
+    if let Some(slot) = hit {
         let at = addr & !(page - 1);
-        // SAFETY: the page lies inside a live map of ours (registered until after it is
+        let end = MAP_END[slot].load(Acquire);
+        // The rest of the map at once: the file ends before all of it, and one fault per
+        // page of a 4 MiB chunk would be a thousand.
+        // SAFETY: [at, end) lies inside a live map of ours (registered until after it is
         // unmapped); replacing it with anonymous zeros changes no memory anything else owns.
         let zeros = unsafe {
             libc::mmap(
                 at as *mut libc::c_void,
-                *page,
+                end.saturating_sub(at).max(*page),
                 libc::PROT_READ,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
@@ -231,16 +251,52 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
         };
         if zeros != libc::MAP_FAILED {
             // Every slot that covers the page: one being dropped may still list the range
-            // that the kernel has just handed to a new map.
-            for slot in (0..MAP_SLOTS).filter(|&s| ours(s)) {
-                MAP_CUT[slot].store(true, std::sync::atomic::Ordering::Release);
+            // that the kernel has just handed to a new map. (A stale slot marked so can only
+            // make a map fail that did not need to, never let one pass that should fail.)
+            for slot in (0..MAP_SLOTS).filter(|&s| slot_of(s)) {
+                MAP_CUT[slot].store(true, Release);
             }
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = errno };
             return;
         }
     }
-    // Not ours (or no zeros to give): the earlier action takes the repeated fault.
-    // SAFETY: `before` is the action sigaction reported, restored as it was.
-    unsafe { libc::sigaction(libc::SIGBUS, before, std::ptr::null_mut()) };
+    pass_on(sig, info, ctx, before);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// Hands a `SIGBUS` that is not ours to the action that was there before ours.
+fn pass_on(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+    before: &libc::sigaction,
+) {
+    match before.sa_sigaction {
+        libc::SIG_IGN => {}
+        libc::SIG_DFL => {
+            // SAFETY: the default action is put back and the signal raised again; it is
+            // blocked while this handler runs, so it is delivered, and kills the process, as
+            // soon as the handler returns (a fault would recur there anyway).
+            unsafe {
+                libc::sigaction(libc::SIGBUS, before, std::ptr::null_mut());
+                libc::raise(libc::SIGBUS);
+            }
+        }
+        handler if before.sa_flags & libc::SA_SIGINFO != 0 => {
+            // SAFETY: the earlier handler was installed with SA_SIGINFO, so it has this
+            // signature, and gets the arguments the kernel gave us.
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(handler) };
+            f(sig, info, ctx);
+        }
+        handler => {
+            // SAFETY: without SA_SIGINFO a handler takes the signal number alone.
+            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+            f(sig);
+        }
+    }
 }
 
 impl Mapped {
@@ -284,13 +340,28 @@ impl Mapped {
         MAP_CUT[slot].store(false, Relaxed);
         MAP_END[slot].store(addr as usize + len, Release);
         MAP_START[slot].store(addr as usize, Release);
-        Some(Mapped { addr, len, slot })
+        let regular = file
+            .metadata()
+            .is_ok_and(|m| m.is_file())
+            .then(|| file.try_clone().ok())
+            .flatten()
+            .map(|f| (f, offset + len as u64));
+        Some(Mapped {
+            addr,
+            len,
+            slot,
+            regular,
+        })
     }
 
     /// Whether any of the map lay past the end of the file when it was read (the file shrank):
     /// those bytes read as zeros. Ask after the last read.
     pub fn cut_short(&self) -> bool {
         MAP_CUT[self.slot].load(std::sync::atomic::Ordering::Acquire)
+            || self
+                .regular
+                .as_ref()
+                .is_some_and(|(f, end)| f.metadata().map_or(true, |m| m.len() < *end))
     }
 }
 
@@ -381,6 +452,17 @@ mod tests {
         // The slot is free again and a new map starts clean.
         let again = Mapped::new(&g, 0, 4096).expect("maps");
         assert!(!again.cut_short());
+    }
+
+    /// A file that now ends inside the map's last page raises no fault (the rest of that page
+    /// reads as zeros); the map is cut short all the same.
+    #[test]
+    fn a_map_of_a_file_that_ends_inside_its_last_page_is_cut_short() {
+        let (f, bytes) = file_of(2);
+        let map = Mapped::new(&f, 0, 2 * 4096).expect("maps");
+        f.set_len(4096 + 10).unwrap();
+        assert_eq!(&map[..4096 + 10], &bytes[..4096 + 10]);
+        assert!(map.cut_short());
     }
 
     /// Maps taken and dropped on many threads at once, beyond the registry's slots: every map
