@@ -169,19 +169,23 @@ fn kek(secret: &Secret, kdf: &Kdf) -> Result<Zeroizing<[u8; 32]>, KeyError> {
                 argon2::Params::new(*memory_kib, *passes, *lanes, Some(32)).map_err(|e| {
                     KeyError::Format(FormatError::Payload(format!("Argon2id parameters: {e}")))
                 })?;
-            // Our own memory blocks rather than `hash_password_into`'s, so they can be wiped:
-            // they are derived from the passphrase (the argon2 crate zeroes only with its
-            // `zeroize` feature, which is off).
-            let mut memory = vec![argon2::Block::new(); params.block_count()];
+            // Our own memory blocks rather than `hash_password_into`'s: mapped, so that the
+            // kernel zeroes them on the lanes' threads (`crate::sys::KdfMemory`), or else
+            // allocated here, so they can be wiped: they are derived from the passphrase (the
+            // argon2 crate zeroes only with its `zeroize` feature, which is off).
+            let mut mapped = crate::sys::KdfMemory::new(params.block_count());
+            let mut allocated = Vec::new();
+            let memory = match mapped.as_mut() {
+                Some(m) => m.blocks(),
+                None => {
+                    allocated = vec![argon2::Block::new(); params.block_count()];
+                    &mut allocated[..]
+                }
+            };
             let hashed =
                 argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-                    .hash_password_into_with_memory(
-                        p.as_bytes(),
-                        salt,
-                        out.as_mut(),
-                        &mut memory[..],
-                    );
-            for block in &mut memory {
+                    .hash_password_into_with_memory(p.as_bytes(), salt, out.as_mut(), memory);
+            for block in &mut allocated {
                 block.as_mut().zeroize();
             }
             hashed.map_err(|e| KeyError::Format(FormatError::Payload(format!("Argon2id: {e}"))))?;
