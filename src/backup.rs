@@ -168,12 +168,12 @@ fn read_positional(file: &File, size: u32, total: u64, map: bool, pool: &Pool, t
             continue;
         }
         let covered = || !regular || file.metadata().is_ok_and(|m| m.len() >= offset + len);
-        if let Some(mapped) = map
-            .then(covered)
-            .is_some_and(|c| c)
-            .then(|| Mapped::new(file, offset, len as usize))
-            .flatten()
-        {
+        let mapped = if map && covered() {
+            Mapped::new(file, offset, len as usize)
+        } else {
+            None
+        };
+        if let Some(mapped) = mapped {
             if tx.blocking_send(Ok(Piece::Mapped(mapped))).is_err() {
                 return;
             }
