@@ -90,18 +90,16 @@ for secret in passphrase key-file; do
     [ "$input" = stdin ] && src="$in/real.img"
     cat "$src" > /dev/null  # warm page cache, as for every run
     log "$secret: $input"
-    if [ "$input" = stdin ]; then
-      run "$input" backup "$secret" -- sh -c 'exec "$@" < "$0"' "$src" "$bv" backup --repo "$repo" "${auth[@]}" --name m --json -
-    else
-      run "$input" backup "$secret" -- "$bv" backup --repo "$repo" "${auth[@]}" --name m --json "$src"
-    fi
-    # The second backup of the same source: a file's chunks are then mapped, not read, and
-    # the pages of the mapped chunks count as resident while they are mapped.
-    if [ "$input" = stdin ]; then
-      run "$input" incremental "$secret" -- sh -c 'exec "$@" < "$0"' "$src" "$bv" backup --repo "$repo" "${auth[@]}" --name m --json -
-    else
-      run "$input" incremental "$secret" -- "$bv" backup --repo "$repo" "${auth[@]}" --name m --json "$src"
-    fi
+    # Twice: a first backup, then the same source again, whose chunks are then mapped, not
+    # read (a file's; the stream is cut again); the pages of mapped chunks count as resident
+    # while they are mapped.
+    for op in backup incremental; do
+      if [ "$input" = stdin ]; then
+        run "$input" "$op" "$secret" -- sh -c 'exec "$@" < "$0"' "$src" "$bv" backup --repo "$repo" "${auth[@]}" --name m --json -
+      else
+        run "$input" "$op" "$secret" -- "$bv" backup --repo "$repo" "${auth[@]}" --name m --json "$src"
+      fi
+    done
     run "$input" restore "$secret" -- "$bv" restore --repo "$repo" "${auth[@]}" --name m --json "$work/restored"
     cmp -s "$src" "$work/restored" || { log "MISMATCH: the restore of $input differs"; exit 1; }
     rm -f "$work/restored"

@@ -149,11 +149,11 @@ type Sender = tokio::sync::mpsc::Sender<io::Result<Piece>>;
 /// the file turns out shorter than `total`: the source's `finish` then fails the run.
 ///
 /// With `map` (the parent version has data, so most chunks are expected to be stored
-/// already), chunks are mapped instead of read, and so hashed without being copied; a regular
-/// file whose size no longer covers the chunk is read instead, which ends the run as above.
+/// already), chunks are mapped instead of read, and so hashed without being copied; a file
+/// that is shorter than a map, whenever it shrank, fails the run through the map's
+/// [`cut_short`](Mapped::cut_short).
 fn read_positional(file: &File, size: u32, total: u64, map: bool, pool: &Pool, tx: &Sender) {
     let mut holes = Holes::new(file).ok();
-    let regular = file.metadata().is_ok_and(|m| m.is_file());
     let mut offset = 0;
     while offset < total {
         let len = u64::from(size).min(total - offset);
@@ -167,13 +167,10 @@ fn read_positional(file: &File, size: u32, total: u64, map: bool, pool: &Pool, t
             offset += len;
             continue;
         }
-        let covered = || !regular || file.metadata().is_ok_and(|m| m.len() >= offset + len);
-        let mapped = if map && covered() {
-            Mapped::new(file, offset, len as usize)
-        } else {
-            None
-        };
-        if let Some(mapped) = mapped {
+        if let Some(mapped) = map
+            .then(|| Mapped::new(file, offset, len as usize))
+            .flatten()
+        {
             if tx.blocking_send(Ok(Piece::Mapped(mapped))).is_err() {
                 return;
             }

@@ -204,9 +204,10 @@ impl Drop for KdfMemory {
 ///
 /// A map is only safe to read while the file is at least as long as it: pages past the end of
 /// a file that shrank raise `SIGBUS`. [`Mapped::new`] therefore installs, once, a handler that
-/// puts a page of zeros in place of any such page of a live map and marks the map
+/// puts zeros in place of the rest of a live map from the faulting page on and marks the map
 /// [`cut_short`](Mapped::cut_short); the read goes on, reading zeros, and the caller, which
-/// asks after its last read, refuses what it read. A `SIGBUS` anywhere else goes to the handler
+/// asks after its last read, refuses what it read. (A file that ends inside a page raises no
+/// fault for the rest of that page, which reads as zeros: `cut_short` compares the size too.) A `SIGBUS` anywhere else goes to the handler
 /// that was there before (or kills the process, as it would have).
 ///
 /// Another process writing the file while it is mapped changes the bytes under a shared
