@@ -473,10 +473,10 @@ impl Repo {
     pub fn open_chunk_reusing(
         &self,
         id: &ChunkId,
-        bytes: Vec<u8>,
+        object: (Vec<u8>, std::ops::Range<usize>),
         spare: &mut Vec<u8>,
     ) -> Result<seal::Plain, FormatError> {
-        seal::open_chunk_reusing(&self.keys, id, &layout::chunk(id), bytes, spare)
+        seal::open_chunk_reusing(&self.keys, id, &layout::chunk(id), object, spare)
     }
 
     /// The plaintext length of a chunk object that authenticates and hashes to `id`

@@ -28,7 +28,7 @@ use crate::pool::Pool;
 use crate::progress;
 use crate::receive::Validating;
 use crate::repo::Repo;
-use crate::seal::{PLAIN_ALIGN, Plain};
+use crate::seal::{HEADROOM, PLAIN_ALIGN, Plain, TAILROOM};
 use crate::source::{Holes, size_of};
 use crate::store::Requests;
 use crate::sys::{self, Mapped};
@@ -203,7 +203,9 @@ async fn fetch(
         m.version,
         offset + u64::from(len)
     );
-    let bytes = match repo.store().get(&name).await {
+    // Into a buffer of the pool: from a local directory that is a direct read, which costs
+    // neither the kernel's copy nor a fresh buffer's page faults.
+    let object = match repo.store().get_reusing(&name, pool.take()).await {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Err(Error::Missing { what }.into()),
         Err(e) => return Err(anyhow!(e).context(format!("fetching {what}"))),
@@ -211,7 +213,7 @@ async fn fetch(
     let (r, p) = (repo.clone(), pool.clone());
     let plain = cpu::run(move || {
         let mut spare = p.take();
-        let plain = r.open_chunk_reusing(&id, bytes, &mut spare);
+        let plain = r.open_chunk_reusing(&id, object, &mut spare);
         p.give(spare);
         plain
     })
@@ -263,13 +265,16 @@ async fn fetch_or_zeros(
     Ok((zeros(pool, len), Some(range)))
 }
 
-/// A pool of chunk-sized buffers for a restore of `m`: as many as chunks in flight, plus the
-/// ones queued for writing; each with room to put its plaintext at an aligned address.
+/// A pool of chunk-sized buffers for a restore of `m`: two for each chunk in flight (its
+/// object and its plaintext), plus the ones queued for writing; each with room for the
+/// largest object read directly (whole blocks at an aligned address), which leaves room for
+/// a plaintext at an aligned address too.
 fn chunk_pool(m: &Manifest, opts: &RestoreOptions) -> Arc<Pool> {
     let max_chunk = m.chunks.iter().map(|c| c.len() as usize).max().unwrap_or(0);
+    let max_object = HEADROOM + max_chunk + TAILROOM;
     Arc::new(Pool::new(
-        max_chunk + PLAIN_ALIGN,
-        opts.in_flight.max(1) + 3,
+        max_object.next_multiple_of(PLAIN_ALIGN) + PLAIN_ALIGN,
+        2 * opts.in_flight.max(1) + 3,
     ))
 }
 

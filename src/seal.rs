@@ -12,6 +12,7 @@ use crate::keys::{Keys, SealKey};
 use rand::RngCore;
 use std::cell::RefCell;
 use std::io::Read;
+use std::ops::Range;
 
 /// The largest chunk plaintext `open` accepts: FastCDC's ceiling is 16 MiB and fixed chunks
 /// are at most 64 MiB (`init --chunk-size` refuses more).
@@ -400,7 +401,8 @@ impl std::ops::Deref for Plain {
     }
 }
 
-/// [`open_chunk_owned`] that decompresses into `spare`, a buffer for reuse, and leaves the
+/// [`open_chunk_owned`] of the object that is `object` of `bytes` (where a reused buffer's
+/// read put it), which decompresses into `spare`, a buffer for reuse, and leaves the
 /// object's own buffer there instead; a stored (uncompressed) chunk's plaintext is the
 /// object's buffer, and `spare` stays as it was. Restores pass chunk-sized buffers round
 /// this way instead of allocating one per chunk; one with [`PLAIN_ALIGN`] bytes more than
@@ -409,10 +411,14 @@ pub fn open_chunk_reusing(
     keys: &Keys,
     id: &ChunkId,
     name: &str,
-    mut bytes: Vec<u8>,
+    (mut bytes, object): (Vec<u8>, Range<usize>),
     spare: &mut Vec<u8>,
 ) -> Result<Plain, FormatError> {
-    let (codec, start, end) = unseal(Kind::Chunk, keys.seal.as_ref(), name, &mut bytes)?;
+    let sealed = bytes
+        .get_mut(object.clone())
+        .ok_or(FormatError::Truncated("object outside its buffer"))?;
+    let (codec, start, end) = unseal(Kind::Chunk, keys.seal.as_ref(), name, sealed)?;
+    let (start, end) = (object.start + start, object.start + end);
     let plain = match codec {
         Codec::Stored if end - start > MAX_CHUNK_LEN => {
             return Err(FormatError::TooLarge(MAX_CHUNK_LEN));
@@ -655,7 +661,8 @@ mod tests {
                     data.len()
                 );
                 let mut spare = b"spare".to_vec();
-                let plain = open_chunk_reusing(&k, &id, "chunks/x", s.clone(), &mut spare);
+                let whole = (s.clone(), 0..s.len());
+                let plain = open_chunk_reusing(&k, &id, "chunks/x", whole, &mut spare);
                 let plain = plain.unwrap();
                 assert_eq!(*plain, data[..]);
                 // Decompressed plaintext lies where a direct write takes it without a copy.
@@ -664,6 +671,15 @@ mod tests {
                 }
                 // A compressed chunk leaves its object's buffer; a stored one the spare.
                 assert_eq!(spare == b"spare", s[7] == Codec::Stored as u8);
+                // An object where a direct read leaves it: after padding, before more.
+                let mut padded = vec![0xee; 100];
+                padded.extend_from_slice(&s);
+                padded.extend_from_slice(&[0xee; 9]);
+                let object = (padded, 100..100 + s.len());
+                let plain = open_chunk_reusing(&k, &id, "chunks/x", object, &mut spare);
+                assert_eq!(*plain.unwrap(), data[..]);
+                let beyond = (s.clone(), 1..s.len() + 1);
+                assert!(open_chunk_reusing(&k, &id, "chunks/x", beyond, &mut spare).is_err());
                 assert_eq!(
                     verify_chunk(&k, &id, "chunks/x", &mut s.clone()),
                     Ok(data.len())
