@@ -254,6 +254,22 @@ pub async fn conformance_with(store: Arc<dyn Store>, put_new: PutNew) {
         ctx("list returns every key")
     );
     assert!(listed == want_all, "{}", ctx("list is sorted and complete"));
+    // With sizes (what gc reports reclaiming): the same keys, each with its length.
+    let sized = store.list_sizes("chunks/").await.unwrap();
+    let names: Vec<&String> = sized.iter().map(|(k, _)| k).collect();
+    assert!(
+        names == listed.iter().collect::<Vec<_>>(),
+        "{}",
+        ctx("list_sizes names what list does")
+    );
+    let big_len = big.len() as u64;
+    assert!(
+        sized
+            .iter()
+            .all(|(k, n)| *n == if k == "chunks/ab/big" { big_len } else { 1 }),
+        "{}",
+        ctx("list_sizes gives each object's length")
+    );
 
     // A prefix that ends inside a segment.
     let sub = store.list("chunks/a").await.unwrap();

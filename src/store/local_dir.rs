@@ -81,6 +81,25 @@ impl LocalDir {
             }
         })
     }
+
+    /// The keys that start with `prefix`, sorted, with their sizes if `sizes` (else 0).
+    async fn listing(&self, prefix: &str, sizes: bool) -> Result<Vec<(String, u64)>, StoreError> {
+        let root = self.root.clone();
+        let p = prefix.to_string();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            list_into(&root, &root, &p, sizes, &mut out)?;
+            out.sort();
+            Ok::<_, io::Error>(out)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))));
+        res.map_err(|source| StoreError::Io {
+            store: self.describe(),
+            key: format!("{prefix}*"),
+            source,
+        })
+    }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -215,10 +234,14 @@ fn write_atomic(
     Ok(placed)
 }
 
+/// The keys under `dir` that start with `prefix`, each with its size when `sizes` is set. A
+/// size costs a `stat` of the file, and from a cold cache a read of its inode: 10 of the 20 ms
+/// of listing the bench repository's 340 chunks.
 fn list_into(
     root: &Path,
     dir: &Path,
     prefix: &str,
+    sizes: bool,
     out: &mut Vec<(String, u64)>,
 ) -> io::Result<()> {
     let Some(entries) = read_dir_if_any(dir)? else {
@@ -239,10 +262,11 @@ fn list_into(
             // Only descend where keys under the prefix can be.
             let as_dir = format!("{key}/");
             if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                list_into(root, &path, prefix, out)?;
+                list_into(root, &path, prefix, sizes, out)?;
             }
         } else if key.starts_with(prefix) {
-            out.push((key.to_string(), entry.metadata()?.len()));
+            let size = if sizes { entry.metadata()?.len() } else { 0 };
+            out.push((key.to_string(), size));
         }
     }
     Ok(())
@@ -335,22 +359,13 @@ impl Store for LocalDir {
         .await
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let listed = self.listing(prefix, false).await?;
+        Ok(listed.into_iter().map(|(k, _)| k).collect())
+    }
+
     async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let root = self.root.clone();
-        let p = prefix.to_string();
-        let res = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            list_into(&root, &root, &p, &mut out)?;
-            out.sort();
-            Ok::<_, io::Error>(out)
-        })
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))));
-        res.map_err(|source| StoreError::Io {
-            store: self.describe(),
-            key: format!("{prefix}*"),
-            source,
-        })
+        self.listing(prefix, true).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
