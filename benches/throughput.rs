@@ -136,6 +136,7 @@ fn pipeline(c: &mut Criterion) {
                     dry_run: false,
                     zfs_required: false,
                     zfs_base: None,
+                    timeout: None,
                 };
                 black_box(
                     rt.block_on(backup(repo, &SourceSpec::Path(src.clone()), opts))

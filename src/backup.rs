@@ -13,7 +13,7 @@ use crate::cpu;
 use crate::format::lock::LockMode;
 use crate::layout;
 use crate::lock::LockGuard;
-use crate::manifest::{BackupStats, ChunkRef, Manifest};
+use crate::manifest::{BackupStats, ChunkRef, Manifest, SourceKind};
 use crate::pool::Pool;
 use crate::progress;
 use crate::repo::{Repo, hostname};
@@ -29,6 +29,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Semaphore;
@@ -56,6 +57,20 @@ pub struct BackupOptions {
     /// `--auto-incremental` chose from the repository): a pool whose snapshot of that name is
     /// another snapshot now is caught before anything is committed.
     pub zfs_base: Option<u64>,
+    /// Give up after this long: the run fails and records nothing, and a command source is
+    /// killed with everything it started (a `pg_dump` waiting on a lock, a hung `zfs send`).
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// `f`, unless `deadline` passes first (then None).
+async fn before<T>(
+    deadline: Option<tokio::time::Instant>,
+    f: impl Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, f).await.ok(),
+        None => Some(f.await),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -272,6 +287,34 @@ async fn run(
     let series = opts.series.as_str();
     let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
     let mut source = source::open(spec)?;
+    // Past the deadline a command source's process group is killed, which also ends a read of
+    // its output or a wait for its exit; and the pipeline below stops waiting for anything
+    // else (a file, stdin, the store). The watchdog goes when `watchdog` is dropped.
+    let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
+    let timed_out = {
+        let t = opts
+            .timeout
+            .map(crate::retention::show_duration)
+            .unwrap_or_default();
+        let what = match source.info.kind {
+            SourceKind::Command => format!("command `{}`", source.info.description),
+            SourceKind::Stdin => "standard input".to_string(),
+            _ => source.info.description.clone(),
+        };
+        move || anyhow!("the backup of {what} ran longer than its timeout ({t}) and was stopped")
+    };
+    let fired = Arc::new(AtomicBool::new(false));
+    let mut watchdog = JoinSet::new();
+    if let Some(d) = deadline {
+        let (fired, group) = (fired.clone(), source.process_group());
+        watchdog.spawn(async move {
+            tokio::time::sleep_until(d).await;
+            fired.store(true, Ordering::SeqCst);
+            if let Some(g) = group {
+                sys::kill_group(g);
+            }
+        });
+    }
     let defaults = repo.config.chunker;
     let chunking = match source.size {
         Some(_) => Chunking::Fixed {
@@ -349,7 +392,7 @@ async fn run(
     let mut stats = BackupStats::default();
     let mut bytes_read: u64 = 0;
     let pipeline: Result<()> = async {
-        while let Some(item) = rx.recv().await {
+        while let Some(item) = before(deadline, rx.recv()).await.ok_or_else(&timed_out)? {
             let piece = item.map_err(|e| {
                 // A ZFS stream error names its own byte offset, which is more exact than the
                 // start of the chunk being cut.
@@ -364,7 +407,9 @@ async fn run(
             pb.set_position(bytes_read);
             let index = refs.len();
             refs.push(None);
-            let permit = sem.clone().acquire_owned().await?;
+            let permit = before(deadline, sem.clone().acquire_owned())
+                .await
+                .ok_or_else(&timed_out)??;
             while let Some(done) = tasks.try_join_next() {
                 record(done, &mut refs, &mut stats)?;
             }
@@ -375,16 +420,29 @@ async fn run(
                 r
             });
         }
-        while let Some(done) = tasks.join_next().await {
+        while let Some(done) = before(deadline, tasks.join_next())
+            .await
+            .ok_or_else(&timed_out)?
+        {
             record(done, &mut refs, &mut stats)?;
         }
         Ok(())
     }
     .await;
+    // A command killed at the deadline ends its output early: that is the timeout too.
+    let pipeline = pipeline.and_then(|()| match fired.load(Ordering::SeqCst) {
+        true => Err(timed_out()),
+        false => Ok(()),
+    });
     pb.finish_and_clear();
     if let Err(e) = pipeline {
         tasks.abort_all();
-        let note = source.failure_note();
+        // A command killed at the deadline exits with SIGKILL: that says nothing more.
+        let note = match fired.load(Ordering::SeqCst) {
+            true => None,
+            false => source.failure_note(),
+        };
+        drop(watchdog);
         source.abandon();
         let e = match note {
             Some(n) => e.context(n),
@@ -396,7 +454,15 @@ async fn run(
     }
     let _ = reader_thread.join();
     let info = source.info.clone();
-    source.finish(bytes_read)?;
+    let finished = source.finish(bytes_read);
+    // The child is reaped: from now on its process group id may name someone else's.
+    drop(watchdog);
+    if fired.load(Ordering::SeqCst) {
+        return Err(timed_out().context(format!(
+            "backup of series {series:?} failed; no version recorded"
+        )));
+    }
+    finished?;
     let zfs = match zfs_slot.lock().map(|mut s| s.take()) {
         Ok(Some(Ok(Some(stream)))) => Some(ZfsFacts::from_stream(&stream).ok_or_else(|| {
             anyhow!(

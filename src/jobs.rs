@@ -46,6 +46,8 @@ pub struct Job {
     pub keep: Option<Policy>,
     pub in_flight: Option<usize>,
     pub allow_empty: bool,
+    /// The backup fails, recording nothing, if it runs longer than this; the next job runs.
+    pub timeout: Option<std::time::Duration>,
     /// Where the job's `[[job]]` starts, for messages.
     pub line: usize,
 }
@@ -125,6 +127,7 @@ struct RawJob {
     in_flight: Option<Spanned<usize>>,
     #[serde(default)]
     allow_empty: bool,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -325,6 +328,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }
             n => n.as_ref().map(|n| *n.get_ref()),
         };
+        let timeout = match &j.timeout {
+            None => None,
+            Some(t) => Some(
+                crate::retention::parse_timeout(t.get_ref())
+                    .map_err(|m| at(t.span(), "timeout", &m))?,
+            ),
+        };
         jobs.push(Job {
             name: name.to_string(),
             source,
@@ -332,6 +342,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             keep,
             in_flight,
             allow_empty: j.allow_empty,
+            timeout,
             line: cx.line_of(header.start),
         });
     }

@@ -203,6 +203,33 @@ pub fn parse_period(s: &str) -> Result<i64, String> {
     }
 }
 
+/// A timeout: `90s`, or a period as schedules take them (`45m`, `2h`, `1d`).
+pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    if let Some(n) = t
+        .strip_suffix('s')
+        .and_then(|n| n.trim().parse::<u64>().ok())
+    {
+        if n == 0 {
+            return Err(format!("{s:?}: a timeout must be at least 1s"));
+        }
+        return Ok(std::time::Duration::from_secs(n));
+    }
+    let secs = parse_period(t).map_err(|e| format!("{e} (or seconds, as in 90s)"))?;
+    Ok(std::time::Duration::from_secs(secs.unsigned_abs()))
+}
+
+/// A timeout as a user wrote it: `90s`, `45m`, `2h`.
+pub fn show_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hanoi {
     /// 1 ..= 62.
@@ -496,6 +523,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::{BTreeSet, HashSet};
+
+    #[test]
+    fn timeouts_take_seconds_and_periods_and_read_back_as_written() {
+        use std::time::Duration;
+        for (text, secs) in [("90s", 90), ("45m", 2700), ("2h", 7200), ("1d", 86_400)] {
+            assert_eq!(parse_timeout(text), Ok(Duration::from_secs(secs)), "{text}");
+        }
+        for bad in ["0s", "s", "-5s", "5", "2 weeks", ""] {
+            assert!(parse_timeout(bad).is_err(), "{bad:?} was taken");
+        }
+        for (secs, shown) in [(90, "90s"), (2700, "45m"), (7200, "2h"), (3690, "3690s")] {
+            assert_eq!(show_duration(Duration::from_secs(secs)), shown);
+        }
+    }
 
     fn t(s: &str) -> i64 {
         s.parse::<jiff::Timestamp>().unwrap().as_second()

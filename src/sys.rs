@@ -90,6 +90,18 @@ pub fn set_direct(file: &File, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Kills process group `pgid` (a command source started as the leader of its own group):
+/// the shell and whatever it started, so a command that hangs cannot hold its output pipe,
+/// and with it the backup, open. Errors (the group is gone already) do not matter.
+pub fn kill_group(pgid: u32) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid)
+        && pgid > 0
+    {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is shared.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
 /// Asks for a pipe buffer of `bytes` (Linux allows up to `/proc/sys/fs/pipe-max-size`,
 /// 1 MiB by default, without privileges); the size granted, or an error when `fd` is no pipe.
 /// The default 64 KiB makes a reader of a fast writer wake up and read 64 KiB at a time.

@@ -435,3 +435,121 @@ fn a_pg_dump_job_restores_into_a_second_database() {
     assert_eq!(pg.psql("app2", fingerprint), expected);
     assert!(expected.starts_with("20000|"), "{expected}");
 }
+
+/// No process whose command line contains `needle` (a sleep with a length no other test uses).
+fn gone(needle: &str) -> bool {
+    let out = Command::new("pgrep")
+        .args(["-f", needle])
+        .output()
+        .expect("running pgrep");
+    out.stdout.is_empty()
+}
+
+#[test]
+fn a_job_that_runs_past_its_timeout_is_stopped_and_the_next_job_runs() {
+    let v = Vault::new();
+    // The shell starts a sleep and waits for it: killing only the shell would leave the sleep
+    // holding the output pipe open, and the backup waiting for it.
+    let after = v.path("after-the-sleep");
+    let config = job_file(
+        &v,
+        &format!(
+            r#"
+[[job]]
+name = "hung"
+source = {{ command = "echo partial; sleep 301.7 & wait; touch {after}" }}
+timeout = "2s"
+
+[[job]]
+name = "notes"
+source = {{ command = "printf 'after the hung job\n'" }}
+"#,
+            after = s(&after),
+        ),
+    );
+    let started = std::time::Instant::now();
+    let r = run_jobs(&config, &[]).code(1);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "the run waited {took:?} for a job with a 2 s timeout"
+    );
+    assert!(
+        r.stderr.contains("1 of 2 jobs failed: hung"),
+        "{}",
+        r.stderr
+    );
+    let report = r.json();
+    let hung = job(&report, "hung");
+    assert_eq!(hung["outcome"], "failed", "{report}");
+    assert!(
+        text(hung, "reason").contains("ran longer than its timeout (2s) and was stopped"),
+        "{hung}"
+    );
+    assert_eq!(job(&report, "notes")["outcome"], "backed-up", "{report}");
+    assert!(
+        v.versions("hung").is_empty(),
+        "a stopped job recorded a version"
+    );
+    assert_eq!(v.versions("notes").len(), 1);
+    assert!(
+        gone("sleep 301.7"),
+        "the command's sleep outlived the timeout"
+    );
+    assert!(!after.exists(), "the command ran on after it was stopped");
+    // Its lock went with it: a gc (which needs the repository to itself) runs at once.
+    v.run(&["gc"]).ok();
+
+    // A mistaken timeout is refused with the file's line, before anything runs.
+    let config = job_file(
+        &v,
+        "[[job]]\nname = \"notes\"\nsource = { command = \"true\" }\ntimeout = \"0s\"\n",
+    );
+    let refused = run_jobs(&config, &[]).code(2);
+    for needle in ["line 8", "field `timeout`", "at least 1s"] {
+        assert!(refused.stderr.contains(needle), "{}", refused.stderr);
+    }
+}
+
+#[test]
+fn backup_timeout_stops_a_stream_that_stalls() {
+    let v = Vault::new();
+    // Standard input that never ends: a producer that hangs with the pipe open.
+    let mut c = v.cmd(&["backup", "--name", "stalled", "--timeout", "2s", "-"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("starting blockvault");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    std::io::Write::write_all(&mut stdin, &[7u8; 100_000]).expect("feeding stdin");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for blockvault") {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("backup --timeout 2s still running after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(stdin);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("reading stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the backup of standard input ran longer than its timeout (2s)")
+            && stderr.contains("no version recorded"),
+        "{stderr}"
+    );
+    assert!(v.versions("stalled").is_empty());
+    let refused = v
+        .run(&["backup", "--name", "x", "--timeout", "2 weeks", "-"])
+        .code(2);
+    assert!(
+        refused.stderr.contains("--timeout") && refused.stderr.contains("the unit must be"),
+        "{}",
+        refused.stderr
+    );
+}

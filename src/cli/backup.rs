@@ -58,6 +58,10 @@ pub struct BackupArgs {
     /// without writing anything to the repository.
     #[arg(long)]
     pub dry_run: bool,
+    /// Give up after this long (90s, 45m, 2h): nothing is recorded, and a --command or --zfs
+    /// source is killed with everything it started.
+    #[arg(long, value_name = "DURATION", value_parser = crate::retention::parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
@@ -131,6 +135,7 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             dry_run: a.dry_run,
             zfs_required: a.zfs.is_some(),
             zfs_base,
+            timeout: a.timeout,
         },
     )
     .await?;

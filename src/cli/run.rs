@@ -385,6 +385,7 @@ async fn run_job(
             dry_run: a.dry_run,
             zfs_required: matches!(job.source, Source::Zfs(_)),
             zfs_base,
+            timeout: job.timeout,
         },
     )
     .await;

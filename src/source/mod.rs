@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -145,9 +146,12 @@ pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
 }
 
 fn spawn(mut c: Command, shown: String) -> Result<OpenedSource> {
+    // Its own process group, led by the child: a timeout or a failed backup kills the whole
+    // pipeline the shell started, not only the shell (`sys::kill_group`).
     let mut child = c
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .process_group(0)
         .spawn()
         .with_context(|| format!("starting command `{shown}`"))?;
     let Some(stdout) = child.stdout.take() else {
@@ -235,11 +239,19 @@ impl OpenedSource {
         None
     }
 
-    /// Stops a command source whose output is no longer wanted.
+    /// Stops a command source whose output is no longer wanted, with everything it started.
     pub fn abandon(self) {
         if let Finish::Child { mut child, .. } = self.finish {
-            let _ = child.kill();
+            sys::kill_group(child.id());
             let _ = child.wait();
+        }
+    }
+
+    /// The process group of a command source, to kill when it runs out of time.
+    pub fn process_group(&self) -> Option<u32> {
+        match &self.finish {
+            Finish::Child { child, .. } => Some(child.id()),
+            _ => None,
         }
     }
 }
