@@ -102,6 +102,82 @@ pub fn kill_group(pgid: u32) {
     }
 }
 
+/// Process groups of running command sources (0: a free slot), for [`on_stop_signal`], which
+/// may take no lock.
+const GROUP_SLOTS: usize = 16;
+static GROUPS: [std::sync::atomic::AtomicI32; GROUP_SLOTS] =
+    [const { std::sync::atomic::AtomicI32::new(0) }; GROUP_SLOTS];
+
+/// A command source's process group, registered so that an interrupt, a hangup or a
+/// termination of blockvault reaches it too. The group no longer gets the terminal's Ctrl-C
+/// by itself (it is not the terminal's foreground group), and a `pg_dump` left waiting on a
+/// lock after blockvault died would hold that lock. Unregistered when dropped.
+pub struct ForwardSignals(usize);
+
+impl ForwardSignals {
+    /// `None` when every slot is taken (the group then gets only SIGPIPE, at its next write).
+    pub fn new(pgid: u32) -> Option<ForwardSignals> {
+        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+        let pgid = libc::pid_t::try_from(pgid).ok().filter(|p| *p > 0)?;
+        install_stop_handlers();
+        GROUPS
+            .iter()
+            .position(|slot| slot.compare_exchange(0, pgid, AcqRel, Relaxed).is_ok())
+            .map(ForwardSignals)
+    }
+}
+
+impl Drop for ForwardSignals {
+    fn drop(&mut self) {
+        GROUPS[self.0].store(0, std::sync::atomic::Ordering::Release);
+    }
+}
+
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+fn install_stop_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in STOP_SIGNALS {
+            // SAFETY: a zeroed sigaction is a valid value to be overwritten; sigaction writes
+            // the current action into it and changes nothing when the new action is null.
+            let mut before: libc::sigaction = unsafe { std::mem::zeroed() };
+            if unsafe { libc::sigaction(sig, std::ptr::null(), &mut before) } != 0 {
+                continue;
+            }
+            // An ignored signal (nohup's SIGHUP) stays ignored, and a handler someone else
+            // installed stays theirs.
+            if before.sa_sigaction != libc::SIG_DFL {
+                continue;
+            }
+            // SAFETY: as above; the handler is an `extern "C"` function taking the signal
+            // number, and it only makes async-signal-safe calls (kill, signal, raise).
+            let mut ours: libc::sigaction = unsafe { std::mem::zeroed() };
+            ours.sa_sigaction = on_stop_signal as *const () as usize;
+            unsafe { libc::sigemptyset(&mut ours.sa_mask) };
+            unsafe { libc::sigaction(sig, &ours, std::ptr::null_mut()) };
+        }
+    });
+}
+
+/// Passes the signal on to every registered group, then does what it would have done without
+/// us: the default action is put back and the signal raised again, which ends the process
+/// as soon as this handler returns (the signal is blocked until then).
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    for slot in &GROUPS {
+        let pgid = slot.load(std::sync::atomic::Ordering::Acquire);
+        if pgid > 0 {
+            // SAFETY: kill(2) is async-signal-safe and shares no memory.
+            unsafe { libc::kill(-pgid, sig) };
+        }
+    }
+    // SAFETY: signal(2) and raise(3) are async-signal-safe.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
 /// Asks for a pipe buffer of `bytes` (Linux allows up to `/proc/sys/fs/pipe-max-size`,
 /// 1 MiB by default, without privileges); the size granted, or an error when `fd` is no pipe.
 /// The default 64 KiB makes a reader of a fast writer wake up and read 64 KiB at a time.

@@ -553,3 +553,41 @@ fn backup_timeout_stops_a_stream_that_stalls() {
         refused.stderr
     );
 }
+
+#[test]
+fn an_interrupted_backup_takes_its_command_with_it() {
+    use std::os::unix::process::ExitStatusExt;
+    let v = Vault::new();
+    // The command runs in a process group of its own (so a timeout can kill all of it), which
+    // the terminal's Ctrl-C no longer reaches: blockvault passes such signals on.
+    for (signal, number, sleep) in [("INT", 2, "sleep 310.1"), ("TERM", 15, "sleep 311.1")] {
+        let mut c = v.cmd(&["backup", "--name", "interrupted", "--command", sleep]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = c.spawn().expect("starting blockvault");
+        let only_the_sleep = format!("^{sleep}");
+        let started = std::time::Instant::now();
+        while gone(&only_the_sleep) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the command never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let pid = child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+        let status = child.wait().expect("waiting for blockvault");
+        assert_eq!(status.signal(), Some(number), "{status}");
+        let started = std::time::Instant::now();
+        while !gone(&only_the_sleep) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "SIG{signal} to blockvault left its command running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    assert!(v.versions("interrupted").is_empty());
+}

@@ -37,6 +37,8 @@ enum Finish {
     Child {
         command: String,
         child: Child,
+        /// Dropped after the child is reaped, with the rest of the source.
+        _signals: Option<sys::ForwardSignals>,
     },
     Stream,
 }
@@ -168,6 +170,7 @@ fn spawn(mut c: Command, shown: String) -> Result<OpenedSource> {
         file: None,
         finish: Finish::Child {
             command: shown,
+            _signals: sys::ForwardSignals::new(child.id()),
             child,
         },
     })
@@ -208,7 +211,9 @@ impl OpenedSource {
                 }
                 Ok(())
             }
-            Finish::Child { command, mut child } => {
+            Finish::Child {
+                command, mut child, ..
+            } => {
                 let status = child
                     .wait()
                     .with_context(|| format!("waiting for command `{command}`"))?;
@@ -224,7 +229,7 @@ impl OpenedSource {
     /// exited non-zero (`zfs send` of a missing snapshot ends its output early, and the
     /// stream then looks truncated). Waits briefly for a command that is still exiting.
     pub fn failure_note(&mut self) -> Option<String> {
-        let Finish::Child { command, child } = &mut self.finish else {
+        let Finish::Child { command, child, .. } = &mut self.finish else {
             return None;
         };
         for _ in 0..20 {
