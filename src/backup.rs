@@ -286,11 +286,26 @@ async fn run(
     let requests_before = repo.store().requests();
     let series = opts.series.as_str();
     let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
-    let mut source = source::open(spec)?;
+    let mut source = source::open(spec, opts.timeout.is_some())?;
     // Past the deadline a command source's process group is killed, which also ends a read of
     // its output or a wait for its exit; and the pipeline below stops waiting for anything
-    // else (a file, stdin, the store). The watchdog goes when `watchdog` is dropped.
-    let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
+    // else (a file, stdin, the store). Whichever sees the deadline first stops the source
+    // (`stop`); the watchdog goes when `watchdog` is dropped. (A deadline too far to
+    // represent is none.)
+    let deadline = opts
+        .timeout
+        .and_then(|t| tokio::time::Instant::now().checked_add(t));
+    let fired = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let (fired, group) = (fired.clone(), source.process_group());
+        move || {
+            if !fired.swap(true, Ordering::SeqCst)
+                && let Some(g) = group
+            {
+                sys::kill_group(g);
+            }
+        }
+    };
     let timed_out = {
         let t = opts
             .timeout
@@ -301,18 +316,17 @@ async fn run(
             SourceKind::Stdin => "standard input".to_string(),
             _ => source.info.description.clone(),
         };
-        move || anyhow!("the backup of {what} ran longer than its timeout ({t}) and was stopped")
+        let stop = stop.clone();
+        move || {
+            stop();
+            anyhow!("the backup of {what} ran longer than its timeout ({t}) and was stopped")
+        }
     };
-    let fired = Arc::new(AtomicBool::new(false));
     let mut watchdog = JoinSet::new();
     if let Some(d) = deadline {
-        let (fired, group) = (fired.clone(), source.process_group());
         watchdog.spawn(async move {
             tokio::time::sleep_until(d).await;
-            fired.store(true, Ordering::SeqCst);
-            if let Some(g) = group {
-                sys::kill_group(g);
-            }
+            stop();
         });
     }
     let defaults = repo.config.chunker;
@@ -454,15 +468,22 @@ async fn run(
     }
     let _ = reader_thread.join();
     let info = source.info.clone();
-    let finished = source.finish(bytes_read);
+    // A command that closed its output may still be running: the wait for it is bounded by the
+    // deadline too (a grace of seconds after the kill; past it, it is left behind).
+    let finished = tokio::task::spawn_blocking(move || source.finish(bytes_read));
+    let grace = deadline.and_then(|d| d.checked_add(std::time::Duration::from_secs(5)));
+    let finished = before(grace, finished).await;
     // The child is reaped: from now on its process group id may name someone else's.
     drop(watchdog);
-    if fired.load(Ordering::SeqCst) {
-        return Err(timed_out().context(format!(
-            "backup of series {series:?} failed; no version recorded"
-        )));
-    }
-    finished?;
+    let finished = match finished {
+        Some(finished) if !fired.load(Ordering::SeqCst) => finished,
+        _ => {
+            return Err(timed_out().context(format!(
+                "backup of series {series:?} failed; no version recorded"
+            )));
+        }
+    };
+    finished.map_err(|e| anyhow!("waiting for source {}: {e}", info.description))??;
     let zfs = match zfs_slot.lock().map(|mut s| s.take()) {
         Ok(Some(Ok(Some(stream)))) => Some(ZfsFacts::from_stream(&stream).ok_or_else(|| {
             anyhow!(

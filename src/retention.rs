@@ -210,8 +210,8 @@ pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
         .strip_suffix('s')
         .and_then(|n| n.trim().parse::<u64>().ok())
     {
-        if n == 0 {
-            return Err(format!("{s:?}: a timeout must be at least 1s"));
+        if n == 0 || n > (100 * 365 * DAY).unsigned_abs() {
+            return Err(format!("{s:?}: a timeout must be between 1s and 100 years"));
         }
         return Ok(std::time::Duration::from_secs(n));
     }
@@ -219,11 +219,12 @@ pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(secs.unsigned_abs()))
 }
 
-/// A timeout as a user wrote it: `90s`, `45m`, `2h`.
+/// A timeout as a user would write it: `90s`, `45m`, `2h`, `1d`.
 pub fn show_duration(d: std::time::Duration) -> String {
     let s = d.as_secs();
     match s {
         0 => format!("{}ms", d.as_millis()),
+        _ if s.is_multiple_of(DAY.unsigned_abs()) => format!("{}d", s / DAY.unsigned_abs()),
         _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
         _ if s.is_multiple_of(60) => format!("{}m", s / 60),
         _ => format!("{s}s"),
@@ -530,10 +531,24 @@ mod tests {
         for (text, secs) in [("90s", 90), ("45m", 2700), ("2h", 7200), ("1d", 86_400)] {
             assert_eq!(parse_timeout(text), Ok(Duration::from_secs(secs)), "{text}");
         }
-        for bad in ["0s", "s", "-5s", "5", "2 weeks", ""] {
+        for bad in [
+            "0s",
+            "s",
+            "-5s",
+            "5",
+            "2 weeks",
+            "",
+            "18446744073709551615s",
+        ] {
             assert!(parse_timeout(bad).is_err(), "{bad:?} was taken");
         }
-        for (secs, shown) in [(90, "90s"), (2700, "45m"), (7200, "2h"), (3690, "3690s")] {
+        for (secs, shown) in [
+            (90, "90s"),
+            (2700, "45m"),
+            (7200, "2h"),
+            (86_400, "1d"),
+            (3690, "3690s"),
+        ] {
             assert_eq!(show_duration(Duration::from_secs(secs)), shown);
         }
     }

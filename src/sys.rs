@@ -108,7 +108,7 @@ const GROUP_SLOTS: usize = 16;
 static GROUPS: [std::sync::atomic::AtomicI32; GROUP_SLOTS] =
     [const { std::sync::atomic::AtomicI32::new(0) }; GROUP_SLOTS];
 
-/// A command source's process group, registered so that an interrupt, a hangup or a
+/// A command source's process group, registered so that an interrupt, a quit, a hangup or a
 /// termination of blockvault reaches it too. The group no longer gets the terminal's Ctrl-C
 /// by itself (it is not the terminal's foreground group), and a `pg_dump` left waiting on a
 /// lock after blockvault died would hold that lock. Unregistered when dropped.
@@ -133,7 +133,7 @@ impl Drop for ForwardSignals {
     }
 }
 
-const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+const STOP_SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 fn install_stop_handlers() {
     static ONCE: std::sync::Once = std::sync::Once::new();

@@ -37,6 +37,8 @@ enum Finish {
     Child {
         command: String,
         child: Child,
+        /// The child leads a process group of its own.
+        own_group: bool,
         /// Dropped after the child is reaped, with the rest of the source.
         _signals: Option<sys::ForwardSignals>,
     },
@@ -70,7 +72,11 @@ pub fn size_of(file: &mut File, path: &Path) -> Result<u64> {
     }
 }
 
-pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
+/// Opens a source. With `own_group`, a command runs as the leader of a process group of its
+/// own, which [`OpenedSource::stop`] kills whole (a timeout needs that); the price is that it
+/// is no longer in the terminal's foreground group, so it cannot prompt there (a password, a
+/// host key), and blockvault passes SIGINT, SIGTERM, SIGHUP and SIGQUIT on to it instead.
+pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
     match spec {
         SourceSpec::Stdin => Ok(OpenedSource {
             // Not a pipe (a file, a terminal): nothing to grow, and nothing lost.
@@ -89,12 +95,12 @@ pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
         SourceSpec::Command(cmd) => {
             let mut c = Command::new("sh");
             c.arg("-c").arg(cmd);
-            spawn(c, cmd.clone())
+            spawn(c, cmd.clone(), own_group)
         }
         SourceSpec::ZfsSend(args) => {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let (c, shown) = crate::zfs::cmd::command(&args);
-            spawn(c, shown)
+            spawn(c, shown, own_group)
         }
         SourceSpec::Path(path) => {
             let mut file = File::open(path)
@@ -147,13 +153,12 @@ pub fn open(spec: &SourceSpec) -> Result<OpenedSource> {
     }
 }
 
-fn spawn(mut c: Command, shown: String) -> Result<OpenedSource> {
-    // Its own process group, led by the child: a timeout or a failed backup kills the whole
-    // pipeline the shell started, not only the shell (`sys::kill_group`).
+fn spawn(mut c: Command, shown: String, own_group: bool) -> Result<OpenedSource> {
+    c.stdin(Stdio::null()).stdout(Stdio::piped());
+    if own_group {
+        c.process_group(0);
+    }
     let mut child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .process_group(0)
         .spawn()
         .with_context(|| format!("starting command `{shown}`"))?;
     let Some(stdout) = child.stdout.take() else {
@@ -170,7 +175,10 @@ fn spawn(mut c: Command, shown: String) -> Result<OpenedSource> {
         file: None,
         finish: Finish::Child {
             command: shown,
-            _signals: sys::ForwardSignals::new(child.id()),
+            _signals: own_group
+                .then(|| sys::ForwardSignals::new(child.id()))
+                .flatten(),
+            own_group,
             child,
         },
     })
@@ -244,18 +252,41 @@ impl OpenedSource {
         None
     }
 
-    /// Stops a command source whose output is no longer wanted, with everything it started.
+    /// Stops a command source whose output is no longer wanted, with everything it started
+    /// when it has a process group of its own. The wait for it is bounded: a process stuck in
+    /// the kernel ignores even SIGKILL, and the run must still end.
     pub fn abandon(self) {
-        if let Finish::Child { mut child, .. } = self.finish {
-            sys::kill_group(child.id());
-            let _ = child.wait();
+        if let Finish::Child {
+            mut child,
+            own_group,
+            ..
+        } = self.finish
+        {
+            // Not once it is reaped (`failure_note` may have): its number could be reused.
+            if let Ok(None) = child.try_wait() {
+                if own_group {
+                    sys::kill_group(child.id());
+                } else {
+                    let _ = child.kill();
+                }
+            }
+            for _ in 0..100 {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
     }
 
-    /// The process group of a command source, to kill when it runs out of time.
+    /// The process group a command source leads, to kill when it runs out of time.
     pub fn process_group(&self) -> Option<u32> {
         match &self.finish {
-            Finish::Child { child, .. } => Some(child.id()),
+            Finish::Child {
+                child,
+                own_group: true,
+                ..
+            } => Some(child.id()),
             _ => None,
         }
     }
