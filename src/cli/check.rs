@@ -1,5 +1,7 @@
 use super::GlobalArgs;
-use crate::check::{self, CheckOptions, CheckReport, DEFAULT_IN_FLIGHT, Subset};
+use crate::check::{
+    self, CheckOptions, CheckReport, DEFAULT_IN_FLIGHT, DEFAULT_IN_FLIGHT_LOCAL, Subset,
+};
 use crate::error::Error;
 use crate::format::FormatError;
 use anyhow::Result;
@@ -22,9 +24,9 @@ pub struct CheckArgs {
     /// a random one is used and printed otherwise.
     #[arg(long, value_name = "S", requires = "subset")]
     pub seed: Option<u64>,
-    /// Objects fetched at once.
-    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N")]
-    pub in_flight: usize,
+    /// Objects fetched at once [default: 8 from a local directory, 16 from S3].
+    #[arg(long, value_name = "N")]
+    pub in_flight: Option<usize>,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -118,7 +120,12 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
         CheckOptions {
             only: a.name.clone(),
             read_data,
-            in_flight: a.in_flight,
+            in_flight: a
+                .in_flight
+                .unwrap_or(match g.repo_location()?.starts_with("s3://") {
+                    true => DEFAULT_IN_FLIGHT,
+                    false => DEFAULT_IN_FLIGHT_LOCAL,
+                }),
         },
     )
     .await?;
