@@ -444,17 +444,21 @@ async fn run(
     }
     .await;
     // A command killed at the deadline ends its output early: that is the timeout too.
-    let pipeline = pipeline.and_then(|()| match fired.load(Ordering::SeqCst) {
-        true => Err(timed_out()),
-        false => Ok(()),
+    let pipeline = pipeline.and_then(|()| {
+        if fired.load(Ordering::SeqCst) {
+            Err(timed_out())
+        } else {
+            Ok(())
+        }
     });
     pb.finish_and_clear();
     if let Err(e) = pipeline {
         tasks.abort_all();
         // A command killed at the deadline exits with SIGKILL: that says nothing more.
-        let note = match fired.load(Ordering::SeqCst) {
-            true => None,
-            false => source.failure_note(),
+        let note = if fired.load(Ordering::SeqCst) {
+            None
+        } else {
+            source.failure_note()
         };
         drop(watchdog);
         source.abandon();

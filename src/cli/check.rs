@@ -122,9 +122,10 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
             read_data,
             in_flight: a
                 .in_flight
-                .unwrap_or(match g.repo_location()?.starts_with("s3://") {
-                    true => DEFAULT_IN_FLIGHT,
-                    false => DEFAULT_IN_FLIGHT_LOCAL,
+                .unwrap_or(if g.repo_location()?.starts_with("s3://") {
+                    DEFAULT_IN_FLIGHT
+                } else {
+                    DEFAULT_IN_FLIGHT_LOCAL
                 }),
         },
     )

@@ -240,16 +240,12 @@ impl OpenedSource {
         let Finish::Child { command, child, .. } = &mut self.finish else {
             return None;
         };
-        for _ in 0..20 {
-            match child.try_wait() {
-                Ok(Some(status)) if !status.success() => {
-                    return Some(format!("command `{command}` failed ({status})"));
-                }
-                Ok(Some(_)) | Err(_) => return None,
-                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        match exited_within(child, 20) {
+            Some(status) if !status.success() => {
+                Some(format!("command `{command}` failed ({status})"))
             }
+            _ => None,
         }
-        None
     }
 
     /// Stops a command source whose output is no longer wanted, with everything it started
@@ -270,12 +266,7 @@ impl OpenedSource {
                     let _ = child.kill();
                 }
             }
-            for _ in 0..100 {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
+            exited_within(&mut child, 100);
         }
     }
 
@@ -290,6 +281,19 @@ impl OpenedSource {
             _ => None,
         }
     }
+}
+
+/// How `child` exited, waiting up to `tries` × 50 ms for it; None if it is still running (or
+/// cannot be asked).
+fn exited_within(child: &mut Child, tries: u32) -> Option<std::process::ExitStatus> {
+    for _ in 0..tries {
+        match child.try_wait() {
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Ok(Some(status)) => return Some(status),
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Reads from `offset` until `buf` is full or the file ends; how much was read.

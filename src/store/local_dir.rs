@@ -82,23 +82,33 @@ impl LocalDir {
         })
     }
 
-    /// The keys that start with `prefix`, sorted, with their sizes if `sizes` (else 0).
-    async fn listing(&self, prefix: &str, sizes: bool) -> Result<Vec<(String, u64)>, StoreError> {
-        let root = self.root.clone();
-        let p = prefix.to_string();
-        let res = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            list_into(&root, &root, &p, sizes, &mut out)?;
-            out.sort();
-            Ok::<_, io::Error>(out)
-        })
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))));
+    /// [`blocking`](Self::blocking) for work on every key under `prefix`: errors name the
+    /// prefix.
+    async fn blocking_under<T: Send + 'static>(
+        &self,
+        prefix: &str,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let res = tokio::task::spawn_blocking(f).await;
+        let res = res.unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))));
         res.map_err(|source| StoreError::Io {
             store: self.describe(),
             key: format!("{prefix}*"),
             source,
         })
+    }
+
+    /// The keys that start with `prefix`, sorted, with their sizes if `sizes` (else 0).
+    async fn listing(&self, prefix: &str, sizes: bool) -> Result<Vec<(String, u64)>, StoreError> {
+        let root = self.root.clone();
+        let p = prefix.to_string();
+        self.blocking_under(prefix, move || {
+            let mut out = Vec::new();
+            list_into(&root, &root, &p, sizes, &mut out)?;
+            out.sort();
+            Ok(out)
+        })
+        .await
     }
 }
 
@@ -305,14 +315,7 @@ impl Store for LocalDir {
         } else {
             self.path(dir)?
         };
-        let res = tokio::task::spawn_blocking(move || sync_tree(&path))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))));
-        res.map_err(|source| StoreError::Io {
-            store: self.describe(),
-            key: format!("{prefix}*"),
-            source,
-        })
+        self.blocking_under(prefix, move || sync_tree(&path)).await
     }
 
     async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
