@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! config  keys/<key-id>  chunks/<2 hex>/<64 hex>  manifests/<series>/<version>
-//! current/<series>  locks/<lock-id>
+//! current/<series>  locks/<lock-id>  probe/conditional-write (S3 only)
 //! ```
 //! Series names are escaped into one path segment (`tank/vm` → `tank%2Fvm`) so that a
 //! series name can never reach into another series' objects or climb out of the repository.
@@ -15,6 +15,9 @@ pub const CHUNKS: &str = "chunks/";
 pub const MANIFESTS: &str = "manifests/";
 pub const CURRENT: &str = "current/";
 pub const LOCKS: &str = "locks/";
+/// An object S3 stores create (and keep) to learn whether the server honours conditional
+/// writes; readers ignore it, and init does not count it as content.
+pub const PROBE: &str = "probe/conditional-write";
 
 pub fn chunk(id: &ChunkId) -> String {
     let hex = id.to_hex();

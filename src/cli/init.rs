@@ -47,7 +47,8 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     let store: Arc<dyn Store> = if loc.starts_with("s3://") {
         let s3 = S3::connect(g.s3_options(loc)?).await?;
         s3.check_bucket().await?;
-        if !s3.list("").await?.is_empty() {
+        // The probe object may be there from an init that failed after writing it.
+        if s3.list("").await?.iter().any(|k| k != crate::layout::PROBE) {
             bail!(
                 "{} already holds objects; choose an empty prefix for a new repository",
                 s3.describe()

@@ -6,12 +6,13 @@
 //!
 //! Conditional creation (`If-None-Match: *`) is used for `put_new` only where the server has
 //! been seen to honour it: Garage answers 200 and overwrites. `conditional_writes` probes
-//! once per process. Where it is not honoured, `put_new` checks with HEAD and then writes;
+//! once per process, against the repository's own probe object. Where it is not honoured, `put_new` checks with HEAD and then writes;
 //! two racing creators can then both "win". Nothing depends on that being atomic: manifest
 //! names carry the time and lock names are random, so a race needs two writers choosing the
-//! same name in the same second (see format-spec, "Read and write ordering").
+//! same name in the same second (see format-spec, "Write ordering").
 
 use super::{RequestCounter, RequestKind, Requests, Store, StoreError};
+use crate::layout;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -20,7 +21,6 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::StorageClass;
-use rand::RngCore;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
@@ -98,12 +98,13 @@ pub struct S3 {
     bucket: String,
     prefix: String,
     shown: String,
-    /// The endpoint as configured ("aws" for the SDK's default), keying the probe cache.
-    endpoint_for_cache: String,
     chunk_class: std::sync::RwLock<Option<StorageClass>>,
     counter: RequestCounter,
     conditional: OnceCell<bool>,
 }
+
+/// What the probe object holds; only its existence matters.
+const PROBE_BODY: &[u8] = b"blockvault: probes whether this server honours If-None-Match\n";
 
 /// How many times one request is tried before its failure is the run's failure. With the
 /// standard strategy's backoff (up to 20 s between tries) this rides out a server restart.
@@ -161,7 +162,6 @@ impl S3 {
             })?;
         Ok(S3 {
             client: Client::from_conf(b.build()),
-            endpoint_for_cache: endpoint.clone().unwrap_or_else(|| "aws".into()),
             bucket: opts.bucket,
             prefix: opts.prefix,
             shown,
@@ -263,52 +263,27 @@ impl S3 {
     }
 
     /// Whether the server refuses a conditional create of an existing key, as AWS S3 does
-    /// and Garage does not. Probed once per process with a throwaway key.
+    /// and Garage does not. Asked once per process of the server itself, with the
+    /// repository's probe object ([`layout::PROBE`]): a refusal proves conditional writes are
+    /// honoured; two acceptances in a row prove they are not. A repository that already holds
+    /// the probe costs AWS one request. Nothing is cached across processes: an answer keyed by
+    /// endpoint goes stale when another server comes up on the same address, and a stale
+    /// "honoured" would let a manifest be overwritten.
     pub async fn conditional_writes(&self) -> Result<bool, StoreError> {
         self.conditional
             .get_or_try_init(|| async {
-                let cache = self.probe_cache_file();
-                if let Some(known) = cache.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
-                    match known.trim() {
-                        "honoured" => return Ok(true),
-                        "ignored" => return Ok(false),
-                        _ => {}
+                for _ in 0..2 {
+                    if !self
+                        .create_if_absent(layout::PROBE, PROBE_BODY.to_vec())
+                        .await?
+                    {
+                        return Ok(true);
                     }
                 }
-                let mut id = [0u8; 16];
-                rand::rng().fill_bytes(&mut id);
-                let key = format!("probe/{}", hex::encode(id));
-                let first = self.create_if_absent(&key, b"probe".to_vec()).await?;
-                let second = self.create_if_absent(&key, b"probe".to_vec()).await?;
-                let _ = self.delete(&key).await;
-                let honoured = first && !second;
-                // Remembered per endpoint and bucket, so later runs skip the probe's three
-                // requests; a lost cache file only costs one more probe.
-                if let Some(f) = cache {
-                    let _ = f.parent().map(std::fs::create_dir_all);
-                    let _ = std::fs::write(&f, if honoured { "honoured\n" } else { "ignored\n" });
-                }
-                Ok(honoured)
+                Ok(false)
             })
             .await
             .copied()
-    }
-
-    /// `~/.cache/blockvault/s3-conditional-writes/<hash of endpoint and bucket>`, or
-    /// `$XDG_CACHE_HOME/...`; None when there is no home to cache in.
-    fn probe_cache_file(&self) -> Option<std::path::PathBuf> {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache"))
-            })?;
-        let who = format!("{}\n{}", self.endpoint_for_cache, self.bucket);
-        let name = &blake3::hash(who.as_bytes()).to_hex()[..32];
-        Some(
-            base.join("blockvault")
-                .join("s3-conditional-writes")
-                .join(name),
-        )
     }
 
     /// PUT with `If-None-Match: *`: Ok(false) when the server says the key exists.
@@ -387,7 +362,7 @@ impl Store for S3 {
             .body(ByteStream::from(data));
         // Only chunk data goes to colder storage: listing and planning read manifests,
         // pointers and locks, which must stay instantly readable.
-        if key.starts_with(crate::layout::CHUNKS) {
+        if key.starts_with(layout::CHUNKS) {
             req = req.set_storage_class(
                 self.chunk_class
                     .read()
