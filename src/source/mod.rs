@@ -198,8 +198,8 @@ impl OpenedSource {
 
     /// Called after the last byte was read: fails if the source did not end the way a
     /// complete, consistent read ends.
-    pub fn finish(self, bytes_read: u64) -> Result<()> {
-        match self.finish {
+    pub fn finish(mut self, bytes_read: u64) -> Result<()> {
+        match std::mem::replace(&mut self.finish, Finish::Stream) {
             Finish::Stream => Ok(()),
             Finish::Sized { path, size } => {
                 if bytes_read != size {
@@ -251,12 +251,16 @@ impl OpenedSource {
     /// Stops a command source whose output is no longer wanted, with everything it started
     /// when it has a process group of its own. The wait for it is bounded: a process stuck in
     /// the kernel ignores even SIGKILL, and the run must still end.
-    pub fn abandon(self) {
+    pub fn abandon(mut self) {
+        self.stop_child();
+    }
+
+    fn stop_child(&mut self) {
         if let Finish::Child {
             mut child,
             own_group,
             ..
-        } = self.finish
+        } = std::mem::replace(&mut self.finish, Finish::Stream)
         {
             // Not once it is reaped (`failure_note` may have): its number could be reused.
             if let Ok(None) = child.try_wait() {
@@ -280,6 +284,14 @@ impl OpenedSource {
             } => Some(child.id()),
             _ => None,
         }
+    }
+}
+
+/// A source dropped on an error path (neither finished nor abandoned) still stops its command:
+/// one that is not writing would otherwise never meet the closed pipe and outlive the run.
+impl Drop for OpenedSource {
+    fn drop(&mut self) {
+        self.stop_child();
     }
 }
 
@@ -369,5 +381,62 @@ impl Holes {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Live (not zombie) processes whose process group is `pgid`.
+    fn live_in_group(pgid: u32) -> usize {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+            .filter(|stat| {
+                // After the command name's closing parenthesis: state, ppid, pgrp.
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map(|(_, rest)| rest.split_whitespace().collect())
+                    .unwrap_or_default();
+                fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+            })
+            .count()
+    }
+
+    fn command_pid(source: &OpenedSource) -> u32 {
+        match &source.finish {
+            Finish::Child { child, .. } => child.id(),
+            _ => panic!("not a command source"),
+        }
+    }
+
+    /// An error path drops the source without finishing it: a command that writes nothing
+    /// never meets the closed pipe, so the drop must stop it, and with a group of its own,
+    /// everything the shell started.
+    #[test]
+    fn a_dropped_command_source_stops_its_command() {
+        let source =
+            open(&SourceSpec::Command("sleep 60; echo late".into()), true).expect("starting sh");
+        let pgid = source.process_group().expect("a group of its own");
+        let t = Instant::now();
+        while live_in_group(pgid) < 2 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(live_in_group(pgid), 2, "sh and its sleep are running");
+        drop(source);
+        assert_eq!(live_in_group(pgid), 0, "the group is gone after the drop");
+
+        let source =
+            open(&SourceSpec::Command("exec sleep 60".into()), false).expect("starting sh");
+        let pid = command_pid(&source);
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        drop(source);
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "the command was killed and reaped"
+        );
     }
 }
