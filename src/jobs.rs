@@ -100,8 +100,22 @@ impl Schedule {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     repository: Spanned<RawRepository>,
+    defaults: Option<Spanned<RawDefaults>>,
     #[serde(default)]
     job: Vec<Spanned<RawJob>>,
+}
+
+/// What every job gets unless it says otherwise: the job-level keys that are not about one
+/// source.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    every: Option<Spanned<String>>,
+    phase: Option<Spanned<String>>,
+    keep: Option<Spanned<RawKeep>>,
+    in_flight: Option<Spanned<usize>>,
+    allow_empty: Option<bool>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -125,8 +139,7 @@ struct RawJob {
     phase: Option<Spanned<String>>,
     keep: Option<Spanned<RawKeep>>,
     in_flight: Option<Spanned<usize>>,
-    #[serde(default)]
-    allow_empty: bool,
+    allow_empty: Option<bool>,
     timeout: Option<Spanned<String>>,
 }
 
@@ -161,6 +174,7 @@ struct RawKeep {
 /// Only what is needed to name the job an error is in when the strict parse failed.
 #[derive(Deserialize)]
 struct Outline {
+    defaults: Option<Spanned<toml::Table>>,
     #[serde(default)]
     job: Vec<Spanned<toml::Table>>,
 }
@@ -234,11 +248,17 @@ impl Ctx<'_> {
             return ConfigError(format!("{}: {msg}", self.path.display()));
         };
         let job = toml::from_str::<Outline>(self.text).ok().and_then(|o| {
+            // In the table whose header comes last before the error: [defaults] is no job.
+            let defaults_at = o
+                .defaults
+                .map(|d| d.span().start)
+                .filter(|&d| d <= span.start);
             o.job
                 .iter()
                 .enumerate()
                 .rev()
                 .find(|(_, j)| j.span().start <= span.start)
+                .filter(|(_, j)| defaults_at.is_none_or(|d| d < j.span().start))
                 .map(|(i, j)| {
                     let name = j
                         .get_ref()
@@ -270,14 +290,32 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             path.display()
         )));
     }
+    let no_defaults = RawDefaults::default();
+    let defaults = raw.defaults.as_ref().map_or(&no_defaults, Spanned::get_ref);
+    let inherited: Vec<Range<usize>> = [
+        defaults.every.as_ref().map(Spanned::span),
+        defaults.phase.as_ref().map(Spanned::span),
+        defaults.keep.as_ref().map(Spanned::span),
+        defaults.in_flight.as_ref().map(Spanned::span),
+        defaults.timeout.as_ref().map(Spanned::span),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut names = HashSet::new();
     let mut jobs = Vec::with_capacity(raw.job.len());
     for (i, j) in raw.job.iter().enumerate() {
         let header = j.span();
         let j = j.get_ref();
         let name = j.name.get_ref().as_str();
+        // A value taken from [defaults] is shown on its line there, and said to be inherited.
         let at = |span: Range<usize>, field: &str, msg: &str| {
-            cx.error(span, Some((i, name)), Some(field), msg)
+            let msg = if inherited.contains(&span) {
+                format!("{msg} (inherited from [defaults])")
+            } else {
+                msg.to_string()
+            };
+            cx.error(span, Some((i, name)), Some(field), &msg)
         };
         layout::validate_series(name).map_err(|e| at(j.name.span(), "name", &e))?;
         if !names.insert(name) {
@@ -288,16 +326,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             ));
         }
         let source = source(&j.source, &at)?;
-        let schedule = match &j.every {
+        // A job's own `every` comes with its own phase (none unless given); an inherited
+        // `every` brings the default phase unless the job gives one.
+        let (every, phase) = match &j.every {
+            Some(e) => (Some(e), j.phase.as_ref()),
+            None => (
+                defaults.every.as_ref(),
+                j.phase.as_ref().or(defaults.phase.as_ref()),
+            ),
+        };
+        let schedule = match every {
             None => {
-                if let Some(p) = &j.phase {
+                if let Some(p) = phase {
                     return Err(at(p.span(), "phase", "a phase needs `every`"));
                 }
                 None
             }
             Some(e) => {
                 let every = parse_period(e.get_ref()).map_err(|m| at(e.span(), "every", &m))?;
-                let phase = match &j.phase {
+                let phase = match phase {
                     None => 0,
                     Some(p) if p.get_ref().trim() == "0" => 0,
                     Some(p) => {
@@ -318,17 +365,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 Some(Schedule { every, phase })
             }
         };
-        let keep = match &j.keep {
+        let keep = match j.keep.as_ref().or(defaults.keep.as_ref()) {
             None => None,
             Some(k) => Some(policy(k.get_ref(), schedule).map_err(|m| at(k.span(), "keep", &m))?),
         };
-        let in_flight = match &j.in_flight {
+        let in_flight = match j.in_flight.as_ref().or(defaults.in_flight.as_ref()) {
             Some(n) if *n.get_ref() == 0 => {
                 return Err(at(n.span(), "in_flight", "must be at least 1"));
             }
             n => n.as_ref().map(|n| *n.get_ref()),
         };
-        let timeout = match &j.timeout {
+        let timeout = match j.timeout.as_ref().or(defaults.timeout.as_ref()) {
             None => None,
             Some(t) => Some(
                 crate::retention::parse_timeout(t.get_ref())
@@ -341,7 +388,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             schedule,
             keep,
             in_flight,
-            allow_empty: j.allow_empty,
+            allow_empty: j.allow_empty.or(defaults.allow_empty).unwrap_or(false),
             timeout,
             line: cx.line_of(header.start),
         });
@@ -694,6 +741,117 @@ keep = { hanoi = 6 }
         assert!(e.contains("no [[job]]"), "{e}");
         let e = err("[repository\nrepo = 1\n");
         assert!(e.starts_with("/etc/blockvault.toml, line 1"), "{e}");
+    }
+
+    #[test]
+    fn jobs_inherit_defaults_unless_they_say_otherwise() {
+        let c = parse_str(&format!(
+            r#"{HEAD}
+[[job]]
+name = "plain"
+source = {{ file = "/a" }}
+
+[[job]]
+name = "own"
+source = {{ command = "x" }}
+every = "6h"
+keep = {{ last = 3 }}
+timeout = "5m"
+in_flight = 2
+allow_empty = false
+
+[[job]]
+name = "shifted"
+source = {{ file = "/b" }}
+phase = "1h"
+
+[defaults]
+every = "1d"
+phase = "3h"
+keep = {{ daily = 7, hanoi = 4 }}
+timeout = "2h"
+in_flight = 8
+allow_empty = true
+"#
+        ))
+        .expect("valid");
+        let [plain, own, shifted] = &c.jobs[..] else {
+            panic!("three jobs: {c:?}")
+        };
+        assert_eq!(
+            plain.schedule,
+            Some(Schedule {
+                every: DAY,
+                phase: 3 * 3600
+            })
+        );
+        let keep = plain.keep.as_ref().expect("the default keep");
+        assert_eq!(keep.daily, 7);
+        // hanoi_every follows the job's own schedule, inherited or not.
+        assert_eq!(keep.hanoi.map(|h| h.period_secs), Some(DAY));
+        assert_eq!(plain.timeout, Some(std::time::Duration::from_secs(7200)));
+        assert_eq!(plain.in_flight, Some(8));
+        assert!(plain.allow_empty);
+
+        // A job's own `every` comes without the default phase; its own keep replaces the
+        // default one whole.
+        assert_eq!(
+            own.schedule,
+            Some(Schedule {
+                every: 6 * 3600,
+                phase: 0
+            })
+        );
+        let keep = own.keep.as_ref().expect("its own keep");
+        assert_eq!((keep.last, keep.daily, keep.hanoi), (3, 0, None));
+        assert_eq!(own.timeout, Some(std::time::Duration::from_secs(300)));
+        assert_eq!(own.in_flight, Some(2));
+        assert!(!own.allow_empty);
+
+        assert_eq!(
+            shifted.schedule,
+            Some(Schedule {
+                every: DAY,
+                phase: 3600
+            })
+        );
+
+        // Without [defaults], nothing is inherited.
+        let c = parse_str(&format!(
+            "{HEAD}[[job]]\nname = \"a\"\nsource = {{ file = \"/a\" }}\n"
+        ))
+        .expect("valid");
+        let j = &c.jobs[0];
+        assert_eq!(
+            (j.schedule, &j.keep, j.timeout, j.in_flight, j.allow_empty),
+            (None, &None, None, None, false)
+        );
+    }
+
+    #[test]
+    fn a_mistake_in_defaults_names_its_line_and_the_job_that_inherits_it() {
+        let job = "[[job]]\nname = \"pg\"\nsource = { command = \"x\" }\n";
+        let e = err(&format!("{HEAD}{job}[defaults]\nevery = \"1x\"\n"));
+        assert!(
+            e.contains("line 7, job \"pg\" (job 1), field `every`: \"1x\": the unit must be")
+                && e.contains("(inherited from [defaults])")
+                && e.contains("   7 | every = \"1x\""),
+            "{e}"
+        );
+        // A phase longer than the job's own `every` is not inherited: it stays valid.
+        parse_str(&format!(
+            "{HEAD}[defaults]\nevery = \"1w\"\nphase = \"5d\"\n{job}every = \"1d\"\n"
+        ))
+        .expect("the default phase goes with the default every only");
+        let e = err(&format!("{HEAD}[defaults]\nphase = \"1h\"\n{job}"));
+        assert!(e.contains("field `phase`: a phase needs `every`"), "{e}");
+        let e = err(&format!(
+            "{HEAD}{job}[defaults]\nsource = {{ file = \"/x\" }}\n"
+        ));
+        assert!(
+            e.starts_with("/etc/blockvault.toml, line 7, field `source`: unknown field `source`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -71,6 +71,9 @@ fn a_job_file_backs_up_files_devices_and_commands_and_keeps_going_past_a_failure
         &v,
         &format!(
             r#"
+[defaults]
+keep = {{ last = 2 }}
+
 [[job]]
 name = "image"
 source = {{ file = {image:?} }}
@@ -80,7 +83,6 @@ keep = {{ last = 2 }}
 [[job]]
 name = "device"
 source = {{ file = {dev:?} }}
-keep = {{ last = 2 }}
 
 [[job]]
 name = "broken"
@@ -146,7 +148,7 @@ source = {{ command = "printf 'job file test\n'" }}
     assert_eq!(job(&forced, "image")["outcome"], "backed-up");
     assert_eq!(v.versions("image").len(), 2);
 
-    // keep = { last = 2 }: the third version of the device prunes the first.
+    // keep = { last = 2 }, from [defaults]: the third version of the device prunes the first.
     let before = v.versions("device");
     assert_eq!(before.len(), 2);
     let third = run_jobs(&config, &["--job", "device"]).ok().json();
