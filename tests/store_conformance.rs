@@ -618,3 +618,70 @@ async fn s3_conforms(server: &'static Server, conditional: bool) {
         "only the neighbours lie outside the prefix"
     );
 }
+
+/// A listing of `chunks/` longer than a page is made in ranges at once: on Garage, 6,000
+/// chunk names and a few that are not chunks' come back complete, sorted and once each, as
+/// one plain listing of the bucket says, in about as many requests as pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_listing_of_many_chunks_in_ranges_is_complete() {
+    let server = s3_servers::garage();
+    let prefix = server.fresh_prefix("ranges");
+    let store = Arc::new(server.store(&prefix).await);
+    let mut keys: Vec<String> = (0..6000u64)
+        .map(|i| {
+            let id = blake3::hash(&i.to_le_bytes()).to_hex();
+            format!("chunks/{}/{id}", &id[..2])
+        })
+        .collect();
+    // Names that sort between, before and after the chunks' and are kept all the same.
+    keys.extend(
+        [
+            "chunks/ab/big",
+            "chunks/AB/x",
+            "chunks/0g/x",
+            "chunks/zz",
+            "chunks/ff/ffff",
+        ]
+        .map(String::from),
+    );
+    let mut puts = tokio::task::JoinSet::new();
+    for key in keys.clone() {
+        let st = store.clone();
+        puts.spawn(async move { st.put(&key, key.as_bytes().to_vec()).await.unwrap() });
+        if puts.len() >= 64 {
+            puts.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = puts.join_next().await {
+        r.unwrap();
+    }
+    keys.sort();
+
+    let before = store.requests();
+    let listed = store.list_sizes("chunks/").await.unwrap();
+    let lists = store.requests().since(before).list;
+    let names: Vec<&String> = listed.iter().map(|(k, _)| k).collect();
+    assert!(
+        names == keys.iter().collect::<Vec<_>>(),
+        "{} keys listed, {} stored",
+        names.len(),
+        keys.len()
+    );
+    assert!(
+        listed.iter().all(|(k, n)| *n == k.len() as u64),
+        "each key with its size"
+    );
+    // 7 pages; each range may end with one page that reaches into the next.
+    assert!((7..=14).contains(&lists), "{lists} LIST requests");
+
+    let plain = tokio::task::spawn_blocking(move || {
+        s3_servers::list_objects(
+            &server.client(),
+            &server.bucket,
+            &format!("{prefix}/chunks/"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(plain.len(), keys.len(), "the bucket holds what was put");
+}

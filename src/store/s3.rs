@@ -103,6 +103,43 @@ pub struct S3 {
     conditional: OnceCell<bool>,
 }
 
+/// A listing's range of keys: after the first (excluded), up to the second (included).
+type Range = (Option<String>, Option<String>);
+
+/// Ranges that cover every key under `base` (the full `chunks/` prefix) after `after`, the
+/// last key of a first page of `listed` keys: split evenly over the chunk ids still ahead
+/// (ids are uniform, so the ranges hold about as many keys each), about a page each, 2 to 32
+/// of them. One range, the rest of the listing, when `after` is not a chunk's name.
+fn chunk_ranges(base: &str, after: &str, listed: usize) -> Vec<Range> {
+    // chunks/<2 hex>/<64 hex>: the id's first 16 bits say how far the page got.
+    let reached = after
+        .strip_prefix(base)
+        .and_then(|rest| rest.get(3..7))
+        .and_then(|h| u32::from_str_radix(h, 16).ok());
+    let Some(reached) = reached.filter(|&r| r < 0xffff) else {
+        return vec![(Some(after.to_string()), None)];
+    };
+    let ahead = 0xffff - reached;
+    let estimated = listed as u64 * u64::from(ahead) / u64::from(reached + 1);
+    let count = (estimated.div_ceil(1000).clamp(2, 32) as u32).min(ahead);
+    let bound = |i: u32| {
+        let v = reached + ahead * i / count;
+        format!("{base}{:02x}/{v:04x}", v >> 8)
+    };
+    (0..count)
+        .map(|i| {
+            let from = if i == 0 { after.to_string() } else { bound(i) };
+            (Some(from), (i + 1 < count).then(|| bound(i + 1)))
+        })
+        .collect()
+}
+
+/// Keys listed in one range, and whether keys are left after it.
+struct Listed {
+    keys: Vec<(String, u64)>,
+    more: bool,
+}
+
 /// What the probe object holds; only its existence matters.
 const PROBE_BODY: &[u8] = b"blockvault: probes whether this server honours If-None-Match\n";
 
@@ -306,6 +343,54 @@ impl S3 {
         }
     }
 
+    /// Lists the keys under `prefix` after `from` and up to `to` (both full keys; `from`
+    /// excluded, `to` included), with their sizes: every page, or only the first when
+    /// `one_page` (then `more` says whether keys are left).
+    async fn list_range(
+        &self,
+        prefix: &str,
+        from: Option<String>,
+        to: Option<String>,
+        one_page: bool,
+    ) -> Result<Listed, StoreError> {
+        let full_prefix = format!("{}{prefix}", self.prefix);
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.counter.count(RequestKind::List);
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_start_after(from.clone())
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.error(&format!("{prefix}*"), e))?;
+            for obj in page.contents() {
+                let Some(full) = obj.key() else { continue };
+                if to.as_deref().is_some_and(|to| full > to) {
+                    return Ok(Listed { keys, more: false });
+                }
+                if let Some(k) = full.strip_prefix(&self.prefix)
+                    && super::valid_key(k)
+                {
+                    keys.push((k.to_string(), obj.size().unwrap_or(0).max(0) as u64));
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => {
+                    if one_page {
+                        return Ok(Listed { keys, more: true });
+                    }
+                    token = Some(t.to_string());
+                }
+                _ => return Ok(Listed { keys, more: false }),
+            }
+        }
+    }
+
     /// The bucket exists and we may use it: one cheap request, for clear errors up front.
     pub async fn check_bucket(&self) -> Result<(), StoreError> {
         self.counter.count(RequestKind::Head);
@@ -460,31 +545,25 @@ impl Store for S3 {
     }
 
     async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let full_prefix = format!("{}{prefix}", self.prefix);
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            self.counter.count(RequestKind::List);
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&full_prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.error(&format!("{prefix}*"), e))?;
-            for obj in page.contents() {
-                if let Some(k) = obj.key().and_then(|k| k.strip_prefix(&self.prefix))
-                    && super::valid_key(k)
-                {
-                    out.push((k.to_string(), obj.size().unwrap_or(0).max(0) as u64));
-                }
-            }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
-            }
+        let first = self.list_range(prefix, None, None, true).await?;
+        let mut out = first.keys;
+        if first.more {
+            // Past one page, `chunks/` is listed in ranges at once: S3 pages one listing
+            // 1,000 keys at a time, one request after the other, which is minutes for a
+            // repository of millions of chunks.
+            let after = out.last().map(|(k, _)| format!("{}{k}", self.prefix));
+            let ranges = after
+                .as_deref()
+                .filter(|_| prefix == layout::CHUNKS)
+                .map(|a| chunk_ranges(&format!("{}{}", self.prefix, layout::CHUNKS), a, out.len()))
+                .unwrap_or_else(|| vec![(after.clone(), None)]);
+            let rest = futures_util::future::try_join_all(
+                ranges
+                    .into_iter()
+                    .map(|(from, to)| self.list_range(prefix, from, to, false)),
+            )
+            .await?;
+            out.extend(rest.into_iter().flat_map(|r| r.keys));
         }
         out.sort();
         Ok(out)
@@ -513,6 +592,41 @@ impl Store for S3 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_listings_split_into_ranges_that_meet() {
+        let base = "vault/chunks/";
+        let id = |v: u32| format!("{base}{:02x}/{v:04x}{}", v >> 8, "0".repeat(60));
+        for (reached, listed, want) in [
+            (0x0fff, 1000, 15..=15),
+            (0x00ff, 1000, 32..=32),
+            (0x7fff, 1000, 2..=2),
+            (0xfffe, 1000, 1..=1),
+            (0x1000, 1, 2..=2),
+        ] {
+            let after = id(reached);
+            let ranges = chunk_ranges(base, &after, listed);
+            assert!(want.contains(&ranges.len()), "{reached:x}: {ranges:?}");
+            assert_eq!(ranges[0].0.as_deref(), Some(after.as_str()));
+            assert_eq!(ranges.last().and_then(|r| r.1.clone()), None);
+            // Each range starts where the one before ends, and the bounds rise.
+            for w in ranges.windows(2) {
+                assert_eq!(w[0].1, w[1].0, "{ranges:?}");
+                assert!(w[0].0 < w[1].0, "{ranges:?}");
+            }
+        }
+        // After a name that is not a chunk's, the rest in one listing.
+        for after in [
+            "vault/chunks/ab/big",
+            "vault/chunks/zz",
+            "vault/other/ab/abcd",
+        ] {
+            assert_eq!(
+                chunk_ranges(base, after, 1000),
+                [(Some(after.to_string()), None)]
+            );
+        }
+    }
 
     #[test]
     fn urls() {
