@@ -41,7 +41,7 @@ use crate::lock::LockGuard;
 use crate::manifest::{ChunkRef, Manifest};
 use crate::pool::Pool;
 use crate::repo::Repo;
-use crate::store::Requests;
+use crate::store::{Requests, StoreError};
 use crate::sys;
 use crate::zfs::chain::{Chains, Node, Status};
 use crate::zfs::{ZfsFacts, facts::hex_guid};
@@ -209,6 +209,13 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     for vs in versions.values_mut() {
         vs.sort_by(|a, b| layout::version_order(a, b));
     }
+    // The chunks, listed while the manifests are read. Not before the manifests' listing: a
+    // backup writes its chunks before its manifest, so every chunk of a manifest listed
+    // above is in a listing that starts now, and a concurrent backup cannot look damaged.
+    let chunk_listing = {
+        let repo = repo.clone();
+        tokio::spawn(async move { repo.store().list(layout::CHUNKS).await })
+    };
 
     // 2. Every manifest, read and decoded with bounded concurrency.
     let sem = Arc::new(Semaphore::new(in_flight));
@@ -353,31 +360,34 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             }
         }
     }
-    let stored: HashSet<ChunkId> = repo
-        .store()
-        .list(layout::CHUNKS)
-        .await?
-        .iter()
-        .filter_map(|k| chunk_of(k))
-        .collect();
-    report.chunks_referenced = referenced.len() as u64;
-    report.chunks_stored = stored.len() as u64;
-    report.chunks_unreferenced = stored.difference(&referenced).count() as u64;
-    let mut fetched: HashMap<ChunkId, Fetched> = referenced
-        .iter()
-        .filter(|id| !stored.contains(id))
-        .map(|id| (*id, Fetched::Missing))
-        .collect();
+    // A full read needs no listing to start: reading a chunk says whether it is there. A
+    // subset is drawn from the chunks that are there, so it waits for the listing.
+    let whole = opts.read_data.is_some_and(|s| s.percent >= 100.0);
+    let mut chunk_listing = Some(chunk_listing);
+    let (stored, chosen) = if whole {
+        let mut all: Vec<ChunkId> = referenced.iter().copied().collect();
+        all.sort();
+        (None, all)
+    } else {
+        let stored = stored_chunks(chunk_listing.take()).await?;
+        let chosen = match opts.read_data {
+            Some(subset) => {
+                let mut candidates: Vec<ChunkId> = referenced
+                    .iter()
+                    .filter(|id| stored.contains(id))
+                    .copied()
+                    .collect();
+                candidates.sort();
+                choose(candidates, subset)
+            }
+            None => Vec::new(),
+        };
+        (Some(stored), chosen)
+    };
 
     // 5. --read-data: fetch, open, re-hash.
-    if let Some(subset) = opts.read_data {
-        let mut candidates: Vec<ChunkId> = referenced
-            .iter()
-            .filter(|id| stored.contains(id))
-            .copied()
-            .collect();
-        candidates.sort();
-        let chosen = choose(candidates, subset);
+    let mut fetched: HashMap<ChunkId, Fetched> = HashMap::new();
+    if !chosen.is_empty() {
         let sem = Arc::new(Semaphore::new(in_flight));
         // Object-sized buffers go round instead of one fresh allocation (and its page faults)
         // per chunk: as many as are read or verified at once.
@@ -400,6 +410,16 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             let (id, f) = done.map_err(|e| anyhow!("a check task failed: {e}"))??;
             fetched.insert(id, f);
         }
+    }
+    let stored = match stored {
+        Some(s) => s,
+        None => stored_chunks(chunk_listing.take()).await?,
+    };
+    report.chunks_referenced = referenced.len() as u64;
+    report.chunks_stored = stored.len() as u64;
+    report.chunks_unreferenced = stored.difference(&referenced).count() as u64;
+    for id in referenced.iter().filter(|id| !stored.contains(id)) {
+        fetched.entry(*id).or_insert(Fetched::Missing);
     }
     for f in fetched.values() {
         match f {
@@ -462,6 +482,19 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     }
     report.peak_rss_bytes = sys::peak_rss();
     Ok(report)
+}
+
+/// The chunks a listing of `chunks/` found (a listing awaited once: None is a bug).
+async fn stored_chunks(
+    listing: Option<tokio::task::JoinHandle<Result<Vec<String>, StoreError>>>,
+) -> Result<HashSet<ChunkId>> {
+    let listing = listing.ok_or_else(|| anyhow!("internal error: chunks listed twice"))?;
+    Ok(listing
+        .await
+        .map_err(|e| anyhow!("listing chunks failed: {e}"))??
+        .iter()
+        .filter_map(|k| chunk_of(k))
+        .collect())
 }
 
 /// Reads a chunk object into a buffer from `buffers` (around the page cache, from a local
