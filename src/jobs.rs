@@ -71,6 +71,9 @@ pub struct ZfsSource {
     pub snapshot_prefix: String,
     /// How many of the snapshots this job took stay on the pool after a successful backup.
     pub keep_snapshots: u32,
+    /// The dataset and its descendants: snapshots taken and destroyed with `-r`, sent as a
+    /// replication stream (`zfs send -R`).
+    pub recursive: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +155,7 @@ struct RawSource {
     full_every: Option<u32>,
     snapshot_prefix: Option<String>,
     keep_snapshots: Option<u32>,
+    recursive: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -476,10 +480,13 @@ fn source(
         _ => return Err(err("give only one of file, command and zfs")),
     }
     if r.zfs.is_none()
-        && (r.full_every.is_some() || r.snapshot_prefix.is_some() || r.keep_snapshots.is_some())
+        && (r.full_every.is_some()
+            || r.snapshot_prefix.is_some()
+            || r.keep_snapshots.is_some()
+            || r.recursive.is_some())
     {
         return Err(err(
-            "full_every, snapshot_prefix and keep_snapshots apply to zfs sources only",
+            "full_every, snapshot_prefix, keep_snapshots and recursive apply to zfs sources only",
         ));
     }
     if let Some(f) = &r.file {
@@ -544,6 +551,7 @@ fn source(
         full_every: r.full_every,
         snapshot_prefix: prefix,
         keep_snapshots: r.keep_snapshots.unwrap_or(1),
+        recursive: r.recursive.unwrap_or(false),
     }))
 }
 
@@ -899,6 +907,6 @@ mod doc_tests {
             &doc[start..start + len],
         )
         .unwrap_or_else(|e| panic!("{}", e.0));
-        assert_eq!(c.jobs.len(), 8);
+        assert_eq!(c.jobs.len(), 9);
     }
 }

@@ -146,7 +146,39 @@ async fn run(
         }
     }
     let mut received = Vec::new();
-    for (v, z) in &chain[start..] {
+    let replayed = replay(repo, series, &chain[start..], target, opts, &mut received).await;
+    // Every stream is received unmounted (`-u`): a replication stream's child, mounted,
+    // touches its parent (the mountpoint's lookup), and the next incremental would find the
+    // parent modified since its snapshot. What was received is mounted at the end, also
+    // when a later stream failed.
+    let mounted = if received.is_empty() {
+        Ok(())
+    } else {
+        cmd::mount_tree(target)
+    };
+    replayed?;
+    mounted?;
+    Ok(ReceiveSummary {
+        series: series.to_string(),
+        version: version.to_string(),
+        target: target.to_string(),
+        skipped,
+        received,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Receives `chain` into `target` in order, each stream only on top of its base; what was
+/// received goes into `received`, whatever happens after.
+async fn replay(
+    repo: &Arc<Repo>,
+    series: &str,
+    chain: &[(String, ZfsFacts)],
+    target: &str,
+    opts: &RestoreOptions,
+    received: &mut Vec<Received>,
+) -> Result<()> {
+    for (v, z) in chain {
         if z.is_incremental() {
             let have = newest(target)?;
             if have.as_ref().map(|h| h.guid) != Some(z.base_guid) {
@@ -172,14 +204,7 @@ async fn run(
             );
         }
     }
-    Ok(ReceiveSummary {
-        series: series.to_string(),
-        version: version.to_string(),
-        target: target.to_string(),
-        skipped,
-        received,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(())
 }
 
 /// The versions to replay for `version`, with their facts, oldest first.
@@ -227,7 +252,7 @@ async fn receive_one(
     let started = Instant::now();
     let (m, _) = repo.load_manifest(series, version).await?;
     let m = Arc::new(m);
-    let (mut c, shown) = cmd::command(&["receive", target]);
+    let (mut c, shown) = cmd::command(&["receive", "-u", target]);
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

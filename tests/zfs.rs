@@ -651,3 +651,105 @@ fn a_zfs_job_takes_snapshots_sends_incrementals_and_a_full_every_third_run() {
     );
     assert!(text(job(&r.json(), "nope"), "reason").contains(&missing));
 }
+
+/// `recursive = true`: a job snapshots a dataset and its children at once (`-r`), sends a
+/// replication stream (`zfs send -R`, incremental on the second run), destroys its older
+/// snapshots on every dataset, and the chain restores the whole tree.
+#[test]
+fn a_recursive_zfs_job_backs_up_and_restores_a_dataset_tree() {
+    use crate::jobs::{job, job_file, run_jobs};
+    let v = Vault::new();
+    let pool = Pool::new(&v);
+    let ds = pool.ds("vms");
+    let child = pool.ds("vms/disk1");
+    tool("zfs", &["create", &ds]);
+    tool("zfs", &["create", &child]);
+    copy_real_files(&pool.mountpoint("vms").join("top"), 2 * MIB, 0);
+    copy_real_files(&pool.mountpoint("vms/disk1").join("inner"), 2 * MIB, 1);
+    let config = job_file(
+        &v,
+        &format!("[[job]]\nname = \"vms\"\nsource = {{ zfs = {ds:?}, recursive = true }}\n"),
+    );
+
+    let mut taken = Vec::new();
+    for run in 0..2 {
+        if run > 0 {
+            write_random_file(
+                &pool.mountpoint("vms/disk1").join("changed.bin"),
+                9,
+                300_000,
+            );
+        }
+        let report = run_jobs(&config, &[]).ok().json();
+        let j = job(&report, "vms");
+        assert_eq!(j["outcome"], "backed-up", "{report}");
+        let snap = text(j, "snapshot_taken").to_string();
+        assert_eq!(
+            j["backup"]["zfs"]["compound"], true,
+            "a replication stream: {j}"
+        );
+        assert_eq!(j["backup"]["zfs"]["incremental"], run > 0, "{j}");
+        assert_eq!(
+            j["backup"]["zfs"]["substreams"], 2,
+            "one substream for the dataset, one for its child: {j}"
+        );
+        let short = snap
+            .split_once('@')
+            .map(|(_, s)| s.to_string())
+            .unwrap_or_default();
+        // Only this run's snapshot stays, on the dataset and on its child.
+        assert_eq!(
+            pool.snapshots(&ds),
+            [format!("{ds}@{short}"), format!("{child}@{short}")],
+            "run {run}"
+        );
+        taken.push(snap);
+    }
+
+    let target = pool.ds("restored");
+    let r = v
+        .run(&[
+            "restore",
+            "--json",
+            "--name",
+            "vms",
+            "--zfs-receive",
+            &target,
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["received"].as_array().map(Vec::len), Some(2), "{r}");
+    assert_same_tree(&pool.mountpoint("vms"), &pool.mountpoint("restored"));
+    assert_same_tree(
+        &pool.mountpoint("vms/disk1"),
+        &pool.mountpoint("restored/disk1"),
+    );
+    assert!(
+        pool.mountpoint("restored/disk1")
+            .join("changed.bin")
+            .is_file(),
+        "the child's change came with the incremental"
+    );
+
+    // The same from the command line: `backup --zfs SNAP --recursive` sends -R.
+    let b = v
+        .run(&["backup", "--json", "--zfs", &taken[1], "--recursive"])
+        .ok()
+        .json();
+    assert_eq!(b["zfs"]["compound"], true, "{b}");
+    assert_eq!(b["zfs"]["incremental"], false, "{b}");
+
+    // recursive belongs to zfs sources; --recursive needs --zfs.
+    let bad = job_file(
+        &v,
+        "[[job]]\nname = \"f\"\nsource = { file = \"/etc/hostname\", recursive = true }\n",
+    );
+    let e = run_jobs(&bad, &[]).code(2);
+    assert!(
+        e.stderr.contains("apply to zfs sources only"),
+        "{}",
+        e.stderr
+    );
+    v.run(&["backup", "--name", "x", "--recursive", "-"])
+        .error(2, &["--recursive need --zfs"]);
+}

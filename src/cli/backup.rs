@@ -40,6 +40,10 @@ pub struct BackupArgs {
     /// series and still on the pool (same GUID); a full send when there is none.
     #[arg(long, requires = "zfs")]
     pub auto_incremental: bool,
+    /// With --zfs: a replication stream (`zfs send -R`) of the dataset and every descendant,
+    /// with their snapshots and properties; `restore --zfs-receive` recreates the tree.
+    #[arg(long, requires = "zfs")]
+    pub recursive: bool,
     /// Back up the standard output of this shell command; if it exits non-zero, no version is
     /// recorded.
     #[arg(long, value_name = "COMMAND")]
@@ -67,10 +71,10 @@ pub struct BackupArgs {
 pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
     // clap drops `requires = "zfs"` when SOURCE (which conflicts with --zfs) is given, so the
     // rule is enforced here, as the usage error it is.
-    if a.zfs.is_none() && (a.from.is_some() || a.auto_incremental) {
+    if a.zfs.is_none() && (a.from.is_some() || a.auto_incremental || a.recursive) {
         return Err(clap::Error::raw(
             clap::error::ErrorKind::MissingRequiredArgument,
-            "--from and --auto-incremental need --zfs SNAPSHOT: they choose the base of the `zfs send` blockvault runs\n",
+            "--from, --auto-incremental and --recursive need --zfs SNAPSHOT: they shape the `zfs send` blockvault runs\n",
         )
         .into());
     }
@@ -109,16 +113,13 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
     let (spec, zfs_base) = match &a.zfs {
         Some(snap) => {
             let say = !g.quiet && !g.json;
-            let p = zfs_send_plan(
-                &repo,
-                &series,
-                snap,
-                a.from.as_deref(),
-                a.auto_incremental,
-                false,
-                say,
-            )
-            .await?;
+            let send = ZfsSend {
+                snapshot: snap,
+                from: a.from.as_deref(),
+                auto: a.auto_incremental,
+                recursive: a.recursive,
+            };
+            let p = zfs_send_plan(&repo, &series, send, false, say).await?;
             (p.spec, p.base_guid)
         }
         None => (spec, None),
@@ -225,22 +226,35 @@ pub(super) struct ZfsSendPlan {
     pub base_version: Option<String>,
 }
 
-/// The `zfs send` of `snapshot`: incremental from `from` when given; with `auto`, from the
-/// newest snapshot both stored in the series and still on the pool (same GUID), else full.
-/// A `planned` snapshot is one a dry run would take: it is not on the pool yet.
+/// What to send: `snapshot`, incremental from `from` when given; with `auto`, from the
+/// newest snapshot both stored in the series and still on the pool (same GUID), else full;
+/// with `recursive`, as a replication stream of the dataset and its descendants.
+pub(super) struct ZfsSend<'a> {
+    pub snapshot: &'a str,
+    pub from: Option<&'a str>,
+    pub auto: bool,
+    pub recursive: bool,
+}
+
+/// The `zfs send` that [`ZfsSend`] asks for. A `planned` snapshot is one a dry run would
+/// take: it is not on the pool yet.
 pub(super) async fn zfs_send_plan(
     repo: &Arc<Repo>,
     series: &str,
-    snapshot: &str,
-    from: Option<&str>,
-    auto: bool,
+    send: ZfsSend<'_>,
     planned: bool,
     say: bool,
 ) -> Result<ZfsSendPlan> {
+    let ZfsSend {
+        snapshot,
+        from,
+        auto,
+        recursive,
+    } = send;
     let (dataset, _) = zfs::cmd::split_snapshot(snapshot)?;
     if !auto {
         return Ok(ZfsSendPlan {
-            spec: SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, from)),
+            spec: SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, from, recursive)),
             base_guid: None,
             base_version: None,
         });
@@ -274,7 +288,11 @@ pub(super) async fn zfs_send_plan(
                 );
             }
             Ok(ZfsSendPlan {
-                spec: SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, Some(&base.name))),
+                spec: SourceSpec::ZfsSend(zfs::cmd::send_args(
+                    snapshot,
+                    Some(&base.name),
+                    recursive,
+                )),
                 base_guid: Some(base.guid),
                 base_version: Some(version),
             })
@@ -286,7 +304,7 @@ pub(super) async fn zfs_send_plan(
                 );
             }
             Ok(ZfsSendPlan {
-                spec: SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, None)),
+                spec: SourceSpec::ZfsSend(zfs::cmd::send_args(snapshot, None, recursive)),
                 base_guid: None,
                 base_version: None,
             })

@@ -2,7 +2,7 @@
 //! fails is reported and the others still run; the exit status is non-zero if any failed.
 
 use super::GlobalArgs;
-use super::backup::{warn_if_unrestorable, zfs_send_plan};
+use super::backup::{ZfsSend, warn_if_unrestorable, zfs_send_plan};
 use crate::backup::{BackupOptions, BackupSummary, DEFAULT_IN_FLIGHT, backup};
 use crate::jobs::{self, Config, Job, Source, ZfsSource};
 use crate::prune;
@@ -330,6 +330,7 @@ async fn run_job(
     if !g.quiet && !g.json {
         println!("[{}] starting: {}", job.name, describe(&job.source));
     }
+    let recursive = matches!(&job.source, Source::Zfs(z) if z.recursive);
     let (spec, zfs_base, base_version) = match &job.source {
         Source::File(p) => (SourceSpec::Path(p.clone()), None, None),
         Source::Command(c) => (SourceSpec::Command(c.clone()), None, None),
@@ -339,7 +340,7 @@ async fn run_job(
                 None => {
                     let name = new_snapshot_name(z)?;
                     if !a.dry_run {
-                        zfs::cmd::create_snapshot(&name)?;
+                        zfs::cmd::create_snapshot(&name, z.recursive)?;
                         r.snapshot_taken = Some(name.clone());
                     }
                     name
@@ -347,11 +348,17 @@ async fn run_job(
             };
             let full = full_due(repo, &job.name, z).await?;
             let planned = a.dry_run && z.snapshot.is_none();
-            let plan = zfs_send_plan(repo, &job.name, &snapshot, None, !full, planned, false).await;
+            let send = ZfsSend {
+                snapshot: &snapshot,
+                from: None,
+                auto: !full,
+                recursive: z.recursive,
+            };
+            let plan = zfs_send_plan(repo, &job.name, send, planned, false).await;
             let plan = match plan {
                 Ok(p) => p,
                 Err(e) => {
-                    drop_snapshot(r);
+                    drop_snapshot(r, recursive);
                     return Err(e);
                 }
             };
@@ -392,7 +399,7 @@ async fn run_job(
     let summary = match done {
         Ok(s) => s,
         Err(e) => {
-            drop_snapshot(r);
+            drop_snapshot(r, recursive);
             return Err(e);
         }
     };
@@ -456,9 +463,9 @@ fn new_snapshot_name(z: &ZfsSource) -> Result<String> {
 }
 
 /// A snapshot this run took for a backup that recorded nothing would only take pool space.
-fn drop_snapshot(r: &mut JobReport) {
+fn drop_snapshot(r: &mut JobReport, recursive: bool) {
     if let Some(s) = r.snapshot_taken.take()
-        && let Err(e) = zfs::cmd::destroy_snapshot(&s)
+        && let Err(e) = zfs::cmd::destroy_snapshot(&s, recursive)
     {
         r.warnings
             .push(format!("the snapshot this run took stays: {e:#}"));
@@ -495,7 +502,7 @@ fn destroy_old_snapshots(z: &ZfsSource) -> Result<Vec<String>> {
     let mut gone = Vec::new();
     if ours.len() > keep {
         for s in &ours[..ours.len() - keep] {
-            zfs::cmd::destroy_snapshot(&s.name)?;
+            zfs::cmd::destroy_snapshot(&s.name, z.recursive)?;
             gone.push(s.name.clone());
         }
     }

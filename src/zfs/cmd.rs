@@ -120,30 +120,75 @@ pub fn snapshots(dataset: &str) -> Result<Vec<Snapshot>> {
         .collect()
 }
 
-/// `zfs snapshot NAME`.
-pub fn create_snapshot(name: &str) -> Result<()> {
-    on_snapshot("snapshot", "take", name)
+/// `zfs snapshot NAME`; with `recursive`, of every descendant dataset too, atomically (`-r`).
+pub fn create_snapshot(name: &str, recursive: bool) -> Result<()> {
+    on_snapshot("snapshot", "take", name, recursive)
 }
 
-/// `zfs destroy NAME` of one snapshot (never a dataset: the name must hold an `@`).
-pub fn destroy_snapshot(name: &str) -> Result<()> {
-    on_snapshot("destroy", "destroy", name)
+/// `zfs destroy NAME` of one snapshot (never a dataset: the name must hold an `@`); with
+/// `recursive`, the snapshot of that name of every descendant too (`-r`).
+pub fn destroy_snapshot(name: &str, recursive: bool) -> Result<()> {
+    on_snapshot("destroy", "destroy", name, recursive)
 }
 
-/// `zfs VERB NAME` for a name that must be a snapshot's; the error says what could not be
-/// done (`doing`) to which snapshot, with zfs's own words.
-fn on_snapshot(verb: &str, doing: &str, name: &str) -> Result<()> {
+/// `zfs VERB [-r] NAME` for a name that must be a snapshot's; the error says what could not
+/// be done (`doing`) to which snapshot, with zfs's own words.
+fn on_snapshot(verb: &str, doing: &str, name: &str, recursive: bool) -> Result<()> {
     split_snapshot(name)?;
-    let out = run(&[verb, name])?;
+    let out = if recursive {
+        run(&[verb, "-r", name])?
+    } else {
+        run(&[verb, name])?
+    };
     if !out.status.success() {
         bail!("cannot {doing} snapshot {name}: {}", stderr_line(&out));
     }
     Ok(())
 }
 
-/// `zfs send` of `snapshot`, incremental from `from` (`@snap`, or a full `pool/fs@snap`).
-pub fn send_args(snapshot: &str, from: Option<&str>) -> Vec<String> {
+/// Mounts `dataset` and its descendant file systems that are not mounted, as `zfs receive`
+/// would have had it not been told `-u`: those with `canmount=on` and a mountpoint of their
+/// own (not `none` or `legacy`).
+pub fn mount_tree(dataset: &str) -> Result<()> {
+    let listed = run(&[
+        "list",
+        "-H",
+        "-r",
+        "-t",
+        "filesystem",
+        "-o",
+        "name,mounted,canmount,mountpoint",
+        dataset,
+    ])?;
+    if !listed.status.success() {
+        bail!(
+            "cannot list the file systems under {dataset}: {}",
+            stderr_line(&listed)
+        );
+    }
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
+        let [name, mounted, canmount, mountpoint] = fields[..] else {
+            continue;
+        };
+        if mounted == "yes" || canmount != "on" || ["none", "legacy", "-"].contains(&mountpoint) {
+            continue;
+        }
+        let out = run(&["mount", name])?;
+        if !out.status.success() {
+            bail!("cannot mount {name}: {}", stderr_line(&out));
+        }
+    }
+    Ok(())
+}
+
+/// `zfs send` of `snapshot`, incremental from `from` (`@snap`, or a full `pool/fs@snap`);
+/// with `recursive`, a replication stream (`-R`) of the dataset and its descendants.
+pub fn send_args(snapshot: &str, from: Option<&str>, recursive: bool) -> Vec<String> {
     let mut a = vec!["send".to_string()];
+    if recursive {
+        a.push("-R".into());
+    }
     if let Some(f) = from {
         a.push("-i".into());
         a.push(f.into());
