@@ -212,10 +212,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     // The chunks, listed while the manifests are read. Not before the manifests' listing: a
     // backup writes its chunks before its manifest, so every chunk of a manifest listed
     // above is in a listing that starts now, and a concurrent backup cannot look damaged.
-    let chunk_listing = {
-        let repo = repo.clone();
-        tokio::spawn(async move { repo.store().list(layout::CHUNKS).await })
-    };
+    let mut chunk_listing = ChunkListing::start(repo);
 
     // 2. Every manifest, read and decoded with bounded concurrency.
     let sem = Arc::new(Semaphore::new(in_flight));
@@ -363,14 +360,13 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     // A full read needs no listing to start: reading a chunk says whether it is there. A
     // subset is drawn from the chunks that are there, so it waits for the listing.
     let whole = opts.read_data.is_some_and(|s| s.percent >= 100.0);
-    let mut chunk_listing = Some(chunk_listing);
-    let (stored, chosen) = if whole {
+    let chosen = if whole {
         let mut all: Vec<ChunkId> = referenced.iter().copied().collect();
         all.sort();
-        (None, all)
+        all
     } else {
-        let stored = stored_chunks(chunk_listing.take()).await?;
-        let chosen = match opts.read_data {
+        let stored = chunk_listing.result().await?;
+        match opts.read_data {
             Some(subset) => {
                 let mut candidates: Vec<ChunkId> = referenced
                     .iter()
@@ -381,8 +377,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 choose(candidates, subset)
             }
             None => Vec::new(),
-        };
-        (Some(stored), chosen)
+        }
     };
 
     // 5. --read-data: fetch, open, re-hash.
@@ -399,6 +394,8 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 let (id, f) = done.map_err(|e| anyhow!("a check task failed: {e}"))??;
                 fetched.insert(id, f);
             }
+            // A listing that failed ends the check now, not after every chunk was read.
+            chunk_listing.fail_early().await?;
             let (repo, buffers) = (repo.clone(), buffers.clone());
             tasks.spawn(async move {
                 let f = fetch(&repo, id, &buffers).await;
@@ -411,10 +408,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             fetched.insert(id, f);
         }
     }
-    let stored = match stored {
-        Some(s) => s,
-        None => stored_chunks(chunk_listing.take()).await?,
-    };
+    let stored = chunk_listing.result().await?;
     report.chunks_referenced = referenced.len() as u64;
     report.chunks_stored = stored.len() as u64;
     report.chunks_unreferenced = stored.difference(&referenced).count() as u64;
@@ -484,17 +478,50 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     Ok(report)
 }
 
-/// The chunks a listing of `chunks/` found (a listing awaited once: None is a bug).
-async fn stored_chunks(
-    listing: Option<tokio::task::JoinHandle<Result<Vec<String>, StoreError>>>,
-) -> Result<HashSet<ChunkId>> {
-    let listing = listing.ok_or_else(|| anyhow!("internal error: chunks listed twice"))?;
-    Ok(listing
-        .await
-        .map_err(|e| anyhow!("listing chunks failed: {e}"))??
-        .iter()
-        .filter_map(|k| chunk_of(k))
-        .collect())
+/// A listing of `chunks/` running beside the check's other work; stopped if the check ends
+/// first (an error return), so it does not go on listing for nobody.
+enum ChunkListing {
+    Running(tokio::task::JoinHandle<Result<Vec<String>, StoreError>>),
+    Done(HashSet<ChunkId>),
+}
+
+impl ChunkListing {
+    fn start(repo: &Arc<Repo>) -> ChunkListing {
+        let repo = repo.clone();
+        ChunkListing::Running(tokio::spawn(async move {
+            repo.store().list(layout::CHUNKS).await
+        }))
+    }
+
+    /// The chunks the listing found, waiting for it if need be.
+    async fn result(&mut self) -> Result<&HashSet<ChunkId>> {
+        if let ChunkListing::Running(handle) = self {
+            let names = handle
+                .await
+                .map_err(|e| anyhow!("listing chunks failed: {e}"))??;
+            *self = ChunkListing::Done(names.iter().filter_map(|k| chunk_of(k)).collect());
+        }
+        match self {
+            ChunkListing::Done(stored) => Ok(stored),
+            ChunkListing::Running(_) => Err(anyhow!("internal error: the chunk listing ran on")),
+        }
+    }
+
+    /// Its error, if it has ended with one.
+    async fn fail_early(&mut self) -> Result<()> {
+        if matches!(self, ChunkListing::Running(h) if h.is_finished()) {
+            self.result().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ChunkListing {
+    fn drop(&mut self) {
+        if let ChunkListing::Running(handle) = self {
+            handle.abort();
+        }
+    }
 }
 
 /// Reads a chunk object into a buffer from `buffers` (around the page cache, from a local

@@ -111,17 +111,30 @@ type Range = (Option<String>, Option<String>);
 /// (ids are uniform, so the ranges hold about as many keys each), about a page each, 2 to 32
 /// of them. One range, the rest of the listing, when `after` is not a chunk's name.
 fn chunk_ranges(base: &str, after: &str, listed: usize) -> Vec<Range> {
-    // chunks/<2 hex>/<64 hex>: the id's first 16 bits say how far the page got.
+    // chunks/<2 hex>/<64 hex>, the directory repeating the id's first byte: the id's first
+    // 16 bits say how far the page got. Anything else (`chunks/ff/0000…`, a `+`) says
+    // nothing, and bounds drawn from it could fall before `after`.
+    let lower_hex = |t: &str| {
+        t.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     let reached = after
         .strip_prefix(base)
-        .and_then(|rest| rest.get(3..7))
-        .and_then(|h| u32::from_str_radix(h, 16).ok());
+        .filter(|rest| {
+            rest.len() == 67
+                && rest.as_bytes()[2] == b'/'
+                && rest[..2] == rest[3..5]
+                && lower_hex(&rest[..2])
+                && lower_hex(&rest[3..])
+        })
+        .and_then(|rest| u32::from_str_radix(&rest[3..7], 16).ok());
     let Some(reached) = reached.filter(|&r| r < 0xffff) else {
         return vec![(Some(after.to_string()), None)];
     };
     let ahead = 0xffff - reached;
     let estimated = listed as u64 * u64::from(ahead) / u64::from(reached + 1);
-    let count = (estimated.div_ceil(1000).clamp(2, 32) as u32).min(ahead);
+    // Aimed below a page (1,000 keys), so that most ranges end within one request.
+    let count = (estimated.div_ceil(850).clamp(2, 32) as u32).min(ahead);
     let bound = |i: u32| {
         let v = reached + ahead * i / count;
         format!("{base}{:02x}/{v:04x}", v >> 8)
@@ -323,23 +336,34 @@ impl S3 {
             .copied()
     }
 
-    /// PUT with `If-None-Match: *`: Ok(false) when the server says the key exists.
+    /// PUT with `If-None-Match: *`: Ok(false) when the server says the key exists. Tried
+    /// again on `409 ConditionalRequestConflict`, AWS's answer while another conditional
+    /// write of the key is in flight, which it asks clients to retry (the SDK does not).
     async fn create_if_absent(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
         let full = self.full(key)?;
-        self.counter.count(RequestKind::Put);
-        let res = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .if_none_match("*")
-            .body(ByteStream::from(data))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => Ok(false),
-            Err(e) => Err(self.error(key, e)),
+        let mut conflicts = 0u64;
+        loop {
+            self.counter.count(RequestKind::Put);
+            let res = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .if_none_match("*")
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await;
+            match res {
+                Ok(_) => return Ok(true),
+                Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                    Some(412) => return Ok(false),
+                    Some(409) if conflicts < 5 => {
+                        conflicts += 1;
+                        tokio::time::sleep(Duration::from_millis(100 * conflicts)).await;
+                    }
+                    _ => return Err(self.error(key, e)),
+                },
+            }
         }
     }
 
@@ -566,6 +590,8 @@ impl Store for S3 {
             out.extend(rest.into_iter().flat_map(|r| r.keys));
         }
         out.sort();
+        // The ranges meet without overlapping; this only guards the count gc reports.
+        out.dedup();
         Ok(out)
     }
 
@@ -598,7 +624,7 @@ mod tests {
         let base = "vault/chunks/";
         let id = |v: u32| format!("{base}{:02x}/{v:04x}{}", v >> 8, "0".repeat(60));
         for (reached, listed, want) in [
-            (0x0fff, 1000, 15..=15),
+            (0x0fff, 1000, 18..=18),
             (0x00ff, 1000, 32..=32),
             (0x7fff, 1000, 2..=2),
             (0xfffe, 1000, 1..=1),
@@ -616,10 +642,14 @@ mod tests {
             }
         }
         // After a name that is not a chunk's, the rest in one listing.
+        let misfiled = format!("{base}ff/0000{}", "0".repeat(60));
+        let upper = format!("{base}AB/AB00{}", "0".repeat(60));
         for after in [
             "vault/chunks/ab/big",
             "vault/chunks/zz",
             "vault/other/ab/abcd",
+            &misfiled,
+            &upper,
         ] {
             assert_eq!(
                 chunk_ranges(base, after, 1000),
