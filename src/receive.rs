@@ -146,6 +146,7 @@ async fn run(
         }
     }
     let mut received = Vec::new();
+    let before = cmd::file_systems(target)?;
     let replayed = replay(repo, series, &chain[start..], target, opts, &mut received).await;
     // Every stream is received unmounted (`-u`): a replication stream's child, mounted,
     // touches its parent (the mountpoint's lookup), and the next incremental would find the
@@ -154,10 +155,22 @@ async fn run(
     let mounted = if received.is_empty() {
         Ok(())
     } else {
-        cmd::mount_tree(target)
+        cmd::mount_received(target, &before)
     };
-    replayed?;
-    mounted?;
+    match (replayed, mounted) {
+        (Ok(()), Ok(())) => {}
+        (Ok(()), Err(e)) => {
+            return Err(e.context(format!(
+                "{} stream(s) of series {series:?} were received into {target}, but not all of it could be mounted",
+                received.len()
+            )));
+        }
+        (Err(e), Ok(())) => return Err(e),
+        (Err(e), Err(m)) => {
+            eprintln!("warning: mounting what was received into {target} failed too: {m:#}");
+            return Err(e);
+        }
+    }
     Ok(ReceiveSummary {
         series: series.to_string(),
         version: version.to_string(),
@@ -252,7 +265,11 @@ async fn receive_one(
     let started = Instant::now();
     let (m, _) = repo.load_manifest(series, version).await?;
     let m = Arc::new(m);
-    let (mut c, shown) = cmd::command(&["receive", "-u", target]);
+    let (mut c, shown) = if opts.zfs_rollback {
+        cmd::command(&["receive", "-u", "-F", target])
+    } else {
+        cmd::command(&["receive", "-u", target])
+    };
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -290,10 +307,15 @@ async fn receive_one(
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
+    let hint = if said.contains("has been modified") && !opts.zfs_rollback {
+        " (restore --force rolls the target back to its newest snapshot first, dropping what changed there since: zfs receive -F)"
+    } else {
+        ""
+    };
     let said = if said.is_empty() {
         "it printed nothing".to_string()
     } else {
-        format!("it said: {said}")
+        format!("it said: {said}{hint}")
     };
     if let Err(e) = fetched {
         return Err(e.context(format!(

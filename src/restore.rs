@@ -62,6 +62,8 @@ pub struct RestoreOptions {
     pub progress: bool,
     /// Write zeros for damaged or missing chunks instead of failing (see the module doc).
     pub allow_damage: bool,
+    /// `zfs receive -F`: roll the target back to its newest snapshot before each stream.
+    pub zfs_rollback: bool,
 }
 
 /// A byte range of the version that could not be restored and holds zeros instead.

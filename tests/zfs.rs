@@ -671,7 +671,6 @@ fn a_recursive_zfs_job_backs_up_and_restores_a_dataset_tree() {
         &format!("[[job]]\nname = \"vms\"\nsource = {{ zfs = {ds:?}, recursive = true }}\n"),
     );
 
-    let mut taken = Vec::new();
     for run in 0..2 {
         if run > 0 {
             write_random_file(
@@ -703,7 +702,6 @@ fn a_recursive_zfs_job_backs_up_and_restores_a_dataset_tree() {
             [format!("{ds}@{short}"), format!("{child}@{short}")],
             "run {run}"
         );
-        taken.push(snap);
     }
 
     let target = pool.ds("restored");
@@ -731,9 +729,53 @@ fn a_recursive_zfs_job_backs_up_and_restores_a_dataset_tree() {
         "the child's change came with the incremental"
     );
 
+    // A third run, and the restored tree catches up with only the new stream. Mounted, its
+    // child touched the parent: zfs refuses the incremental, and --force rolls back first.
+    write_random_file(&pool.mountpoint("vms").join("later.bin"), 10, 100_000);
+    let report = run_jobs(&config, &["--force"]).ok().json();
+    assert_eq!(job(&report, "vms")["outcome"], "backed-up", "{report}");
+    v.run(&["restore", "--name", "vms", "--zfs-receive", &target])
+        .error(
+            1,
+            &["has been modified", "restore --force rolls the target back"],
+        );
+    let r = v
+        .run(&[
+            "restore",
+            "--json",
+            "--name",
+            "vms",
+            "--zfs-receive",
+            &target,
+            "--force",
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["skipped"].as_array().map(Vec::len), Some(2), "{r}");
+    assert_eq!(r["received"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_same_tree(&pool.mountpoint("vms"), &pool.mountpoint("restored"));
+
+    // A replica kept unmounted stays unmounted when it catches up.
+    tool("zfs", &["unmount", &format!("{target}/disk1")]);
+    tool("zfs", &["unmount", &target]);
+    write_random_file(&pool.mountpoint("vms").join("last.bin"), 11, 100_000);
+    run_jobs(&config, &["--force"]).ok();
+    v.run(&[
+        "restore",
+        "--name",
+        "vms",
+        "--zfs-receive",
+        &target,
+        "--force",
+    ])
+    .ok();
+    let mounted = tool("zfs", &["get", "-H", "-o", "value", "mounted", &target]);
+    assert_eq!(mounted.trim(), "no", "the replica was mounted");
+
     // The same from the command line: `backup --zfs SNAP --recursive` sends -R.
+    let newest = pool.snapshots(&ds)[0].clone();
     let b = v
-        .run(&["backup", "--json", "--zfs", &taken[1], "--recursive"])
+        .run(&["backup", "--json", "--zfs", &newest, "--recursive"])
         .ok()
         .json();
     assert_eq!(b["zfs"]["compound"], true, "{b}");

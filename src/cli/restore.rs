@@ -23,13 +23,15 @@ pub struct RestoreArgs {
     pub target: Option<PathBuf>,
     /// Replay the ZFS chain that leads to the version (a full stream, then each incremental
     /// in order, one `zfs receive` each) into this dataset. An existing dataset whose newest
-    /// snapshot is on the chain receives only the streams after it.
-    #[arg(long, value_name = "DATASET", conflicts_with_all = ["target", "in_place", "force"])]
+    /// snapshot is on the chain receives only the streams after it; with --force, changes
+    /// made there since that snapshot are rolled back first (`zfs receive -F`).
+    #[arg(long, value_name = "DATASET", conflicts_with_all = ["target", "in_place"])]
     pub zfs_receive: Option<String>,
     /// Update an existing file or block device, writing only the chunks that differ.
     #[arg(long)]
     pub in_place: bool,
-    /// Replace an existing file.
+    /// Replace an existing file; with --zfs-receive, roll the target back to its newest
+    /// snapshot before receiving (a mounted replication tree counts as changed).
     #[arg(long, conflicts_with = "in_place")]
     pub force: bool,
     /// Disaster recovery: write zeros for chunks that are damaged or missing instead of
@@ -76,6 +78,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
             in_flight: a.in_flight,
             progress: g.progress(),
             allow_damage: a.allow_damage,
+            zfs_rollback: false,
         },
     )
     .await?;
@@ -149,6 +152,7 @@ async fn zfs_receive(g: &GlobalArgs, a: &RestoreArgs, dataset: &str) -> Result<(
             in_flight: a.in_flight,
             progress: g.progress(),
             allow_damage: false,
+            zfs_rollback: a.force,
         },
     )
     .await?;

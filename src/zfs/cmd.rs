@@ -146,10 +146,21 @@ fn on_snapshot(verb: &str, doing: &str, name: &str, recursive: bool) -> Result<(
     Ok(())
 }
 
-/// Mounts `dataset` and its descendant file systems that are not mounted, as `zfs receive`
-/// would have had it not been told `-u`: those with `canmount=on` and a mountpoint of their
-/// own (not `none` or `legacy`).
-pub fn mount_tree(dataset: &str) -> Result<()> {
+/// One file system of a tree, as `zfs list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSystem {
+    pub name: String,
+    pub mounted: bool,
+    /// `canmount=on` and a mountpoint of its own (not `none` or `legacy`): what `zfs
+    /// receive` would mount.
+    pub mountable: bool,
+}
+
+/// `dataset` and its descendant file systems; empty when `dataset` does not exist.
+pub fn file_systems(dataset: &str) -> Result<Vec<FileSystem>> {
+    if !dataset_exists(dataset)? {
+        return Ok(Vec::new());
+    }
     let listed = run(&[
         "list",
         "-H",
@@ -166,17 +177,34 @@ pub fn mount_tree(dataset: &str) -> Result<()> {
             stderr_line(&listed)
         );
     }
-    for line in String::from_utf8_lossy(&listed.stdout).lines() {
-        let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
-        let [name, mounted, canmount, mountpoint] = fields[..] else {
-            continue;
-        };
-        if mounted == "yes" || canmount != "on" || ["none", "legacy", "-"].contains(&mountpoint) {
+    Ok(String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
+            let [name, mounted, canmount, mountpoint] = fields[..] else {
+                return None;
+            };
+            Some(FileSystem {
+                name: name.to_string(),
+                mounted: mounted == "yes",
+                mountable: canmount == "on" && !["none", "legacy", "-"].contains(&mountpoint),
+            })
+        })
+        .collect())
+}
+
+/// Mounts the file systems of `dataset`'s tree that `zfs receive` would have mounted had it
+/// not been told `-u`: mountable ones, not mounted, except those in `before` (the tree as it
+/// was) that were unmounted then: a replica kept unmounted stays so.
+pub fn mount_received(dataset: &str, before: &[FileSystem]) -> Result<()> {
+    for fs in file_systems(dataset)? {
+        let kept_unmounted = before.iter().any(|b| b.name == fs.name && !b.mounted);
+        if fs.mounted || !fs.mountable || kept_unmounted {
             continue;
         }
-        let out = run(&["mount", name])?;
+        let out = run(&["mount", &fs.name])?;
         if !out.status.success() {
-            bail!("cannot mount {name}: {}", stderr_line(&out));
+            bail!("cannot mount {}: {}", fs.name, stderr_line(&out));
         }
     }
     Ok(())
