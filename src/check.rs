@@ -21,7 +21,10 @@
 //! LIST returns up to 1000 names, so a repository of a million chunks (4 TiB at 4 MiB) costs
 //! about 1000 LIST requests (≈ $0.005 at AWS prices, seconds of latency) where HEAD per chunk
 //! would cost a million requests (≈ $0.40, and a million round trips). The listing also shows
-//! unreferenced chunks, which are reported as a count (gc's business, not damage). The price
+//! unreferenced chunks, which are reported as a count (gc's business, not damage). It runs
+//! while the manifests are read (it starts after their listing, so every chunk a listed
+//! manifest names is in it), and a full `--read-data` does not wait for it: reading a chunk
+//! says whether it is there. The price
 //! is memory for the set: 32 bytes per stored chunk id plus hash-set overhead, some 50 MB per
 //! million chunks; the manifests' chunk lists (about 40 bytes per chunk reference) are held
 //! too, to turn bad chunks into byte ranges at the end. Manifests are read with one GET each,

@@ -296,30 +296,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     }
     let no_defaults = RawDefaults::default();
     let defaults = raw.defaults.as_ref().map_or(&no_defaults, Spanned::get_ref);
-    let inherited: Vec<Range<usize>> = [
-        defaults.every.as_ref().map(Spanned::span),
-        defaults.phase.as_ref().map(Spanned::span),
-        defaults.keep.as_ref().map(Spanned::span),
-        defaults.in_flight.as_ref().map(Spanned::span),
-        defaults.timeout.as_ref().map(Spanned::span),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    check_defaults(&cx, defaults)?;
     let mut names = HashSet::new();
     let mut jobs = Vec::with_capacity(raw.job.len());
     for (i, j) in raw.job.iter().enumerate() {
         let header = j.span();
         let j = j.get_ref();
         let name = j.name.get_ref().as_str();
-        // A value taken from [defaults] is shown on its line there, and said to be inherited.
         let at = |span: Range<usize>, field: &str, msg: &str| {
-            let msg = if inherited.contains(&span) {
-                format!("{msg} (inherited from [defaults])")
-            } else {
-                msg.to_string()
-            };
-            cx.error(span, Some((i, name)), Some(field), &msg)
+            cx.error(span, Some((i, name)), Some(field), msg)
         };
         layout::validate_series(name).map_err(|e| at(j.name.span(), "name", &e))?;
         if !names.insert(name) {
@@ -398,6 +383,46 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         });
     }
     Ok(Config { repository, jobs })
+}
+
+/// The defaults on their own, so that a mistake there is reported even when every job
+/// gives its own value (each job checks what it inherits again, in its own terms).
+fn check_defaults(cx: &Ctx, d: &RawDefaults) -> Result<(), ConfigError> {
+    let at = |span: Range<usize>, field: &str, msg: &str| {
+        cx.error(span, None, Some(field), &format!("{msg} (in [defaults])"))
+    };
+    let every = match &d.every {
+        Some(e) => Some(parse_period(e.get_ref()).map_err(|m| at(e.span(), "every", &m))?),
+        None => None,
+    };
+    if let Some(p) = &d.phase
+        && p.get_ref().trim() != "0"
+    {
+        let Some(every) = every else {
+            return Err(at(p.span(), "phase", "a phase needs `every`"));
+        };
+        let v = parse_period(p.get_ref()).map_err(|m| at(p.span(), "phase", &m))?;
+        if v >= every {
+            return Err(at(
+                p.span(),
+                "phase",
+                "the phase must be shorter than `every`",
+            ));
+        }
+    }
+    if let Some(k) = &d.keep {
+        let schedule = every.map(|every| Schedule { every, phase: 0 });
+        policy(k.get_ref(), schedule).map_err(|m| at(k.span(), "keep", &m))?;
+    }
+    if let Some(n) = &d.in_flight
+        && *n.get_ref() == 0
+    {
+        return Err(at(n.span(), "in_flight", "must be at least 1"));
+    }
+    if let Some(t) = &d.timeout {
+        crate::retention::parse_timeout(t.get_ref()).map_err(|m| at(t.span(), "timeout", &m))?;
+    }
+    Ok(())
 }
 
 fn repository(cx: &Ctx, r: &Spanned<RawRepository>) -> Result<Repository, ConfigError> {
@@ -837,15 +862,20 @@ allow_empty = true
     }
 
     #[test]
-    fn a_mistake_in_defaults_names_its_line_and_the_job_that_inherits_it() {
+    fn a_mistake_in_defaults_is_reported_on_its_line() {
         let job = "[[job]]\nname = \"pg\"\nsource = { command = \"x\" }\n";
         let e = err(&format!("{HEAD}{job}[defaults]\nevery = \"1x\"\n"));
         assert!(
-            e.contains("line 7, job \"pg\" (job 1), field `every`: \"1x\": the unit must be")
-                && e.contains("(inherited from [defaults])")
+            e.contains("line 7, field `every`: \"1x\": the unit must be")
+                && e.contains("(in [defaults])")
                 && e.contains("   7 | every = \"1x\""),
             "{e}"
         );
+        // Reported even when no job inherits it.
+        let e = err(&format!(
+            "{HEAD}[defaults]\nkeep = {{ last = 0 }}\ntimeout = \"0s\"\n{job}keep = {{ last = 2 }}\n"
+        ));
+        assert!(e.contains("line 4, field `keep`: keeps nothing"), "{e}");
         // A phase longer than the job's own `every` is not inherited: it stays valid.
         parse_str(&format!(
             "{HEAD}[defaults]\nevery = \"1w\"\nphase = \"5d\"\n{job}every = \"1d\"\n"

@@ -289,6 +289,8 @@ impl OpenedSource {
 
 /// A source dropped on an error path (neither finished nor abandoned) still stops its command:
 /// one that is not writing would otherwise never meet the closed pipe and outlive the run.
+/// Without a group of its own that is the shell alone; what it started meets the closed pipe
+/// when it next writes.
 impl Drop for OpenedSource {
     fn drop(&mut self) {
         self.stop_child();

@@ -6,8 +6,8 @@
 //!
 //! Conditional creation (`If-None-Match: *`) is used for `put_new` only where the server has
 //! been seen to honour it: Garage answers 200 and overwrites. `conditional_writes` probes
-//! once per process, against the repository's own probe object. Where it is not honoured, `put_new` checks with HEAD and then writes;
-//! two racing creators can then both "win". Nothing depends on that being atomic: manifest
+//! once per process, against the repository's own probe object. Where it is not honoured,
+//! `put_new` checks with HEAD and then writes; two racing creators can then both "win". Nothing depends on that being atomic: manifest
 //! names carry the time and lock names are random, so a race needs two writers choosing the
 //! same name in the same second (see format-spec, "Write ordering").
 
