@@ -772,6 +772,29 @@ fn a_recursive_zfs_job_backs_up_and_restores_a_dataset_tree() {
     let mounted = tool("zfs", &["get", "-H", "-o", "value", "mounted", &target]);
     assert_eq!(mounted.trim(), "no", "the replica was mounted");
 
+    // A child created after the base snapshot: sent whole in the next incremental, and a
+    // fresh restore of the chain brings all three.
+    let late = pool.ds("vms/disk2");
+    tool("zfs", &["create", &late]);
+    copy_real_files(&pool.mountpoint("vms/disk2").join("new"), MIB, 2);
+    let report = run_jobs(&config, &["--force"]).ok().json();
+    let j = job(&report, "vms");
+    assert_eq!(j["backup"]["zfs"]["incremental"], true, "{j}");
+    assert_eq!(
+        j["backup"]["zfs"]["substreams"], 3,
+        "the new child comes whole inside the incremental: {j}"
+    );
+    let fresh = pool.ds("fresh");
+    v.run(&["restore", "--name", "vms", "--zfs-receive", &fresh])
+        .ok();
+    for (a, b) in [
+        ("vms", "fresh"),
+        ("vms/disk1", "fresh/disk1"),
+        ("vms/disk2", "fresh/disk2"),
+    ] {
+        assert_same_tree(&pool.mountpoint(a), &pool.mountpoint(b));
+    }
+
     // The same from the command line: `backup --zfs SNAP --recursive` sends -R.
     let newest = pool.snapshots(&ds)[0].clone();
     let b = v
