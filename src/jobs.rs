@@ -324,53 +324,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 j.phase.as_ref().or(defaults.phase.as_ref()),
             ),
         };
-        let schedule = match every {
-            None => {
-                if let Some(p) = phase {
-                    return Err(at(p.span(), "phase", "a phase needs `every`"));
-                }
-                None
-            }
-            Some(e) => {
-                let every = parse_period(e.get_ref()).map_err(|m| at(e.span(), "every", &m))?;
-                let phase = match phase {
-                    None => 0,
-                    Some(p) if p.get_ref().trim() == "0" => 0,
-                    Some(p) => {
-                        let v = parse_period(p.get_ref()).map_err(|m| at(p.span(), "phase", &m))?;
-                        if v >= every {
-                            return Err(at(
-                                p.span(),
-                                "phase",
-                                &format!(
-                                    "the phase must be shorter than `every` ({})",
-                                    e.get_ref()
-                                ),
-                            ));
-                        }
-                        v
-                    }
-                };
-                Some(Schedule { every, phase })
-            }
-        };
-        let keep = match j.keep.as_ref().or(defaults.keep.as_ref()) {
-            None => None,
-            Some(k) => Some(policy(k.get_ref(), schedule).map_err(|m| at(k.span(), "keep", &m))?),
-        };
-        let in_flight = match j.in_flight.as_ref().or(defaults.in_flight.as_ref()) {
-            Some(n) if *n.get_ref() == 0 => {
-                return Err(at(n.span(), "in_flight", "must be at least 1"));
-            }
-            n => n.as_ref().map(|n| *n.get_ref()),
-        };
-        let timeout = match j.timeout.as_ref().or(defaults.timeout.as_ref()) {
-            None => None,
-            Some(t) => Some(
-                crate::retention::parse_timeout(t.get_ref())
-                    .map_err(|m| at(t.span(), "timeout", &m))?,
-            ),
-        };
+        let Settings {
+            schedule,
+            keep,
+            in_flight,
+            timeout,
+        } = settings(
+            Given {
+                every,
+                phase,
+                keep: j.keep.as_ref().or(defaults.keep.as_ref()),
+                in_flight: j.in_flight.as_ref().or(defaults.in_flight.as_ref()),
+                timeout: j.timeout.as_ref().or(defaults.timeout.as_ref()),
+            },
+            &at,
+        )?;
         jobs.push(Job {
             name: name.to_string(),
             source,
@@ -391,38 +359,87 @@ fn check_defaults(cx: &Ctx, d: &RawDefaults) -> Result<(), ConfigError> {
     let at = |span: Range<usize>, field: &str, msg: &str| {
         cx.error(span, None, Some(field), &format!("{msg} (in [defaults])"))
     };
-    let every = match &d.every {
-        Some(e) => Some(parse_period(e.get_ref()).map_err(|m| at(e.span(), "every", &m))?),
-        None => None,
+    let given = Given {
+        every: d.every.as_ref(),
+        phase: d.phase.as_ref(),
+        keep: d.keep.as_ref(),
+        in_flight: d.in_flight.as_ref(),
+        timeout: d.timeout.as_ref(),
     };
-    if let Some(p) = &d.phase
-        && p.get_ref().trim() != "0"
-    {
-        let Some(every) = every else {
-            return Err(at(p.span(), "phase", "a phase needs `every`"));
-        };
-        let v = parse_period(p.get_ref()).map_err(|m| at(p.span(), "phase", &m))?;
-        if v >= every {
-            return Err(at(
-                p.span(),
-                "phase",
-                "the phase must be shorter than `every`",
-            ));
+    settings(given, &at).map(drop)
+}
+
+/// The keys a job may take from `[defaults]`, as written (in the job or inherited).
+struct Given<'a> {
+    every: Option<&'a Spanned<String>>,
+    phase: Option<&'a Spanned<String>>,
+    keep: Option<&'a Spanned<RawKeep>>,
+    in_flight: Option<&'a Spanned<usize>>,
+    timeout: Option<&'a Spanned<String>>,
+}
+
+/// The same keys, checked and parsed.
+struct Settings {
+    schedule: Option<Schedule>,
+    keep: Option<Policy>,
+    in_flight: Option<usize>,
+    timeout: Option<std::time::Duration>,
+}
+
+fn settings(
+    g: Given,
+    at: &impl Fn(Range<usize>, &str, &str) -> ConfigError,
+) -> Result<Settings, ConfigError> {
+    let schedule = match g.every {
+        None => {
+            if let Some(p) = g.phase {
+                return Err(at(p.span(), "phase", "a phase needs `every`"));
+            }
+            None
         }
-    }
-    if let Some(k) = &d.keep {
-        let schedule = every.map(|every| Schedule { every, phase: 0 });
-        policy(k.get_ref(), schedule).map_err(|m| at(k.span(), "keep", &m))?;
-    }
-    if let Some(n) = &d.in_flight
-        && *n.get_ref() == 0
-    {
-        return Err(at(n.span(), "in_flight", "must be at least 1"));
-    }
-    if let Some(t) = &d.timeout {
-        crate::retention::parse_timeout(t.get_ref()).map_err(|m| at(t.span(), "timeout", &m))?;
-    }
-    Ok(())
+        Some(e) => {
+            let every = parse_period(e.get_ref()).map_err(|m| at(e.span(), "every", &m))?;
+            let phase = match g.phase {
+                None => 0,
+                Some(p) if p.get_ref().trim() == "0" => 0,
+                Some(p) => {
+                    let v = parse_period(p.get_ref()).map_err(|m| at(p.span(), "phase", &m))?;
+                    if v >= every {
+                        return Err(at(
+                            p.span(),
+                            "phase",
+                            &format!("the phase must be shorter than `every` ({})", e.get_ref()),
+                        ));
+                    }
+                    v
+                }
+            };
+            Some(Schedule { every, phase })
+        }
+    };
+    let keep = match g.keep {
+        None => None,
+        Some(k) => Some(policy(k.get_ref(), schedule).map_err(|m| at(k.span(), "keep", &m))?),
+    };
+    let in_flight = match g.in_flight {
+        Some(n) if *n.get_ref() == 0 => {
+            return Err(at(n.span(), "in_flight", "must be at least 1"));
+        }
+        n => n.map(|n| *n.get_ref()),
+    };
+    let timeout = match g.timeout {
+        None => None,
+        Some(t) => Some(
+            crate::retention::parse_timeout(t.get_ref())
+                .map_err(|m| at(t.span(), "timeout", &m))?,
+        ),
+    };
+    Ok(Settings {
+        schedule,
+        keep,
+        in_flight,
+        timeout,
+    })
 }
 
 fn repository(cx: &Ctx, r: &Spanned<RawRepository>) -> Result<Repository, ConfigError> {

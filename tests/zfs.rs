@@ -704,18 +704,21 @@ fn a_recursive_zfs_job_backs_up_and_restores_a_dataset_tree() {
         );
     }
 
-    let target = pool.ds("restored");
-    let r = v
-        .run(&[
+    // `restore --json --name vms --zfs-receive TARGET [more]`.
+    let receive = |target: &str, more: &[&str]| {
+        let mut args = vec![
             "restore",
             "--json",
             "--name",
             "vms",
             "--zfs-receive",
-            &target,
-        ])
-        .ok()
-        .json();
+            target,
+        ];
+        args.extend_from_slice(more);
+        v.run(&args)
+    };
+    let target = pool.ds("restored");
+    let r = receive(&target, &[]).ok().json();
     assert_eq!(r["received"].as_array().map(Vec::len), Some(2), "{r}");
     assert_same_tree(&pool.mountpoint("vms"), &pool.mountpoint("restored"));
     assert_same_tree(
@@ -734,23 +737,11 @@ fn a_recursive_zfs_job_backs_up_and_restores_a_dataset_tree() {
     write_random_file(&pool.mountpoint("vms").join("later.bin"), 10, 100_000);
     let report = run_jobs(&config, &["--force"]).ok().json();
     assert_eq!(job(&report, "vms")["outcome"], "backed-up", "{report}");
-    v.run(&["restore", "--name", "vms", "--zfs-receive", &target])
-        .error(
-            1,
-            &["has been modified", "restore --force rolls the target back"],
-        );
-    let r = v
-        .run(&[
-            "restore",
-            "--json",
-            "--name",
-            "vms",
-            "--zfs-receive",
-            &target,
-            "--force",
-        ])
-        .ok()
-        .json();
+    receive(&target, &[]).error(
+        1,
+        &["has been modified", "restore --force rolls the target back"],
+    );
+    let r = receive(&target, &["--force"]).ok().json();
     assert_eq!(r["skipped"].as_array().map(Vec::len), Some(2), "{r}");
     assert_eq!(r["received"].as_array().map(Vec::len), Some(1), "{r}");
     assert_same_tree(&pool.mountpoint("vms"), &pool.mountpoint("restored"));
@@ -760,15 +751,7 @@ fn a_recursive_zfs_job_backs_up_and_restores_a_dataset_tree() {
     tool("zfs", &["unmount", &target]);
     write_random_file(&pool.mountpoint("vms").join("last.bin"), 11, 100_000);
     run_jobs(&config, &["--force"]).ok();
-    v.run(&[
-        "restore",
-        "--name",
-        "vms",
-        "--zfs-receive",
-        &target,
-        "--force",
-    ])
-    .ok();
+    receive(&target, &["--force"]).ok();
     let mounted = tool("zfs", &["get", "-H", "-o", "value", "mounted", &target]);
     assert_eq!(mounted.trim(), "no", "the replica was mounted");
 
@@ -785,8 +768,7 @@ fn a_recursive_zfs_job_backs_up_and_restores_a_dataset_tree() {
         "the new child comes whole inside the incremental: {j}"
     );
     let fresh = pool.ds("fresh");
-    v.run(&["restore", "--name", "vms", "--zfs-receive", &fresh])
-        .ok();
+    receive(&fresh, &[]).ok();
     for (a, b) in [
         ("vms", "fresh"),
         ("vms/disk1", "fresh/disk1"),
