@@ -445,21 +445,22 @@ fn new_snapshot_name(z: &ZfsSource) -> Result<String> {
         z.snapshot_prefix,
         jiff::Timestamp::now().strftime("%Y-%m-%dT%H%M%SZ")
     );
-    let taken: Vec<String> = zfs::cmd::snapshots(&z.dataset)?
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
-    let name = (1..)
-        .map(|i| {
-            if i == 1 {
-                base.clone()
-            } else {
-                format!("{base}-{i}")
-            }
+    // After the newest of this second's names, not in the first gap: an older snapshot of
+    // this second may be destroyed already but stored in the series, and a chain holding two
+    // snapshots of one name cannot be received (`destination already exists`). The newest
+    // one stays on the pool (keep_snapshots >= 1) until a later run succeeds.
+    let newest = zfs::cmd::snapshots(&z.dataset)?
+        .iter()
+        .filter_map(|s| match s.name.strip_prefix(&base) {
+            Some("") => Some(1),
+            Some(rest) => rest.strip_prefix('-')?.parse::<u32>().ok(),
+            None => None,
         })
-        .find(|n| !taken.contains(n))
-        .unwrap_or(base);
-    Ok(name)
+        .max();
+    Ok(match newest {
+        None => base,
+        Some(n) => format!("{base}-{}", n.saturating_add(1)),
+    })
 }
 
 /// A snapshot this run took for a backup that recorded nothing would only take pool space.
