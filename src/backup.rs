@@ -10,7 +10,9 @@
 use crate::chunk_id::ChunkId;
 use crate::chunker::{CdcChunker, Chunking, FixedChunker, is_zero};
 use crate::cpu;
+use crate::error::Error;
 use crate::format::lock::LockMode;
+use crate::interrupt;
 use crate::layout;
 use crate::lock::LockGuard;
 use crate::manifest::{BackupStats, ChunkRef, Manifest, SourceKind};
@@ -62,14 +64,38 @@ pub struct BackupOptions {
     pub timeout: Option<std::time::Duration>,
 }
 
-/// `f`, unless `deadline` passes first (then None).
+/// Why [`before`] gave up waiting.
+enum Stopped {
+    Deadline,
+    Asked(Error),
+}
+
+impl Stopped {
+    fn error(self, timed_out: impl FnOnce() -> anyhow::Error) -> anyhow::Error {
+        match self {
+            Stopped::Deadline => timed_out(),
+            Stopped::Asked(e) => e.into(),
+        }
+    }
+}
+
+/// `f`, unless `deadline` passes or a stop signal arrives first (`crate::interrupt`).
 async fn before<T>(
     deadline: Option<tokio::time::Instant>,
     f: impl Future<Output = T>,
-) -> Option<T> {
-    match deadline {
-        Some(d) => tokio::time::timeout_at(d, f).await.ok(),
-        None => Some(f.await),
+) -> Result<T, Stopped> {
+    let timed = async {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, f)
+                .await
+                .map_err(|_| Stopped::Deadline),
+            None => Ok(f.await),
+        }
+    };
+    tokio::select! {
+        biased;
+        r = timed => r,
+        e = interrupt::asked() => Err(Stopped::Asked(e)),
     }
 }
 
@@ -406,7 +432,10 @@ async fn run(
     let mut stats = BackupStats::default();
     let mut bytes_read: u64 = 0;
     let pipeline: Result<()> = async {
-        while let Some(item) = before(deadline, rx.recv()).await.ok_or_else(&timed_out)? {
+        while let Some(item) = before(deadline, rx.recv())
+            .await
+            .map_err(|s| s.error(&timed_out))?
+        {
             let piece = item.map_err(|e| {
                 // A ZFS stream error names its own byte offset, which is more exact than the
                 // start of the chunk being cut.
@@ -423,7 +452,7 @@ async fn run(
             refs.push(None);
             let permit = before(deadline, sem.clone().acquire_owned())
                 .await
-                .ok_or_else(&timed_out)??;
+                .map_err(|s| s.error(&timed_out))??;
             while let Some(done) = tasks.try_join_next() {
                 record(done, &mut refs, &mut stats)?;
             }
@@ -436,7 +465,7 @@ async fn run(
         }
         while let Some(done) = before(deadline, tasks.join_next())
             .await
-            .ok_or_else(&timed_out)?
+            .map_err(|s| s.error(&timed_out))?
         {
             record(done, &mut refs, &mut stats)?;
         }
@@ -454,6 +483,14 @@ async fn run(
     pb.finish_and_clear();
     if let Err(e) = pipeline {
         tasks.abort_all();
+        // A stop signal ends a command's whole group, as the deadline does: the signal passed
+        // on to it may not (a shell's background jobs ignore SIGINT). Before `failure_note`
+        // reaps the command, while its group id cannot name anyone else's.
+        if sys::stop_asked().is_some()
+            && let Some(g) = source.process_group()
+        {
+            sys::kill_group(g);
+        }
         // A command killed at the deadline exits with SIGKILL: that says nothing more.
         let note = if fired.load(Ordering::SeqCst) {
             None
@@ -480,7 +517,12 @@ async fn run(
     // The child is reaped: from now on its process group id may name someone else's.
     drop(watchdog);
     let finished = match finished {
-        Some(finished) if !fired.load(Ordering::SeqCst) => finished,
+        Ok(finished) if !fired.load(Ordering::SeqCst) => finished,
+        Err(Stopped::Asked(e)) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "backup of series {series:?} failed; no version recorded"
+            )));
+        }
         _ => {
             return Err(timed_out().context(format!(
                 "backup of series {series:?} failed; no version recorded"
@@ -593,6 +635,13 @@ async fn run(
         .sync(layout::CHUNKS)
         .await
         .context("making the new chunks durable")?;
+    // The last moment a stop signal can still keep the version from being recorded; once its
+    // manifest is being written, the commit goes through.
+    interrupt::check().map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "backup of series {series:?} stopped; no version recorded"
+        ))
+    })?;
     if let Some(lock) = lock {
         lock.ensure_fresh()?;
     }

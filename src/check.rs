@@ -39,6 +39,7 @@ use crate::chunk_id::ChunkId;
 use crate::cpu;
 use crate::error::Error;
 use crate::format::lock::LockMode;
+use crate::interrupt;
 use crate::layout;
 use crate::lock::LockGuard;
 use crate::manifest::{ChunkRef, Manifest};
@@ -399,6 +400,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             }
             // A listing that failed ends the check now, not after every chunk was read.
             chunk_listing.fail_early().await?;
+            interrupt::check()?;
             let (repo, buffers) = (repo.clone(), buffers.clone());
             tasks.spawn(async move {
                 let f = fetch(&repo, id, &buffers).await;

@@ -23,6 +23,10 @@ pub enum Error {
     /// The reader of standard output went away (`restore - | head`): not a failure.
     #[error("standard output was closed")]
     OutputClosed,
+    /// A stop signal arrived (`crate::interrupt`); the exit code is 128 + its number, as a
+    /// shell reports a process that the signal ended.
+    #[error("interrupted by {}", crate::sys::signal_name(*.signal))]
+    Interrupted { signal: i32 },
 }
 
 /// Documented exit codes (README "Exit codes").
@@ -33,6 +37,11 @@ pub mod exit {
     pub const DAMAGE: i32 = 3;
     pub const WRONG_KEY: i32 = 4;
     pub const LOCKED: i32 = 5;
+
+    /// Stopped by signal `sig` (SIGINT: 130, SIGTERM: 143, SIGHUP: 129).
+    pub fn signalled(sig: i32) -> i32 {
+        128 + sig
+    }
 }
 
 impl Error {
@@ -42,6 +51,7 @@ impl Error {
             Error::WrongKey { .. } => exit::WRONG_KEY,
             Error::Locked { .. } => exit::LOCKED,
             Error::OutputClosed => exit::OK,
+            Error::Interrupted { signal } => exit::signalled(*signal),
         }
     }
 }

@@ -35,6 +35,7 @@
 
 use crate::chunk_id::ChunkId;
 use crate::format::lock::LockMode;
+use crate::interrupt;
 use crate::layout;
 use crate::lock::LockGuard;
 use crate::manifest::ChunkRef;
@@ -124,6 +125,8 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
     if !opts.dry_run {
         let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
         for batch in garbage.chunks(BATCH) {
+            // Stopped between batches: what was deleted was garbage, and the rest stays so.
+            interrupt::check()?;
             if let Some(lock) = lock {
                 lock.ensure_fresh()?;
             }

@@ -32,6 +32,7 @@ pub mod direct;
 pub mod error;
 pub mod format;
 pub mod gc;
+pub mod interrupt;
 pub mod jobs;
 pub mod keys;
 pub mod layout;

@@ -37,11 +37,18 @@ fn main() {
         }
         Err(e) => {
             let kind = e.chain().find_map(|c| c.downcast_ref::<Error>());
-            if matches!(kind, Some(Error::OutputClosed)) {
-                exit::OK
-            } else {
-                eprintln!("error: {e:#}");
-                kind.map_or(exit::FAILURE, Error::exit_code)
+            match (kind, blockvault::sys::stop_asked()) {
+                (Some(Error::OutputClosed), None) => exit::OK,
+                // A failure after a stop signal may be its consequence (a command that the
+                // signal ended, a reader that went away): it is reported as the stop.
+                (Some(Error::Interrupted { .. }), _) | (_, None) => {
+                    eprintln!("error: {e:#}");
+                    kind.map_or(exit::FAILURE, Error::exit_code)
+                }
+                (_, Some(signal)) => {
+                    eprintln!("error: {:#}", e.context(Error::Interrupted { signal }));
+                    exit::signalled(signal)
+                }
             }
         }
     };

@@ -21,6 +21,7 @@ use crate::direct::{ALIGN, Direct};
 use crate::error::Error;
 use crate::format::FormatError;
 use crate::format::lock::LockMode;
+use crate::interrupt;
 use crate::layout;
 use crate::lock::LockGuard;
 use crate::manifest::{ChunkRef, Manifest};
@@ -477,6 +478,12 @@ async fn write_positional(
                 continue;
             }
         }
+        interrupt::check().with_context(|| match compare {
+            None => format!("restore stopped; {shown} is deleted"),
+            Some(()) => format!(
+                "restore stopped part-way: {shown} holds some chunks of the version and the rest as it was; restore in place again to finish"
+            ),
+        })?;
         let permit = sem.clone().acquire_owned().await?;
         while let Some(done) = tasks.try_join_next() {
             tally(&mut counts, done)?;
@@ -673,6 +680,7 @@ pub(crate) async fn to_writer(
                 }));
             }
             let Some(next) = queue.pop_front() else { break };
+            interrupt::check().context("restore stopped; the output is incomplete")?;
             let (data, damaged) = next.await.map_err(join_err)??;
             let len = data.len() as u64;
             if tx.send(data).is_err() {

@@ -154,22 +154,71 @@ fn install_stop_handlers() {
             // number, and it only makes async-signal-safe calls (kill, signal, raise).
             let mut ours: libc::sigaction = unsafe { std::mem::zeroed() };
             ours.sa_sigaction = on_stop_signal as *const () as usize;
+            // A read or write that the handler interrupts goes on rather than failing with
+            // EINTR: the work stops at its own checks.
+            ours.sa_flags = libc::SA_RESTART;
             unsafe { libc::sigemptyset(&mut ours.sa_mask) };
             unsafe { libc::sigaction(sig, &ours, std::ptr::null_mut()) };
         }
     });
 }
 
-/// Passes the signal on to every registered group, then does what it would have done without
-/// us: the default action is put back and the signal raised again, which ends the process
-/// as soon as this handler returns (the signal is blocked until then).
+/// Whether a stop signal only asks the work in progress to stop ([`stop_gracefully`]).
+static GRACEFUL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The stop signal that asked it (0: none yet).
+static STOP_ASKED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// From now on the first SIGINT, SIGTERM or SIGHUP does not end the process at once: it is
+/// recorded ([`stop_asked`]) and passed on to the command sources' groups, and the work in
+/// progress stops at its next check, cleaning up as after any failure (its lock removed, a
+/// partial restore target deleted). A second one ends the process at once, as SIGQUIT always
+/// does. Killed at once, blockvault would leave its lock behind: other hosts would then wait
+/// for it to go stale (30 minutes) before a gc, and `systemctl stop` sends SIGTERM.
+pub fn stop_gracefully() {
+    GRACEFUL.store(true, std::sync::atomic::Ordering::Release);
+    install_stop_handlers();
+}
+
+/// The signal that asked the work to stop, if one did.
+pub fn stop_asked() -> Option<i32> {
+    match STOP_ASKED.load(std::sync::atomic::Ordering::Acquire) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// The usual name of a stop signal, for messages.
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// Passes the signal on to every registered group. The first stop signal after
+/// [`stop_gracefully`] is only recorded; otherwise the handler does what would have happened
+/// without it: the default action is put back and the signal raised again, which ends the
+/// process as soon as this handler returns (the signal is blocked until then).
 extern "C" fn on_stop_signal(sig: libc::c_int) {
+    use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
     for slot in &GROUPS {
-        let pgid = slot.load(std::sync::atomic::Ordering::Acquire);
+        let pgid = slot.load(Acquire);
         if pgid > 0 {
             // SAFETY: kill(2) is async-signal-safe and shares no memory.
             unsafe { libc::kill(-pgid, sig) };
         }
+    }
+    if sig != libc::SIGQUIT
+        && GRACEFUL.load(Acquire)
+        && STOP_ASKED.compare_exchange(0, sig, AcqRel, Relaxed).is_ok()
+    {
+        let note: &[u8] = b"\nblockvault: stopping and cleaning up; a second interrupt ends it at once, leaving its lock behind\n";
+        // SAFETY: write(2) is async-signal-safe; the bytes are a static string.
+        let _ = unsafe { libc::write(2, note.as_ptr().cast(), note.len()) };
+        return;
     }
     // SAFETY: signal(2) and raise(3) are async-signal-safe.
     unsafe {

@@ -13,6 +13,7 @@ mod jobs;
 mod keys;
 mod retention;
 mod s3;
+mod signals;
 mod store_conformance;
 mod zfs;
 mod zfs_streams;

@@ -99,6 +99,18 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
+    // Long runs that hold a lock stop cleanly on the first SIGINT, SIGTERM or SIGHUP; the
+    // others are short, and end at once as before.
+    if matches!(
+        cli.command,
+        Command::Backup(_)
+            | Command::Restore(_)
+            | Command::Check(_)
+            | Command::Gc(_)
+            | Command::Run(_)
+    ) {
+        crate::interrupt::enable();
+    }
     match cli.command {
         Command::Init(a) => init::run(g, a).await,
         Command::Backup(a) => backup::run(g, a).await,

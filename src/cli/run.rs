@@ -4,6 +4,7 @@
 use super::GlobalArgs;
 use super::backup::{ZfsSend, warn_if_unrestorable, zfs_send_plan};
 use crate::backup::{BackupOptions, BackupSummary, DEFAULT_IN_FLIGHT, backup};
+use crate::interrupt;
 use crate::jobs::{self, Config, Job, Source, ZfsSource};
 use crate::prune;
 use crate::repo::Repo;
@@ -134,11 +135,18 @@ pub async fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
     let repo = cg.open().await?;
     let say = !g.quiet && !g.json;
     let mut reports = Vec::new();
+    let mut stopped = None;
     for job in config
         .jobs
         .iter()
         .filter(|j| a.jobs.is_empty() || a.jobs.contains(&j.name))
     {
+        // A stop signal ends the run after the job it came in (which fails, recording
+        // nothing); the jobs after it are not started.
+        if let Err(e) = interrupt::check() {
+            stopped = Some(e);
+            break;
+        }
         let started = Instant::now();
         let mut r = JobReport::new(job);
         if let Err(e) = run_job(&cg, &repo, job, &a, &mut r).await {
@@ -183,6 +191,17 @@ pub async fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
             jobs: reports,
             failed: failed_count,
         })?;
+    }
+    if let Some(e) = stopped {
+        let not_run = config
+            .jobs
+            .iter()
+            .filter(|j| a.jobs.is_empty() || a.jobs.contains(&j.name))
+            .skip(total)
+            .map(|j| j.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(anyhow::Error::new(e).context(format!("jobs not run: {not_run}")));
     }
     if failed_count > 0 {
         bail!("{failed_count} of {total} jobs failed: {failed_names}");

@@ -1,0 +1,303 @@
+//! Stop signals, with the real binary on a real local-directory repository. The first SIGINT,
+//! SIGTERM or SIGHUP stops a backup, restore, check or job run where it is: exit 128 + the
+//! signal's number, its lock removed, no version recorded, a partial restore target deleted.
+//! A second signal ends the process at once. (SIGKILL and crashes: `crash`.)
+
+use crate::util::*;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Store latency that makes a run last long enough to be stopped in its middle.
+const SLOW: &str = "latency-ms=40";
+
+fn send(child: &Child, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("running kill");
+    assert!(ok.success(), "kill -{signal} {} failed", child.id());
+}
+
+#[track_caller]
+fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < limit, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The child's exit status and stderr; fails if it takes longer than `limit` to end, or if
+/// something it started holds its stderr open that long after.
+#[track_caller]
+fn ended_within(mut child: Child, limit: Duration) -> (ExitStatus, String) {
+    let started = Instant::now();
+    while child.try_wait().expect("polling blockvault").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("blockvault went on for {limit:?} after the stop signal");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child
+        .wait_with_output()
+        .expect("collecting blockvault's output");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        started.elapsed() < limit,
+        "a process blockvault started outlived it by {:?}, holding its stderr: {stderr}",
+        started.elapsed()
+    );
+    (out.status, stderr)
+}
+
+fn locks(v: &Vault) -> Vec<String> {
+    dir_names(&v.repo.join("locks"))
+}
+
+fn spawn(mut cmd: Command) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting blockvault")
+}
+
+/// A process that exists and is not a zombie.
+fn alive(pid: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|s| !s.starts_with(" Z"))
+    })
+}
+
+#[test]
+fn a_stopped_backup_records_nothing_removes_its_lock_and_stops_its_command() {
+    let v = Vault::new();
+    let pid_file = v.path("sleeper.pid");
+    // Output, then a child that writes nothing and would hold the pipe open for a minute.
+    // `--timeout` runs the command in a process group of its own, which the signal reaches.
+    let command = format!(
+        "head -c 3000000 /dev/urandom; sleep 60 & echo $! > {}; wait",
+        s(&pid_file)
+    );
+    let child = spawn(v.cmd(&[
+        "backup",
+        "--name",
+        "db",
+        "--timeout",
+        "1h",
+        "--command",
+        &command,
+    ]));
+    wait_until(
+        "the command to start its sleeper",
+        Duration::from_secs(60),
+        || fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n')),
+    );
+    assert_eq!(locks(&v).len(), 1, "a running backup holds a lock");
+    send(&child, "INT");
+    let (status, stderr) = ended_within(child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "SIGINT is exit 130: {stderr}");
+    for needle in [
+        "stopping and cleaning up",
+        "interrupted by SIGINT",
+        "no version recorded",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} missing from: {stderr}");
+    }
+    assert_eq!(locks(&v), Vec::<String>::new(), "the lock was left behind");
+    assert!(
+        v.versions("db").is_empty(),
+        "a stopped backup recorded a version"
+    );
+    let sleeper = fs::read_to_string(&pid_file).expect("reading the sleeper's pid");
+    let sleeper = sleeper.trim();
+    wait_until(
+        "the command's child to end",
+        Duration::from_secs(10),
+        || !alive(sleeper),
+    );
+    // What the stopped run stored is only unreferenced chunks, and the next run works.
+    v.run(&["check"]).ok();
+    let source = v.path("small.img");
+    write_random_file(&source, 1, 100_000);
+    v.backup("db", &[s(&source)]);
+    assert_eq!(v.versions("db").len(), 1);
+}
+
+#[test]
+fn a_stopped_stream_backup_does_not_record_what_it_read_before() {
+    // The producer is not signalled (only blockvault is) and goes on to end its stream
+    // normally: what came before the signal must not become a version.
+    let v = Vault::new();
+    let mut cmd = v.cmd(&["backup", "--name", "piped", "-"]);
+    cmd.stdin(Stdio::piped());
+    let mut child = spawn(cmd);
+    let mut stdin = child.stdin.take().expect("blockvault's stdin");
+    use std::io::Write;
+    stdin
+        .write_all(&random_bytes(2, 2_000_000))
+        .expect("feeding blockvault");
+    wait_until(
+        "the backup to take its lock",
+        Duration::from_secs(60),
+        || !locks(&v).is_empty(),
+    );
+    send(&child, "TERM");
+    // The rest of the stream, and its end, come after the signal.
+    let _ = stdin.write_all(&random_bytes(3, 500_000));
+    drop(stdin);
+    let (status, stderr) = ended_within(child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "SIGTERM is exit 143: {stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGTERM") && stderr.contains("no version recorded"),
+        "{stderr}"
+    );
+    assert!(
+        v.versions("piped").is_empty(),
+        "a stopped backup recorded a version"
+    );
+    assert!(locks(&v).is_empty(), "the lock was left behind");
+}
+
+/// A repository with one 8 MiB version of 64 KiB chunks (128 of them: slow enough with
+/// [`SLOW`] to be stopped in the middle), and the source it came from.
+fn vault_with_a_version() -> (Vault, std::path::PathBuf) {
+    let v = Vault::with_init(&["--chunk-size", "64K"]);
+    let source = v.path("disk.img");
+    write_random_file(&source, 7, 8 << 20);
+    v.backup("disk", &[s(&source)]);
+    (v, source)
+}
+
+fn slow_restore(v: &Vault, args: &[&str]) -> Child {
+    let mut all = vec!["restore", "--name", "disk"];
+    all.extend_from_slice(args);
+    let mut cmd = v.cmd(&all);
+    cmd.env("BLOCKVAULT_TEST_FAULTS", SLOW);
+    spawn(cmd)
+}
+
+#[test]
+fn a_stopped_restore_deletes_its_partial_file_and_one_in_place_says_how_to_finish() {
+    let (v, source) = vault_with_a_version();
+
+    // To a new file: nothing is left, neither the target nor its partial file.
+    let target = v.path("restored.img");
+    let partial = v.path(".restored.img.blockvault-partial");
+    let child = slow_restore(&v, &[s(&target)]);
+    wait_until("the partial file", Duration::from_secs(60), || {
+        partial.exists()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    send(&child, "TERM");
+    let (status, stderr) = ended_within(child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGTERM") && stderr.contains("is deleted"),
+        "{stderr}"
+    );
+    assert!(!partial.exists(), "the partial file was left behind");
+    assert!(!target.exists(), "a stopped restore created its target");
+    assert!(locks(&v).is_empty(), "the lock was left behind");
+
+    // In place: the target is part old, part new; the message says so, and a second restore
+    // in place finishes the job.
+    let in_place = v.path("in-place.img");
+    write_random_file(&in_place, 8, 8 << 20);
+    let before = digest(&in_place);
+    let child = slow_restore(&v, &["--in-place", s(&in_place)]);
+    wait_until(
+        "the restore to take its lock",
+        Duration::from_secs(60),
+        || !locks(&v).is_empty(),
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    send(&child, "HUP");
+    let (status, stderr) = ended_within(child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(129), "SIGHUP is exit 129: {stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGHUP")
+            && stderr.contains("restore in place again to finish"),
+        "{stderr}"
+    );
+    assert!(locks(&v).is_empty(), "the lock was left behind");
+    assert_ne!(
+        digest(&in_place),
+        before,
+        "the stop came before any chunk was written"
+    );
+    assert_ne!(
+        digest(&in_place),
+        digest(&source),
+        "the restore finished before the stop"
+    );
+    v.restore("disk", &["--in-place", s(&in_place)]);
+    assert_same_contents(&source, &in_place);
+}
+
+#[test]
+fn a_second_stop_signal_ends_the_process_at_once() {
+    let (v, _) = vault_with_a_version();
+    // Every store operation of this check takes 400 ms, the removal of its lock included, so
+    // it is still cleaning up when the second signal comes.
+    let mut cmd = v.cmd(&["check", "--read-data"]);
+    cmd.env("BLOCKVAULT_TEST_FAULTS", "latency-ms=400");
+    let child = spawn(cmd);
+    wait_until(
+        "the check to take its lock",
+        Duration::from_secs(60),
+        || !locks(&v).is_empty(),
+    );
+    send(&child, "INT");
+    std::thread::sleep(Duration::from_millis(100));
+    send(&child, "INT");
+    let (status, stderr) = ended_within(child, Duration::from_secs(10));
+    assert_eq!(
+        status.signal(),
+        Some(2),
+        "the second SIGINT did not end it at once: {status:?} {stderr}"
+    );
+    assert_eq!(
+        locks(&v).len(),
+        1,
+        "killed at once, it cannot remove its lock"
+    );
+    // What `unlock` is for: the holder is gone.
+    v.run(&["unlock"]).ok();
+    assert!(locks(&v).is_empty());
+    v.run(&["check"]).ok();
+}
+
+#[test]
+fn a_stopped_job_run_starts_no_further_job() {
+    let v = Vault::new();
+    let jobs = v.path("jobs.toml");
+    let pid_file = v.path("first.pid");
+    fs::write(
+        &jobs,
+        format!(
+            "[repository]\nrepo = \"{}\"\n\n[[job]]\nname = \"first\"\nsource = {{ command = \"head -c 100000 /dev/urandom; echo $$ > {}; sleep 60\" }}\ntimeout = \"1h\"\n\n[[job]]\nname = \"second\"\nsource = {{ command = \"echo second\" }}\n",
+            s(&v.repo),
+            s(&pid_file)
+        ),
+    )
+    .expect("writing the job file");
+    let child = spawn(v.cmd(&["run", "--config", s(&jobs)]));
+    wait_until("the first job's command", Duration::from_secs(60), || {
+        fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n'))
+    });
+    send(&child, "TERM");
+    let (status, stderr) = ended_within(child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGTERM") && stderr.contains("jobs not run: second"),
+        "{stderr}"
+    );
+    assert!(v.list().is_empty(), "a stopped run recorded a version");
+    assert!(locks(&v).is_empty(), "the lock was left behind");
+}
