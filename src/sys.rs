@@ -151,7 +151,8 @@ fn install_stop_handlers() {
                 continue;
             }
             // SAFETY: as above; the handler is an `extern "C"` function taking the signal
-            // number, and it only makes async-signal-safe calls (kill, signal, raise).
+            // number, and it only makes async-signal-safe calls (kill, write, signal, raise)
+            // and touches only lock-free atomics.
             let mut ours: libc::sigaction = unsafe { std::mem::zeroed() };
             ours.sa_sigaction = on_stop_signal as *const () as usize;
             // A read or write that the handler interrupts goes on rather than failing with

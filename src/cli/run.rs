@@ -136,11 +136,12 @@ pub async fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
     let say = !g.quiet && !g.json;
     let mut reports = Vec::new();
     let mut stopped = None;
-    for job in config
+    let selected: Vec<&Job> = config
         .jobs
         .iter()
         .filter(|j| a.jobs.is_empty() || a.jobs.contains(&j.name))
-    {
+        .collect();
+    for job in selected.iter().copied() {
         // A stop signal ends the run after the job it came in (which fails, recording
         // nothing); the jobs after it are not started.
         if let Err(e) = interrupt::check() {
@@ -193,11 +194,8 @@ pub async fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
         })?;
     }
     if let Some(e) = stopped {
-        let not_run = config
-            .jobs
+        let not_run = selected[total..]
             .iter()
-            .filter(|j| a.jobs.is_empty() || a.jobs.contains(&j.name))
-            .skip(total)
             .map(|j| j.name.as_str())
             .collect::<Vec<_>>()
             .join(", ");
