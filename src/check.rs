@@ -37,6 +37,7 @@
 
 use crate::chunk_id::ChunkId;
 use crate::cpu;
+use crate::direct::ALIGN;
 use crate::error::Error;
 use crate::format::lock::LockMode;
 use crate::interrupt;
@@ -45,6 +46,7 @@ use crate::lock::LockGuard;
 use crate::manifest::{ChunkRef, Manifest};
 use crate::pool::Pool;
 use crate::repo::Repo;
+use crate::seal::{HEADROOM, TAILROOM};
 use crate::store::{Requests, StoreError};
 use crate::sys;
 use crate::zfs::chain::{Chains, Node, Status};
@@ -354,10 +356,12 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
 
     // 4. Chunks referenced (with the length each manifest records) against one listing.
     let mut referenced: HashSet<ChunkId> = HashSet::new();
+    let mut longest = 0;
     for (m, _) in manifests.values() {
         for c in &m.chunks {
-            if let ChunkRef::Data { id, .. } = c {
+            if let ChunkRef::Data { id, len } = c {
                 referenced.insert(*id);
+                longest = longest.max(*len as usize);
             }
         }
     }
@@ -389,8 +393,12 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     if !chosen.is_empty() {
         let sem = Arc::new(Semaphore::new(in_flight));
         // Object-sized buffers go round instead of one fresh allocation (and its page faults)
-        // per chunk: as many as are read or verified at once.
-        let buffers = Arc::new(Pool::new(0, in_flight + 2));
+        // per chunk: as many as are read or verified at once. Each has room for the largest
+        // object from the start (its pages are only touched as far as objects reach): one
+        // that grew with the objects it met would be replaced, faulted in anew, each time a
+        // larger one came.
+        let largest_object = (HEADROOM + longest + TAILROOM).next_multiple_of(ALIGN) + ALIGN;
+        let buffers = Arc::new(Pool::new(largest_object, in_flight + 2));
         let mut tasks: JoinSet<Result<(ChunkId, Fetched)>> = JoinSet::new();
         for id in chosen {
             let permit = sem.clone().acquire_owned().await?;
