@@ -164,8 +164,8 @@ fn a_stopped_stream_backup_does_not_record_what_it_read_before() {
     assert!(locks(&v).is_empty(), "the lock was left behind");
 }
 
-/// A repository with one 8 MiB version of 64 KiB chunks (128 of them: slow enough with
-/// [`SLOW`] to be stopped in the middle), and the source it came from.
+/// A repository with one 8 MiB version of 64 KiB chunks (128 of them), and the source it came
+/// from.
 fn vault_with_a_version() -> (Vault, std::path::PathBuf) {
     let v = Vault::with_init(&["--chunk-size", "64K"]);
     let source = v.path("disk.img");
@@ -174,8 +174,9 @@ fn vault_with_a_version() -> (Vault, std::path::PathBuf) {
     (v, source)
 }
 
+/// A restore of it that takes at least 32 × 40 ms: 4 chunks at a time.
 fn slow_restore(v: &Vault, args: &[&str]) -> Child {
-    let mut all = vec!["restore", "--name", "disk"];
+    let mut all = vec!["restore", "--name", "disk", "--in-flight", "4"];
     all.extend_from_slice(args);
     let mut cmd = v.cmd(&all);
     cmd.env("BLOCKVAULT_TEST_FAULTS", SLOW);
@@ -216,7 +217,7 @@ fn a_stopped_restore_deletes_its_partial_file_and_one_in_place_says_how_to_finis
         Duration::from_secs(60),
         || !locks(&v).is_empty(),
     );
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(300));
     send(&child, "HUP");
     let (status, stderr) = ended_within(child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(129), "SIGHUP is exit 129: {stderr}");
