@@ -491,8 +491,9 @@ async fn run(
         {
             sys::kill_group(g);
         }
-        // A command killed at the deadline exits with SIGKILL: that says nothing more.
-        let note = if fired.load(Ordering::SeqCst) {
+        // A command killed at the deadline, or after a stop signal, exits with SIGKILL: that
+        // says nothing more.
+        let note = if fired.load(Ordering::SeqCst) || sys::stop_asked().is_some() {
             None
         } else {
             source.failure_note()
@@ -516,13 +517,14 @@ async fn run(
     let finished = before(grace, finished).await;
     // The child is reaped: from now on its process group id may name someone else's.
     drop(watchdog);
-    let finished = match finished {
-        Ok(finished) if !fired.load(Ordering::SeqCst) => finished,
-        Err(Stopped::Asked(e)) => {
+    // After a stop signal, how the command ended says nothing: the signal killed its group.
+    let finished = match (finished, interrupt::check()) {
+        (Err(Stopped::Asked(e)), _) | (_, Err(e)) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "backup of series {series:?} failed; no version recorded"
             )));
         }
+        (Ok(finished), Ok(())) if !fired.load(Ordering::SeqCst) => finished,
         _ => {
             return Err(timed_out().context(format!(
                 "backup of series {series:?} failed; no version recorded"

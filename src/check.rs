@@ -243,6 +243,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     let mut existing: HashSet<(String, String)> = HashSet::new();
     let mut damaged: BTreeSet<String> = BTreeSet::new();
     while let Some(done) = tasks.join_next().await {
+        interrupt::check()?;
         let (s, v, loaded, gone) = done.map_err(|e| anyhow!("a check task failed: {e}"))??;
         match loaded {
             Ok((m, digest)) => {
@@ -421,7 +422,11 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             fetched.insert(id, f);
         }
     }
-    let stored = chunk_listing.result().await?;
+    let stored = tokio::select! {
+        biased;
+        stored = chunk_listing.result() => stored?,
+        e = interrupt::asked() => return Err(e.into()),
+    };
     report.chunks_referenced = referenced.len() as u64;
     report.chunks_stored = stored.len() as u64;
     report.chunks_unreferenced = stored.difference(&referenced).count() as u64;

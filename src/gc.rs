@@ -97,6 +97,7 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
     let mut versions = 0u64;
     for s in &series {
         for v in repo.list_versions(s).await? {
+            interrupt::check()?;
             let (m, _) = repo
                 .load_manifest(s, &v)
                 .await

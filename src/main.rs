@@ -3,6 +3,7 @@
 use blockvault::cli::{self, Cli};
 use blockvault::error::{Error, exit};
 use clap::Parser;
+use std::io::Write;
 
 fn main() {
     // Before any thread exists; see its doc for the measurement.
@@ -37,17 +38,22 @@ fn main() {
         }
         Err(e) => {
             let kind = e.chain().find_map(|c| c.downcast_ref::<Error>());
+            // After SIGHUP the terminal may be gone: a failed write must not panic.
+            let say = |e: &dyn std::fmt::Display| {
+                let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            };
             match (kind, blockvault::sys::stop_asked()) {
                 (Some(Error::OutputClosed), None) => exit::OK,
-                // A failure after a stop signal may be its consequence (a command that the
-                // signal ended, a reader that went away): it is reported as the stop.
-                (Some(Error::Interrupted { .. }), _) | (_, None) => {
-                    eprintln!("error: {e:#}");
-                    kind.map_or(exit::FAILURE, Error::exit_code)
-                }
-                (_, Some(signal)) => {
-                    eprintln!("error: {:#}", e.context(Error::Interrupted { signal }));
+                // A plain failure after a stop signal may be its consequence (a command that
+                // the signal ended, a reader that went away): it is reported as the stop.
+                // Damage found, a wrong key or a lock stay what they are.
+                (None | Some(Error::OutputClosed), Some(signal)) => {
+                    say(&e.context(Error::Interrupted { signal }));
                     exit::signalled(signal)
+                }
+                (kind, _) => {
+                    say(&e);
+                    kind.map_or(exit::FAILURE, Error::exit_code)
                 }
             }
         }

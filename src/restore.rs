@@ -648,12 +648,12 @@ pub(crate) async fn to_writer(
     out: impl Write + Send + 'static,
 ) -> (Result<()>, io::Result<Counts>) {
     // A writer thread keeps blocking writes to a slow pipe off the async workers.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Plain>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Plain>(2);
     let pool = chunk_pool(m, opts);
     let written_pool = pool.clone();
     let writer = std::thread::spawn(move || -> io::Result<()> {
         let mut out = out;
-        for plain in rx {
+        while let Some(plain) = rx.blocking_recv() {
             out.write_all(&plain)?;
             written_pool.give(plain.into_buffer());
         }
@@ -680,10 +680,18 @@ pub(crate) async fn to_writer(
                 }));
             }
             let Some(next) = queue.pop_front() else { break };
-            interrupt::check().context("restore stopped; the output is incomplete")?;
+            let stopped =
+                |e: Error| anyhow!(e).context("restore stopped; the output is incomplete");
+            interrupt::check().map_err(stopped)?;
             let (data, damaged) = next.await.map_err(join_err)??;
             let len = data.len() as u64;
-            if tx.send(data).is_err() {
+            // A reader that stalls must not keep a stop waiting.
+            let sent = tokio::select! {
+                biased;
+                sent = tx.send(data) => sent,
+                e = interrupt::asked() => return Err(stopped(e)),
+            };
+            if sent.is_err() {
                 break;
             }
             match damaged {
@@ -699,6 +707,13 @@ pub(crate) async fn to_writer(
     drop(tx);
     for h in queue {
         h.abort();
+    }
+    // After a stop the writer may be stuck on a reader that stalls; it goes with the process.
+    if outcome.is_err() && sys::stop_asked().is_some() {
+        return (
+            outcome,
+            Err(io::Error::other("abandoned after a stop signal")),
+        );
     }
     let written = match writer.join() {
         Ok(r) => r.map(|()| counts),

@@ -109,9 +109,10 @@ static GROUPS: [std::sync::atomic::AtomicI32; GROUP_SLOTS] =
     [const { std::sync::atomic::AtomicI32::new(0) }; GROUP_SLOTS];
 
 /// A command source's process group, registered so that an interrupt, a quit, a hangup or a
-/// termination of blockvault reaches it too. The group no longer gets the terminal's Ctrl-C
-/// by itself (it is not the terminal's foreground group), and a `pg_dump` left waiting on a
-/// lock after blockvault died would hold that lock. Unregistered when dropped.
+/// termination of blockvault reaches it too (as SIGKILL when blockvault stops gracefully:
+/// [`stop_gracefully`]). The group no longer gets the terminal's Ctrl-C by itself (it is not
+/// the terminal's foreground group), and a `pg_dump` left waiting on a lock after blockvault
+/// died would hold that lock. Unregistered when dropped.
 pub struct ForwardSignals(usize);
 
 impl ForwardSignals {
@@ -199,28 +200,39 @@ pub fn signal_name(sig: i32) -> String {
     }
 }
 
-/// Passes the signal on to every registered group. The first stop signal after
-/// [`stop_gracefully`] is only recorded; otherwise the handler does what would have happened
-/// without it: the default action is put back and the signal raised again, which ends the
-/// process as soon as this handler returns (the signal is blocked until then).
+/// The first stop signal after [`stop_gracefully`] is recorded, and kills every registered
+/// group: the run they feed is being abandoned, and the signal itself may not end them all (a
+/// shell's background jobs ignore SIGINT), while a group is only registered until its leader
+/// is reaped, so its id names no one else's. Otherwise the handler passes the signal on to
+/// the groups and does what would have happened without it: the default action is put back
+/// and the signal raised again, which ends the process as soon as this handler returns (the
+/// signal is blocked until then).
 extern "C" fn on_stop_signal(sig: libc::c_int) {
     use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
-    for slot in &GROUPS {
-        let pgid = slot.load(Acquire);
-        if pgid > 0 {
-            // SAFETY: kill(2) is async-signal-safe and shares no memory.
-            unsafe { libc::kill(-pgid, sig) };
+    let to_groups = |what: libc::c_int| {
+        for slot in &GROUPS {
+            let pgid = slot.load(Acquire);
+            if pgid > 0 {
+                // SAFETY: kill(2) is async-signal-safe and shares no memory.
+                unsafe { libc::kill(-pgid, what) };
+            }
         }
-    }
+    };
     if sig != libc::SIGQUIT
         && GRACEFUL.load(Acquire)
         && STOP_ASKED.compare_exchange(0, sig, AcqRel, Relaxed).is_ok()
     {
+        // The interrupted code may be about to read errno, which kill and write can set.
+        // SAFETY: errno is this thread's own; reading and writing it is async-signal-safe.
+        let errno = unsafe { *libc::__errno_location() };
+        to_groups(libc::SIGKILL);
         let note: &[u8] = b"\nblockvault: stopping and cleaning up; a second interrupt ends it at once, leaving its lock behind\n";
         // SAFETY: write(2) is async-signal-safe; the bytes are a static string.
         let _ = unsafe { libc::write(2, note.as_ptr().cast(), note.len()) };
+        unsafe { *libc::__errno_location() = errno };
         return;
     }
+    to_groups(sig);
     // SAFETY: signal(2) and raise(3) are async-signal-safe.
     unsafe {
         libc::signal(sig, libc::SIG_DFL);

@@ -73,9 +73,10 @@ pub fn size_of(file: &mut File, path: &Path) -> Result<u64> {
 }
 
 /// Opens a source. With `own_group`, a command runs as the leader of a process group of its
-/// own, which [`OpenedSource::stop`] kills whole (a timeout needs that); the price is that it
+/// own, which [`OpenedSource::abandon`] kills whole (a timeout needs that); the price is that it
 /// is no longer in the terminal's foreground group, so it cannot prompt there (a password, a
-/// host key), and blockvault passes SIGINT, SIGTERM, SIGHUP and SIGQUIT on to it instead.
+/// host key), and a stop signal sent to blockvault reaches it through blockvault instead
+/// (`sys::ForwardSignals`).
 pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
     match spec {
         SourceSpec::Stdin => Ok(OpenedSource {
@@ -237,10 +238,21 @@ impl OpenedSource {
     /// exited non-zero (`zfs send` of a missing snapshot ends its output early, and the
     /// stream then looks truncated). Waits briefly for a command that is still exiting.
     pub fn failure_note(&mut self) -> Option<String> {
-        let Finish::Child { command, child, .. } = &mut self.finish else {
+        let Finish::Child {
+            command,
+            child,
+            _signals,
+            ..
+        } = &mut self.finish
+        else {
             return None;
         };
-        match exited_within(child, 20) {
+        let exited = exited_within(child, 20);
+        if exited.is_some() {
+            // Reaped: its group id may soon name someone else's, which no signal may reach.
+            *_signals = None;
+        }
+        match exited {
             Some(status) if !status.success() => {
                 Some(format!("command `{command}` failed ({status})"))
             }
