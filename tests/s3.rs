@@ -355,6 +355,56 @@ fn garage_killed_backup_then_rerun() {
     assert_same_contents(&big, &out2);
 }
 
+/// A backup to Garage stopped by SIGTERM (`systemctl stop`) removes its lock, which other hosts
+/// sharing the bucket would otherwise honour for 30 minutes, and records nothing; gc then
+/// sweeps what it stored.
+#[test]
+fn garage_stopped_backup_removes_its_lock() {
+    let g = garage();
+    let (v, prefix) = new_vault(g, "stopped", &[]);
+    let big = v.path("big.img");
+    write_random_file(&big, 3, 200 * MIB);
+    let mut child = v
+        .cmd(&["backup", "--name", "disk", "--in-flight", "4", s(&big)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stored = wait_for_new_chunks(g, &prefix, &mut child, 0, 2);
+    let locks = |g: &Server| {
+        g.objects(&prefix)
+            .iter()
+            .filter(|o| o.key.starts_with("locks/"))
+            .count()
+    };
+    assert_eq!(locks(g), 1, "a running backup holds one lock");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM");
+    let status = wait_with_deadline(&mut child, "the stopped backup", Duration::from_secs(30));
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("no version recorded"), "{stderr}");
+    assert_eq!(
+        locks(g),
+        0,
+        "the stopped backup left its lock in the bucket"
+    );
+    assert!(v.versions("disk").is_empty());
+    let left = chunk_objects(g, &prefix).len();
+    assert!(
+        left >= stored && (left as u64) < 200 * MIB / CHUNK,
+        "stopped part-way: {left} chunks stored"
+    );
+    let gc = v.run(&["gc", "--json"]).ok().json();
+    assert_eq!(n(&gc, "chunks_deleted"), left as u64, "{gc}");
+    assert!(chunk_objects(g, &prefix).is_empty());
+}
+
 /// What a run costs on a per-request bill. A 1 GiB image of pseudo-random data: the second
 /// backup of it unchanged makes a handful of requests (parent pointer and manifest, new
 /// manifest and pointer), no HEAD or PUT per chunk; with about 1% of it changed in scattered
