@@ -65,6 +65,10 @@ pub struct GcSummary {
     /// Deleted, or with `--dry-run` would be deleted.
     pub chunks_deleted: u64,
     pub bytes_deleted: u64,
+    /// Temporary files of writes cut short (a local directory's), older than the lock's stale
+    /// limit: deleted, or with `--dry-run` would be deleted.
+    pub leftovers_deleted: u64,
+    pub leftover_bytes_deleted: u64,
     pub seconds: f64,
     pub requests: Requests,
 }
@@ -150,6 +154,14 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
             }
         }
     }
+    // Writes cut short (a crash, a kill, a stop while a chunk was being written) leave hidden
+    // temporary files in a local directory that no listing shows. One older than the lock's
+    // stale limit belongs to no run that is still going.
+    interrupt::check()?;
+    let (leftovers_deleted, leftover_bytes_deleted) = repo
+        .store()
+        .sweep_leftovers(crate::lock::stale_limit(), opts.dry_run)
+        .await?;
     Ok(GcSummary {
         dry_run: opts.dry_run,
         series: series.len() as u64,
@@ -158,6 +170,8 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
         chunks_stored,
         chunks_deleted: garbage.len() as u64,
         bytes_deleted: bytes,
+        leftovers_deleted,
+        leftover_bytes_deleted,
         seconds: started.elapsed().as_secs_f64(),
         requests: Requests::default(),
     })

@@ -39,6 +39,12 @@ fn stale_secs() -> i64 {
         .unwrap_or(DEFAULT_STALE_SECS)
 }
 
+/// How long without a heartbeat makes a lock stale: no run still going is older than that
+/// without a heartbeat newer.
+pub fn stale_limit() -> Duration {
+    Duration::from_secs(u64::try_from(stale_secs()).unwrap_or(0))
+}
+
 fn is_stale(info: &LockInfo, now: i64, host: &str) -> bool {
     if now - info.heartbeat > stale_secs() {
         return true;

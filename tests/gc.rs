@@ -152,6 +152,63 @@ fn leftovers_of_a_killed_backup_are_collected_and_nothing_else() {
     v.run(&["check", "--read-data"]).ok();
 }
 
+/// Temporary files of writes cut short (by a crash, a kill or a stop) are hidden from every
+/// listing; gc removes those older than the lock's stale limit, and only those.
+#[test]
+fn gc_removes_temporary_files_that_writes_cut_short_left_behind() {
+    let v = Vault::new();
+    let source = v.path("disk");
+    write_random_file(&source, 9, 8 * MIB);
+    let b = v.backup("vm", &[s(&source)]);
+    let chunk = v.chunk_objects()[0].clone();
+    let dir = chunk.parent().expect("a chunk's directory");
+    let plant = |dir: &std::path::Path, name: &str, bytes: usize, hours_old: u64| {
+        let path = dir.join(name);
+        let f = std::fs::File::create(&path).expect("planting a temporary file");
+        (&f).write_all(&vec![7u8; bytes]).expect("writing it");
+        let when = std::time::SystemTime::now() - Duration::from_secs(hours_old * 3600);
+        f.set_modified(when).expect("dating it");
+        path
+    };
+    let old_chunk = plant(dir, ".tmp-4242-00000000000000aa", 100_000, 2);
+    let old_manifest = plant(
+        &v.repo.join("manifests"),
+        ".tmp-4242-00000000000000bb",
+        500,
+        5,
+    );
+    // Younger than the stale limit: possibly a write still going on.
+    let young = plant(dir, ".tmp-4243-00000000000000cc", 300, 0);
+    // A directory of such a name is not a leftover of ours: only files are.
+    std::fs::create_dir(dir.join(".tmp-dir")).expect("a hidden directory");
+
+    let dry = gc_json(&v, &["--dry-run"]);
+    assert_eq!(n(&dry, "leftovers_deleted"), 2, "{dry}");
+    assert_eq!(n(&dry, "leftover_bytes_deleted"), 100_500, "{dry}");
+    assert!(
+        old_chunk.exists() && old_manifest.exists(),
+        "a dry run deleted"
+    );
+
+    let g = gc_json(&v, &[]);
+    assert_eq!(n(&g, "leftovers_deleted"), 2, "{g}");
+    assert_eq!(n(&g, "chunks_deleted"), 0, "{g}");
+    assert!(!old_chunk.exists() && !old_manifest.exists(), "left behind");
+    assert!(
+        young.exists(),
+        "a young temporary file may belong to a running write"
+    );
+    assert!(dir.join(".tmp-dir").is_dir());
+    let said = v.run(&["gc"]).ok().stdout_text();
+    assert!(
+        !said.contains("temporary files"),
+        "nothing left to say: {said}"
+    );
+    let out = v.path("disk.out");
+    v.restore("vm", &["--version", text(&b, "version"), s(&out)]);
+    assert_same_contents(&source, &out);
+}
+
 /// Backups in other processes while gc runs again and again: whichever gets the lock first
 /// goes, the other is refused (exit 5) and tries again; afterwards every version restores
 /// bit-exact. A gc that deleted a chunk a running backup had decided to reuse would show up

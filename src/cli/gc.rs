@@ -39,6 +39,13 @@ pub async fn run(g: &GlobalArgs, a: GcArgs) -> Result<()> {
             s.chunks_stored,
             HumanBytes(s.bytes_deleted)
         );
+        if s.leftovers_deleted > 0 {
+            println!(
+                "{} temporary files of writes cut short (a crash or a stop): {verb} them, {}",
+                s.leftovers_deleted,
+                HumanBytes(s.leftover_bytes_deleted)
+            );
+        }
     }
     Ok(())
 }

@@ -219,6 +219,14 @@ impl Store for Faulty {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.write(key, self.inner.delete(key), false).await
     }
+
+    async fn sweep_leftovers(
+        &self,
+        age: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<(u64, u64), StoreError> {
+        self.inner.sweep_leftovers(age, dry_run).await
+    }
 }
 
 #[cfg(test)]

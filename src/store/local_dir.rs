@@ -378,4 +378,68 @@ impl Store for LocalDir {
         })
         .await
     }
+
+    async fn sweep_leftovers(
+        &self,
+        age: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<(u64, u64), StoreError> {
+        let root = self.root.clone();
+        self.blocking_under("", move || {
+            let mut found = (0, 0);
+            sweep_into(&root, age, dry_run, &mut found)?;
+            Ok(found)
+        })
+        .await
+    }
+}
+
+/// The `.tmp-*` files of [`write_atomic`] under `dir` last written more than `age` ago,
+/// counted into `found` (files, bytes) and removed unless `dry_run`. One that vanishes
+/// meanwhile (its write finished) is not counted.
+fn sweep_into(
+    dir: &Path,
+    age: std::time::Duration,
+    dry_run: bool,
+    found: &mut (u64, u64),
+) -> io::Result<()> {
+    let Some(entries) = read_dir_if_any(dir)? else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            if !name.to_string_lossy().starts_with('.') {
+                sweep_into(&entry.path(), age, dry_run, found)?;
+            }
+            continue;
+        }
+        if !kind.is_file() || !name.to_string_lossy().starts_with(".tmp-") {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|elapsed| elapsed > age);
+        if !old {
+            continue;
+        }
+        if !dry_run {
+            match fs::remove_file(entry.path()) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                other => other?,
+            }
+        }
+        found.0 += 1;
+        found.1 += meta.len();
+    }
+    Ok(())
 }
