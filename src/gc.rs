@@ -76,6 +76,9 @@ pub struct GcSummary {
 /// Deletes happen in batches; the lock is checked before each one.
 const BATCH: usize = 256;
 
+/// The least age of a temporary file that gc removes, whatever the lock stale limit.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub async fn gc(repo: Arc<Repo>, opts: GcOptions) -> Result<GcSummary> {
     let before = repo.store().requests();
     // A dry run deletes nothing, so it needs no lock and never blocks backups.
@@ -156,12 +159,26 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
     }
     // Writes cut short (a crash, a kill, a stop while a chunk was being written) leave hidden
     // temporary files in a local directory that no listing shows. One older than the lock's
-    // stale limit belongs to no run that is still going.
+    // stale limit (and than an hour, whatever that limit) belongs to no run still going. Not
+    // worth failing a gc for: what it did is reported either way.
     interrupt::check()?;
-    let (leftovers_deleted, leftover_bytes_deleted) = repo
-        .store()
-        .sweep_leftovers(crate::lock::stale_limit(), opts.dry_run)
-        .await?;
+    let age = crate::lock::stale_limit().max(LEFTOVER_AGE);
+    let dirs = [
+        "",
+        layout::KEYS,
+        layout::CHUNKS,
+        layout::MANIFESTS,
+        layout::CURRENT,
+        layout::LOCKS,
+    ];
+    let (leftovers_deleted, leftover_bytes_deleted) =
+        match repo.store().sweep_leftovers(&dirs, age, opts.dry_run).await {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("warning: gc left temporary files of interrupted writes: {e}");
+                (0, 0)
+            }
+        };
     Ok(GcSummary {
         dry_run: opts.dry_run,
         series: series.len() as u64,

@@ -298,14 +298,20 @@ async fn receive_one(
     let (fetched, written) = to_writer(repo, &m, opts, &pb, Validating::new(stdin, what)).await;
     pb.finish_and_clear();
     // The pipe is closed (the writer thread owned it): the receiver sees the end, or the cut.
-    // After a stop signal the writer may still hold it, stuck on a receiver that stalls: the
-    // receiver is stopped instead, which discards the stream.
-    if fetched.is_err() && crate::sys::stop_asked().is_some() {
-        let _ = child.kill();
-    }
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for `{shown}`"))?;
+    // After a stop signal the writer may still hold it, stuck on a receiver that stalls, and
+    // the receiver may take long to finish: it is stopped instead, which discards the stream.
+    let status = loop {
+        if crate::sys::stop_asked().is_some() {
+            let _ = child.kill();
+        }
+        match child
+            .try_wait()
+            .with_context(|| format!("waiting for `{shown}`"))?
+        {
+            Some(status) => break status,
+            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    };
     let said = stderr
         .and_then(|t| t.join().ok())
         .unwrap_or_default()

@@ -708,16 +708,23 @@ pub(crate) async fn to_writer(
     for h in queue {
         h.abort();
     }
-    // After a stop the writer may be stuck on a reader that stalls; it goes with the process.
+    // The writer may be stuck on a reader that stalls, with the last chunks (or all of a small
+    // version) in hand: a stop does not wait for it, and it goes with the process.
+    let abandoned = || io::Error::other("abandoned after a stop signal");
     if outcome.is_err() && sys::stop_asked().is_some() {
-        return (
-            outcome,
-            Err(io::Error::other("abandoned after a stop signal")),
-        );
+        return (outcome, Err(abandoned()));
     }
-    let written = match writer.join() {
-        Ok(r) => r.map(|()| counts),
-        Err(_) => Err(io::Error::other("the output thread panicked")),
+    let joined = tokio::task::spawn_blocking(move || writer.join());
+    let written = tokio::select! {
+        biased;
+        joined = joined => match joined {
+            Ok(Ok(r)) => r.map(|()| counts),
+            _ => Err(io::Error::other("the output thread panicked")),
+        },
+        e = interrupt::asked() => {
+            let stopped = anyhow!(e).context("restore stopped; the output is incomplete");
+            return (outcome.and(Err(stopped)), Err(abandoned()));
+        }
     };
     (outcome, written)
 }

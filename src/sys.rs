@@ -171,7 +171,7 @@ static GRACEFUL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 static STOP_ASKED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// From now on the first SIGINT, SIGTERM or SIGHUP does not end the process at once: it is
-/// recorded ([`stop_asked`]) and passed on to the command sources' groups, and the work in
+/// recorded ([`stop_asked`]), the command sources' groups are killed, and the work in
 /// progress stops at its next check, cleaning up as after any failure (its lock removed, a
 /// partial restore target deleted). A second one ends the process at once, as SIGQUIT always
 /// does. Killed at once, blockvault would leave its lock behind: other hosts would then wait

@@ -284,24 +284,32 @@ fn a_stopped_restore_deletes_its_partial_file_and_one_in_place_says_how_to_finis
 #[test]
 fn a_restore_to_a_reader_that_stalls_stops_all_the_same() {
     let (v, _) = vault_with_a_version();
-    let mut cmd = v.cmd(&["restore", "--name", "disk", "-"]);
-    // A pipe that nobody reads: 8 MiB do not fit, so the restore blocks writing to it.
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("starting blockvault");
-    wait_until(
-        "the restore to take its lock",
-        Duration::from_secs(60),
-        || !locks(&v).is_empty(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    send(&child, "TERM");
-    let (status, stderr) = ended_within(child, Duration::from_secs(10));
-    assert_eq!(status.code(), Some(143), "{stderr}");
-    assert!(
-        stderr.contains("the output is incomplete") && stderr.contains("interrupted by SIGTERM"),
-        "{stderr}"
-    );
-    assert!(locks(&v).is_empty(), "the lock was left behind");
+    // 4 chunks of 64 KiB: all fetched and handed to the writer, which is stuck on the full
+    // pipe with the last of them.
+    let small = v.path("small.img");
+    write_random_file(&small, 11, 256 << 10);
+    v.backup("small", &[s(&small)]);
+    for (series, size) in [("disk", "8 MiB"), ("small", "256 KiB")] {
+        let mut cmd = v.cmd(&["restore", "--name", series, "-"]);
+        // A pipe that nobody reads: the version does not fit, so the restore blocks on it.
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().expect("starting blockvault");
+        wait_until(
+            "the restore to take its lock",
+            Duration::from_secs(60),
+            || !locks(&v).is_empty(),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        send(&child, "TERM");
+        let (status, stderr) = ended_within(child, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(143), "{size}: {stderr}");
+        assert!(
+            stderr.contains("the output is incomplete")
+                && stderr.contains("interrupted by SIGTERM"),
+            "{size}: {stderr}"
+        );
+        assert!(locks(&v).is_empty(), "{size}: the lock was left behind");
+    }
 }
 
 #[test]

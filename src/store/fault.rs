@@ -222,10 +222,11 @@ impl Store for Faulty {
 
     async fn sweep_leftovers(
         &self,
+        prefixes: &[&str],
         age: std::time::Duration,
         dry_run: bool,
     ) -> Result<(u64, u64), StoreError> {
-        self.inner.sweep_leftovers(age, dry_run).await
+        self.inner.sweep_leftovers(prefixes, age, dry_run).await
     }
 }
 

@@ -381,38 +381,53 @@ impl Store for LocalDir {
 
     async fn sweep_leftovers(
         &self,
+        prefixes: &[&str],
         age: std::time::Duration,
         dry_run: bool,
     ) -> Result<(u64, u64), StoreError> {
         let root = self.root.clone();
-        self.blocking_under("", move || {
+        let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+        let shown = prefixes.join(", ");
+        self.blocking_under(&shown, move || {
             let mut found = (0, 0);
-            sweep_into(&root, age, dry_run, &mut found)?;
+            for p in &prefixes {
+                let top = p.is_empty();
+                sweep_into(&root.join(p), !top, age, dry_run, &mut found)?;
+            }
             Ok(found)
         })
         .await
     }
 }
 
-/// The `.tmp-*` files of [`write_atomic`] under `dir` last written more than `age` ago,
-/// counted into `found` (files, bytes) and removed unless `dry_run`. One that vanishes
-/// meanwhile (its write finished) is not counted.
+/// The `.tmp-*` files of [`write_atomic`] in `dir` (and below it, with `deep`) last written
+/// more than `age` ago, counted into `found` (files, bytes freed) and removed unless
+/// `dry_run`. An entry that vanishes meanwhile (its write finished) is skipped; a name that
+/// is also an object's (a crash between `put_new`'s link and unlink) frees no bytes.
 fn sweep_into(
     dir: &Path,
+    deep: bool,
     age: std::time::Duration,
     dry_run: bool,
     found: &mut (u64, u64),
 ) -> io::Result<()> {
-    let Some(entries) = read_dir_if_any(dir)? else {
+    use std::os::unix::fs::MetadataExt;
+    let named =
+        |e: io::Error, path: &Path| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let Some(entries) = read_dir_if_any(dir).map_err(|e| named(e, dir))? else {
         return Ok(());
     };
     for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        let kind = entry.file_type()?;
+        let entry = entry.map_err(|e| named(e, dir))?;
+        let (name, path) = (entry.file_name(), entry.path());
+        let kind = match entry.file_type() {
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(named(e, &path)),
+        };
         if kind.is_dir() {
-            if !name.to_string_lossy().starts_with('.') {
-                sweep_into(&entry.path(), age, dry_run, found)?;
+            if deep && !name.to_string_lossy().starts_with('.') {
+                sweep_into(&path, deep, age, dry_run, found)?;
             }
             continue;
         }
@@ -422,7 +437,7 @@ fn sweep_into(
         let meta = match entry.metadata() {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(named(e, &path)),
         };
         let old = meta
             .modified()
@@ -433,13 +448,15 @@ fn sweep_into(
             continue;
         }
         if !dry_run {
-            match fs::remove_file(entry.path()) {
+            match fs::remove_file(&path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                other => other?,
+                other => other.map_err(|e| named(e, &path))?,
             }
         }
         found.0 += 1;
-        found.1 += meta.len();
+        if meta.nlink() == 1 {
+            found.1 += meta.len();
+        }
     }
     Ok(())
 }

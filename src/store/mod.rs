@@ -182,15 +182,17 @@ pub trait Store: Send + Sync {
     async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// What writes cut short left behind (a local directory's hidden temporary files, from a
-    /// process that crashed or was stopped while writing) and was last written more than
-    /// `age` ago: how many, and their bytes; removed unless `dry_run`. Stores whose writes
-    /// leave nothing behind have none.
+    /// process that crashed or was stopped while writing) under each of `prefixes` (`""`: at
+    /// the top only) and was last written more than `age` ago: how many, and the bytes that
+    /// removing them frees; removed unless `dry_run`. Stores whose writes leave nothing
+    /// behind have none.
     async fn sweep_leftovers(
         &self,
+        prefixes: &[&str],
         age: std::time::Duration,
         dry_run: bool,
     ) -> Result<(u64, u64), StoreError> {
-        let _ = (age, dry_run);
+        let _ = (prefixes, age, dry_run);
         Ok((0, 0))
     }
 }
