@@ -132,7 +132,7 @@ impl Faulty {
         StoreError::Io {
             store: self.inner.describe(),
             key: key.to_string(),
-            source: std::io::Error::other(format!("injected fault: {what}")),
+            cause: std::io::Error::other(format!("injected fault: {what}")),
         }
     }
 

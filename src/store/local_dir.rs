@@ -76,7 +76,7 @@ impl LocalDir {
                 StoreError::Io {
                     store: self.describe(),
                     key: key.into(),
-                    source,
+                    cause: source,
                 }
             }
         })
@@ -91,10 +91,10 @@ impl LocalDir {
     ) -> Result<T, StoreError> {
         let res = tokio::task::spawn_blocking(f).await;
         let res = res.unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))));
-        res.map_err(|source| StoreError::Io {
+        res.map_err(|cause| StoreError::Io {
             store: self.describe(),
             key: format!("{prefix}*"),
-            source,
+            cause,
         })
     }
 

@@ -31,12 +31,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum StoreError {
     #[error("{key} not found in {store}")]
     NotFound { store: String, key: String },
-    #[error("{key} in {store}: {source}")]
+    /// The OS error is part of the message and not a `source`: printed with its chain, the
+    /// error would otherwise say it twice.
+    #[error("{key} in {store}: {cause}")]
     Io {
         store: String,
         key: String,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("{store}: invalid object name {key:?}")]
     BadKey { store: String, key: String },
