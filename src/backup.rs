@@ -483,9 +483,9 @@ async fn run(
     pb.finish_and_clear();
     if let Err(e) = pipeline {
         tasks.abort_all();
-        // A stop signal ends a command's whole group, as the deadline does: the signal passed
-        // on to it may not (a shell's background jobs ignore SIGINT). Before `failure_note`
-        // reaps the command, while its group id cannot name anyone else's.
+        // The signal handler killed the command's group already, unless it found no free slot
+        // to register it in (`sys::ForwardSignals`): then it is killed here. Before
+        // `failure_note` reaps the command, while its group id cannot name anyone else's.
         if sys::stop_asked().is_some()
             && let Some(g) = source.process_group()
         {

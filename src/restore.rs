@@ -711,9 +711,6 @@ pub(crate) async fn to_writer(
     // The writer may be stuck on a reader that stalls, with the last chunks (or all of a small
     // version) in hand: a stop does not wait for it, and it goes with the process.
     let abandoned = || io::Error::other("abandoned after a stop signal");
-    if outcome.is_err() && sys::stop_asked().is_some() {
-        return (outcome, Err(abandoned()));
-    }
     let joined = tokio::task::spawn_blocking(move || writer.join());
     let written = tokio::select! {
         biased;

@@ -584,11 +584,7 @@ fn an_interrupted_backup_takes_its_command_with_it() {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let pid = child.id().to_string();
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+        send_signal(child.id(), signal);
         let status = child.wait().expect("waiting for blockvault");
         // Stopped cleanly (`signals`), with the shell's code for a process the signal ended.
         assert_eq!(status.code(), Some(128 + number), "{status}");

@@ -378,10 +378,7 @@ fn garage_stopped_backup_removes_its_lock() {
             .count()
     };
     assert_eq!(locks(g), 1, "a running backup holds one lock");
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM");
+    send_signal(child.id(), "TERM");
     let status = wait_with_deadline(&mut child, "the stopped backup", Duration::from_secs(30));
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {

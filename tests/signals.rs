@@ -13,12 +13,7 @@ use std::time::{Duration, Instant};
 const SLOW: &str = "latency-ms=40";
 
 fn send(child: &Child, signal: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("running kill");
-    assert!(ok.success(), "kill -{signal} {} failed", child.id());
+    send_signal(child.id(), signal);
 }
 
 #[track_caller]
@@ -74,16 +69,12 @@ fn alive(pid: &str) -> bool {
     })
 }
 
-#[test]
-fn a_stopped_backup_records_nothing_removes_its_lock_and_stops_its_command() {
-    let v = Vault::new();
+/// A backup of series "db" from a command that runs `output`, then starts a child that
+/// writes nothing for a minute, and waits for it. `--timeout` runs the command in a process
+/// group of its own, which a stop kills. Returns once the child is there, with its pid.
+fn backup_with_sleeper(v: &Vault, output: &str) -> (Child, String) {
     let pid_file = v.path("sleeper.pid");
-    // Output, then a child that writes nothing and would hold the pipe open for a minute.
-    // `--timeout` runs the command in a process group of its own, which the signal reaches.
-    let command = format!(
-        "head -c 3000000 /dev/urandom; sleep 60 & echo $! > {}; wait",
-        s(&pid_file)
-    );
+    let command = format!("{output}; sleep 60 & echo $! > {}; wait", s(&pid_file));
     let child = spawn(v.cmd(&[
         "backup",
         "--name",
@@ -93,11 +84,23 @@ fn a_stopped_backup_records_nothing_removes_its_lock_and_stops_its_command() {
         "--command",
         &command,
     ]));
+    let mut pid = String::new();
     wait_until(
         "the command to start its sleeper",
         Duration::from_secs(60),
-        || fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n')),
+        || {
+            pid = fs::read_to_string(&pid_file).unwrap_or_default();
+            pid.ends_with('\n')
+        },
     );
+    (child, pid.trim().to_string())
+}
+
+#[test]
+fn a_stopped_backup_records_nothing_removes_its_lock_and_stops_its_command() {
+    let v = Vault::new();
+    // Output, then a child that writes nothing and would hold the pipe open for a minute.
+    let (child, sleeper) = backup_with_sleeper(&v, "head -c 3000000 /dev/urandom");
     assert_eq!(locks(&v).len(), 1, "a running backup holds a lock");
     send(&child, "INT");
     let (status, stderr) = ended_within(child, Duration::from_secs(10));
@@ -114,12 +117,10 @@ fn a_stopped_backup_records_nothing_removes_its_lock_and_stops_its_command() {
         v.versions("db").is_empty(),
         "a stopped backup recorded a version"
     );
-    let sleeper = fs::read_to_string(&pid_file).expect("reading the sleeper's pid");
-    let sleeper = sleeper.trim();
     wait_until(
         "the command's child to end",
         Duration::from_secs(10),
-        || !alive(sleeper),
+        || !alive(&sleeper),
     );
     // What the stopped run stored is only unreferenced chunks, and the next run works.
     v.run(&["check"]).ok();
@@ -134,25 +135,7 @@ fn a_stop_while_the_command_finishes_kills_what_it_left_running() {
     // The command's output has ended, and blockvault waits for it to exit: the group is
     // killed all the same, though its background job ignores the SIGINT passed on to it.
     let v = Vault::new();
-    let pid_file = v.path("sleeper.pid");
-    let command = format!(
-        "head -c 100000 /dev/urandom; exec >/dev/null; sleep 60 & echo $! > {}; wait",
-        s(&pid_file)
-    );
-    let child = spawn(v.cmd(&[
-        "backup",
-        "--name",
-        "db",
-        "--timeout",
-        "1h",
-        "--command",
-        &command,
-    ]));
-    wait_until(
-        "the command to start its sleeper",
-        Duration::from_secs(60),
-        || fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n')),
-    );
+    let (child, sleeper) = backup_with_sleeper(&v, "head -c 100000 /dev/urandom; exec >/dev/null");
     std::thread::sleep(Duration::from_millis(300));
     send(&child, "INT");
     let (status, stderr) = ended_within(child, Duration::from_secs(10));
@@ -161,12 +144,10 @@ fn a_stop_while_the_command_finishes_kills_what_it_left_running() {
         !stderr.contains("SIGKILL"),
         "the kill that blockvault itself sent is no news: {stderr}"
     );
-    let sleeper = fs::read_to_string(&pid_file).expect("reading the sleeper's pid");
-    let sleeper = sleeper.trim();
     wait_until(
         "the command's child to end",
         Duration::from_secs(10),
-        || !alive(sleeper),
+        || !alive(&sleeper),
     );
     assert!(
         v.versions("db").is_empty(),

@@ -470,6 +470,19 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> usize {
     got
 }
 
+/// Sends `signal` ("INT", "TERM", ...) to process `pid` with kill(1), which must succeed.
+#[track_caller]
+pub fn send_signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+    assert!(
+        sent.is_ok_and(|s| s.success()),
+        "kill -{signal} {pid} failed"
+    );
+}
+
 /// Panics, naming the package, if `tool` is not on PATH (or in /sbin, /usr/sbin).
 pub fn require_tool(tool: &str) {
     let path = std::env::var_os("PATH").unwrap_or_default();
