@@ -102,6 +102,63 @@ pub fn kill_group(pgid: u32) {
     }
 }
 
+/// Kills process `pid` (a command source's shell, which has no group of its own) and every
+/// process below it: killing the shell alone would leave what it started (the members of a
+/// pipeline, a background job) running, and one that writes nothing never meets the closed
+/// pipe. Each process found is stopped (SIGSTOP) before its children are looked for, so none
+/// can start another behind the search; then all are killed. A process that a double fork
+/// moved away from the tree is out of reach, as it is for a shell's own job control.
+/// Errors (a process gone meanwhile) do not matter.
+pub fn kill_tree(pid: u32) {
+    let Ok(root) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if root <= 0 {
+        return;
+    }
+    let signal = |p: libc::pid_t, sig: libc::c_int| {
+        // SAFETY: kill(2) with a positive pid signals that one process; no memory is shared.
+        unsafe { libc::kill(p, sig) };
+    };
+    let mut found = vec![root];
+    signal(root, libc::SIGSTOP);
+    // This kernel may lack /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN), so parents
+    // come from every process's stat; a round that finds nobody new ends the search.
+    loop {
+        let before = found.len();
+        for (p, parent) in parents() {
+            if found.contains(&parent) && !found.contains(&p) {
+                signal(p, libc::SIGSTOP);
+                found.push(p);
+            }
+        }
+        if found.len() == before {
+            break;
+        }
+    }
+    for p in found {
+        signal(p, libc::SIGKILL);
+    }
+}
+
+/// Every process's (pid, parent pid), from /proc; those that vanish while read are skipped.
+fn parents() -> Vec<(libc::pid_t, libc::pid_t)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let pid: libc::pid_t = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so parse after
+        // the last ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+        Some((pid, ppid))
+    })
+    .collect()
+}
+
 /// Process groups of running command sources (0: a free slot), for [`on_stop_signal`], which
 /// may take no lock.
 const GROUP_SLOTS: usize = 16;

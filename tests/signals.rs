@@ -69,21 +69,16 @@ fn alive(pid: &str) -> bool {
     })
 }
 
-/// A backup of series "db" from a command that runs `output`, then starts a child that
-/// writes nothing for a minute, and waits for it. `--timeout` runs the command in a process
-/// group of its own, which a stop kills. Returns once the child is there, with its pid.
-fn backup_with_sleeper(v: &Vault, output: &str) -> (Child, String) {
+/// A backup of series "db" with `options` from a command that runs `output`, then starts a
+/// child that writes nothing for a minute, and waits for it. Returns once the child is there,
+/// with its pid.
+fn backup_with_sleeper(v: &Vault, options: &[&str], output: &str) -> (Child, String) {
     let pid_file = v.path("sleeper.pid");
     let command = format!("{output}; sleep 60 & echo $! > {}; wait", s(&pid_file));
-    let child = spawn(v.cmd(&[
-        "backup",
-        "--name",
-        "db",
-        "--timeout",
-        "1h",
-        "--command",
-        &command,
-    ]));
+    let mut args = vec!["backup", "--name", "db"];
+    args.extend(options);
+    args.extend(["--command", &command]);
+    let child = spawn(v.cmd(&args));
     let mut pid = String::new();
     wait_until(
         "the command to start its sleeper",
@@ -100,7 +95,9 @@ fn backup_with_sleeper(v: &Vault, output: &str) -> (Child, String) {
 fn a_stopped_backup_records_nothing_removes_its_lock_and_stops_its_command() {
     let v = Vault::new();
     // Output, then a child that writes nothing and would hold the pipe open for a minute.
-    let (child, sleeper) = backup_with_sleeper(&v, "head -c 3000000 /dev/urandom");
+    // `--timeout` runs the command in a process group of its own, which a stop kills.
+    let (child, sleeper) =
+        backup_with_sleeper(&v, &["--timeout", "1h"], "head -c 3000000 /dev/urandom");
     assert_eq!(locks(&v).len(), 1, "a running backup holds a lock");
     send(&child, "INT");
     let (status, stderr) = ended_within(child, Duration::from_secs(10));
@@ -135,7 +132,11 @@ fn a_stop_while_the_command_finishes_kills_what_it_left_running() {
     // The command's output has ended, and blockvault waits for it to exit: the group is
     // killed all the same, though its background job ignores the SIGINT passed on to it.
     let v = Vault::new();
-    let (child, sleeper) = backup_with_sleeper(&v, "head -c 100000 /dev/urandom; exec >/dev/null");
+    let (child, sleeper) = backup_with_sleeper(
+        &v,
+        &["--timeout", "1h"],
+        "head -c 100000 /dev/urandom; exec >/dev/null",
+    );
     std::thread::sleep(Duration::from_millis(300));
     send(&child, "INT");
     let (status, stderr) = ended_within(child, Duration::from_secs(10));
@@ -144,6 +145,28 @@ fn a_stop_while_the_command_finishes_kills_what_it_left_running() {
         !stderr.contains("SIGKILL"),
         "the kill that blockvault itself sent is no news: {stderr}"
     );
+    wait_until(
+        "the command's child to end",
+        Duration::from_secs(10),
+        || !alive(&sleeper),
+    );
+    assert!(
+        v.versions("db").is_empty(),
+        "a stopped backup recorded a version"
+    );
+    assert!(locks(&v).is_empty(), "the lock was left behind");
+}
+
+#[test]
+fn a_stop_reaches_what_a_command_without_a_group_of_its_own_started() {
+    // Without `--timeout` the command shares blockvault's process group, and a SIGTERM sent
+    // to blockvault alone (`kill PID`, a supervisor that signals one process) reaches none of
+    // it: blockvault kills the shell and everything below it.
+    let v = Vault::new();
+    let (child, sleeper) = backup_with_sleeper(&v, &[], "head -c 3000000 /dev/urandom");
+    send(&child, "TERM");
+    let (status, stderr) = ended_within(child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "SIGTERM is exit 143: {stderr}");
     wait_until(
         "the command's child to end",
         Duration::from_secs(10),

@@ -261,7 +261,7 @@ impl OpenedSource {
     }
 
     /// Stops a command source whose output is no longer wanted, with everything it started
-    /// when it has a process group of its own. The wait for it is bounded: a process stuck in
+    /// (its process group when it has one, else the tree of its descendants). The wait for it is bounded: a process stuck in
     /// the kernel ignores even SIGKILL, and the run must still end.
     pub fn abandon(mut self) {
         self.stop_child();
@@ -279,7 +279,7 @@ impl OpenedSource {
                 if own_group {
                     sys::kill_group(child.id());
                 } else {
-                    let _ = child.kill();
+                    sys::kill_tree(child.id());
                 }
             }
             exited_within(&mut child, 100);
@@ -299,10 +299,9 @@ impl OpenedSource {
     }
 }
 
-/// A source dropped on an error path (neither finished nor abandoned) still stops its command:
-/// one that is not writing would otherwise never meet the closed pipe and outlive the run.
-/// Without a group of its own that is the shell alone; what it started meets the closed pipe
-/// when it next writes.
+/// A source dropped on an error path (neither finished nor abandoned) still stops its command
+/// and what it started: one that is not writing would otherwise never meet the closed pipe and
+/// outlive the run.
 impl Drop for OpenedSource {
     fn drop(&mut self) {
         self.stop_child();
