@@ -900,6 +900,6 @@ async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkR
         .store()
         .put_unsynced(&name, sealed)
         .await
-        .with_context(|| format!("storing chunk {name}"))?;
+        .context("storing a new chunk")?;
     Ok((index, r, outcome))
 }

@@ -549,7 +549,7 @@ async fn fetch(repo: &Arc<Repo>, id: ChunkId, buffers: &Arc<Pool>) -> Result<Fet
     let (mut buf, range) = match repo.store().get_reusing(&name, buffers.take()).await {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Ok(Fetched::Missing),
-        Err(e) => return Err(anyhow!(e).context(format!("fetching {name}"))),
+        Err(e) => return Err(anyhow!(e).context("fetching a chunk")),
     };
     let stored = range.len() as u64;
     let (r, b) = (repo.clone(), buffers.clone());

@@ -147,7 +147,7 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
                         .store()
                         .delete(&key)
                         .await
-                        .with_context(|| format!("deleting unreferenced chunk {key}"));
+                        .context("deleting an unreferenced chunk");
                     drop(permit);
                     r
                 });

@@ -288,7 +288,7 @@ pub async fn remove_versions(
             None => {
                 let name = layout::current(series);
                 repo.store().delete(&name).await.with_context(|| {
-                    format!("deleting the current pointer {name} of series {series:?}")
+                    format!("deleting the current pointer of series {series:?}")
                 })?;
                 out.current_deleted = true;
             }
@@ -296,9 +296,10 @@ pub async fn remove_versions(
     }
     for v in remove {
         let name = layout::manifest(series, v);
-        repo.store().delete(&name).await.with_context(|| {
-            format!("removing version {v} of series {series:?}: deleting {name}")
-        })?;
+        repo.store()
+            .delete(&name)
+            .await
+            .with_context(|| format!("removing version {v} of series {series:?}"))?;
         out.removed.push(v.clone());
     }
     Ok(out)

@@ -211,7 +211,14 @@ async fn fetch(
     let object = match repo.store().get_reusing(&name, pool.take()).await {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Err(Error::Missing { what }.into()),
-        Err(e) => return Err(anyhow!(e).context(format!("fetching {what}"))),
+        Err(e) => {
+            // The store's error names the object already.
+            let range = format!("{offset}..{}", offset + u64::from(len));
+            return Err(anyhow!(e).context(format!(
+                "fetching a chunk of series {:?}, version {}, bytes {range}",
+                m.series, m.version
+            )));
+        }
     };
     let (r, p) = (repo.clone(), pool.clone());
     let plain = cpu::run(move || {

@@ -43,7 +43,7 @@ pub async fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<()> {
             repo.store()
                 .delete(&e.name)
                 .await
-                .with_context(|| format!("removing lock {}", e.name))?;
+                .context("removing a lock")?;
         }
         rows.push(Row {
             lock: e.name.clone(),
