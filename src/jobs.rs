@@ -158,7 +158,7 @@ struct RawSource {
     recursive: Option<bool>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct RawKeep {
     last: Option<u32>,
@@ -173,6 +173,9 @@ struct RawKeep {
     hanoi_every: Option<String>,
     #[serde(default)]
     archive_oldest: bool,
+    /// `keep = { all = true }`: every version stays, whatever `[defaults]` says.
+    #[serde(default)]
+    all: bool,
 }
 
 /// Only what is needed to name the job an error is in when the strict parse failed.
@@ -390,7 +393,9 @@ fn settings(
     g: Given,
     at: &impl Fn(Range<usize>, &str, &str) -> ConfigError,
 ) -> Result<Settings, ConfigError> {
-    let schedule = match g.every {
+    // "none" drops a default: the job is due at every run, or has no time limit.
+    let every = g.every.filter(|e| !is_none(e));
+    let schedule = match every {
         None => {
             if let Some(p) = g.phase {
                 return Err(at(p.span(), "phase", "a phase needs `every`"));
@@ -419,6 +424,20 @@ fn settings(
     };
     let keep = match g.keep {
         None => None,
+        Some(k) if k.get_ref().all => {
+            let only_all = RawKeep {
+                all: true,
+                ..RawKeep::default()
+            };
+            if *k.get_ref() != only_all {
+                return Err(at(
+                    k.span(),
+                    "keep",
+                    "`all = true` keeps every version and takes no other rule",
+                ));
+            }
+            None
+        }
         Some(k) => Some(policy(k.get_ref(), schedule).map_err(|m| at(k.span(), "keep", &m))?),
     };
     let in_flight = match g.in_flight {
@@ -427,7 +446,7 @@ fn settings(
         }
         n => n.map(|n| *n.get_ref()),
     };
-    let timeout = match g.timeout {
+    let timeout = match g.timeout.filter(|t| !is_none(t)) {
         None => None,
         Some(t) => Some(
             crate::retention::parse_timeout(t.get_ref())
@@ -440,6 +459,10 @@ fn settings(
         in_flight,
         timeout,
     })
+}
+
+fn is_none(value: &Spanned<String>) -> bool {
+    value.get_ref().trim() == "none"
 }
 
 fn repository(cx: &Ctx, r: &Spanned<RawRepository>) -> Result<Repository, ConfigError> {
@@ -634,7 +657,7 @@ fn policy(k: &RawKeep, schedule: Option<Schedule>) -> Result<Policy, String> {
     };
     if p.is_empty() {
         return Err(
-            "keeps nothing: give at least one of last, hourly, daily, weekly, monthly, yearly, within, weighted or hanoi above zero (leave `keep` out to keep every version)"
+            "keeps nothing: give at least one of last, hourly, daily, weekly, monthly, yearly, within, weighted or hanoi above zero (leave `keep` out to keep every version, or give `keep = { all = true }` to drop a default)"
                 .into(),
         );
     }
@@ -815,6 +838,13 @@ name = "shifted"
 source = {{ file = "/b" }}
 phase = "1h"
 
+[[job]]
+name = "unbound"
+source = {{ command = "y" }}
+every = "none"
+keep = {{ all = true }}
+timeout = "none"
+
 [defaults]
 every = "1d"
 phase = "3h"
@@ -825,8 +855,8 @@ allow_empty = true
 "#
         ))
         .expect("valid");
-        let [plain, own, shifted] = &c.jobs[..] else {
-            panic!("three jobs: {c:?}")
+        let [plain, own, shifted, unbound] = &c.jobs[..] else {
+            panic!("four jobs: {c:?}")
         };
         assert_eq!(
             plain.schedule,
@@ -866,6 +896,13 @@ allow_empty = true
             })
         );
 
+        // "none" and `all = true` drop a default: due at every run, every version kept, no
+        // time limit.
+        assert_eq!(
+            (unbound.schedule, &unbound.keep, unbound.timeout),
+            (None, &None, None)
+        );
+
         // Without [defaults], nothing is inherited.
         let c = parse_str(&format!(
             "{HEAD}[[job]]\nname = \"a\"\nsource = {{ file = \"/a\" }}\n"
@@ -898,6 +935,15 @@ allow_empty = true
             "{HEAD}[defaults]\nevery = \"1w\"\nphase = \"5d\"\n{job}every = \"1d\"\n"
         ))
         .expect("the default phase goes with the default every only");
+        let e = err(&format!(
+            "{HEAD}[defaults]\nkeep = {{ all = true, last = 3 }}\n{job}"
+        ));
+        assert!(
+            e.contains("field `keep`: `all = true` keeps every version and takes no other rule"),
+            "{e}"
+        );
+        let e = err(&format!("{HEAD}{job}every = \"none\"\nphase = \"1h\"\n"));
+        assert!(e.contains("field `phase`: a phase needs `every`"), "{e}");
         let e = err(&format!("{HEAD}[defaults]\nphase = \"1h\"\n{job}"));
         assert!(e.contains("field `phase`: a phase needs `every`"), "{e}");
         let e = err(&format!(
