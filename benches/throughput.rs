@@ -137,6 +137,7 @@ fn pipeline(c: &mut Criterion) {
                     zfs_required: false,
                     zfs_base: None,
                     timeout: None,
+                    heal: false,
                 };
                 black_box(
                     rt.block_on(backup(repo, &SourceSpec::Path(src.clone()), opts))

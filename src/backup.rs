@@ -31,7 +31,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Semaphore;
@@ -62,6 +62,10 @@ pub struct BackupOptions {
     /// Give up after this long: the run fails and records nothing, and a command source is
     /// killed with everything it started (a `pg_dump` waiting on a lock, a hung `zfs send`).
     pub timeout: Option<std::time::Duration>,
+    /// Ask the store for every chunk instead of trusting that the parent version's chunks are
+    /// there, and store again those that are not (deleted by hand, or by `check --repair`
+    /// because they were damaged): with them, every version that uses them is whole again.
+    pub heal: bool,
 }
 
 /// Why [`before`] gave up waiting.
@@ -124,8 +128,14 @@ pub struct BackupSummary {
     pub chunks_new: u64,
     pub chunks_reused: u64,
     pub chunks_zero: u64,
+    /// Of `chunks_new`: chunks the parent version names that were missing from the store and
+    /// were stored again (`--heal`).
+    pub chunks_healed: u64,
     pub bytes_new: u64,
     pub bytes_new_stored: u64,
+    /// False when the version was recorded with a `--time` before the series' current
+    /// version, which stays current.
+    pub current: bool,
     pub seconds: f64,
     /// Bytes of the source per second, in MB (10^6 bytes).
     pub mb_per_s: f64,
@@ -149,10 +159,21 @@ enum Outcome {
     New { raw: u64, stored: u64 },
 }
 
+impl Ctx {
+    /// Stored for certain, without asking the store.
+    fn trusted(&self, id: &ChunkId) -> bool {
+        !self.heal && self.known.contains(id)
+    }
+}
+
 struct Ctx {
     repo: Arc<Repo>,
-    /// Ids the parent version references: certainly stored, no need to ask the store.
+    /// Ids the parent version references: certainly stored, no need to ask the store (unless
+    /// `heal`).
     known: HashSet<ChunkId>,
+    heal: bool,
+    /// Chunks of `known` found missing and stored again.
+    healed: AtomicU64,
     /// Ids this run has already decided about.
     seen: Mutex<HashSet<ChunkId>>,
     dry_run: bool,
@@ -419,6 +440,8 @@ async fn run(
     let ctx = Arc::new(Ctx {
         repo: repo.clone(),
         known,
+        heal: opts.heal,
+        healed: AtomicU64::new(0),
         seen: Mutex::new(HashSet::new()),
         dry_run: opts.dry_run,
         pool,
@@ -579,6 +602,7 @@ async fn run(
         );
     }
 
+    let chunks_healed = ctx.healed.load(Ordering::Relaxed);
     let chunks = refs
         .into_iter()
         .collect::<Option<Vec<_>>>()
@@ -598,8 +622,10 @@ async fn run(
             chunks_new: stats.chunks_new,
             chunks_reused: stats.chunks_reused,
             chunks_zero: stats.chunks_zero,
+            chunks_healed,
             bytes_new: stats.bytes_new,
             bytes_new_stored: stats.bytes_new_stored,
+            current: false,
             seconds: secs,
             mb_per_s: if secs > 0.0 {
                 bytes_read as f64 / 1e6 / secs
@@ -659,7 +685,9 @@ async fn run(
     };
     // `current` names the newest version; a backup recorded with an earlier --time does not
     // move it back.
-    if current.is_none_or(|c| layout::version_order(&c.version, &manifest.version).is_le()) {
+    let became_current =
+        current.is_none_or(|c| layout::version_order(&c.version, &manifest.version).is_le());
+    if became_current {
         // The version is committed by now: say so, or a user would back it up again.
         repo.set_current(series, &manifest.version, digest)
             .await
@@ -687,8 +715,10 @@ async fn run(
         chunks_new: s.chunks_new,
         chunks_reused: s.chunks_reused,
         chunks_zero: s.chunks_zero,
+        chunks_healed,
         bytes_new: s.bytes_new,
         bytes_new_stored: s.bytes_new_stored,
+        current: became_current,
         seconds: secs,
         mb_per_s: if secs > 0.0 {
             manifest.size as f64 / 1e6 / secs
@@ -822,8 +852,7 @@ async fn process_mapped(ctx: &Ctx, map: Mapped) -> Result<Result<(ChunkRef, Outc
         (map, id)
     })
     .await?;
-    let stored =
-        |id| ctx.known.contains(id) || ctx.seen.lock().map(|s| s.contains(id)).unwrap_or(false);
+    let stored = |id| ctx.trusted(id) || ctx.seen.lock().map(|s| s.contains(id)).unwrap_or(false);
     let decided = match id {
         None => Ok((ChunkRef::Zero { len }, Outcome::Zero)),
         Some(id) if stored(&id) => Ok((ChunkRef::Data { id, len }, Outcome::Reused)),
@@ -867,7 +896,7 @@ async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkR
     };
     let r = ChunkRef::Data { id, len };
     let first_sighting = ctx.seen.lock().map(|mut s| s.insert(id)).unwrap_or(true);
-    if ctx.known.contains(&id) || !first_sighting {
+    if ctx.trusted(&id) || !first_sighting {
         ctx.pool.give(buf);
         return Ok((index, r, Outcome::Reused));
     }
@@ -877,10 +906,13 @@ async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkR
         .store()
         .exists(&name)
         .await
-        .with_context(|| format!("checking for chunk {name}"))?
+        .context("checking whether a chunk is stored")?
     {
         ctx.pool.give(buf);
         return Ok((index, r, Outcome::Reused));
+    }
+    if ctx.known.contains(&id) {
+        ctx.healed.fetch_add(1, Ordering::Relaxed);
     }
     let repo = ctx.repo.clone();
     let sealed = cpu::run(move || {

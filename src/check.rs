@@ -51,7 +51,7 @@ use crate::store::{Requests, StoreError};
 use crate::sys;
 use crate::zfs::chain::{Chains, Node, Status};
 use crate::zfs::{ZfsFacts, facts::hex_guid};
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -72,6 +72,9 @@ pub struct CheckOptions {
     /// Fetch and verify chunk data: all of it, or a subset.
     pub read_data: Option<Subset>,
     pub in_flight: usize,
+    /// Delete the chunk objects that `read_data` finds damaged (read twice), so that a
+    /// `backup --heal` from a source that still holds their data stores them again.
+    pub repair: bool,
 }
 
 /// Which referenced chunks `--read-data` fetches: `percent` of them (rounded up), chosen by
@@ -110,6 +113,8 @@ pub struct CheckReport {
     pub chunks_unreferenced: u64,
     pub chunks_read: u64,
     pub chunks_damaged: u64,
+    /// Damaged chunk objects deleted by `--repair`.
+    pub chunks_deleted: u64,
     /// Stored bytes fetched by --read-data.
     pub bytes_read: u64,
     pub read_data: bool,
@@ -137,6 +142,19 @@ fn damage_of(e: &anyhow::Error) -> bool {
             Some(Error::Damaged { .. } | Error::Missing { .. })
         )
     })
+}
+
+/// Why an object is damaged, without the object's name and series, which the report gives
+/// beside it.
+fn damage_reason(e: &anyhow::Error) -> String {
+    for c in e.chain() {
+        match c.downcast_ref::<Error>() {
+            Some(Error::Damaged { source, .. }) => return source.to_string(),
+            Some(Error::Missing { .. }) => return "it is missing from the repository".into(),
+            _ => {}
+        }
+    }
+    format!("{e:#}")
 }
 
 /// SplitMix64's finaliser: a well-mixed score per chunk for choosing the subset.
@@ -186,9 +204,57 @@ pub async fn check(repo: Arc<Repo>, opts: CheckOptions) -> Result<CheckReport> {
 type BadChunk = (&'static str, String, Vec<(u64, u64)>);
 
 enum Fetched {
-    Ok { plain_len: u32, stored: u64 },
+    Ok {
+        plain_len: u32,
+        stored: u64,
+    },
     Missing,
-    Damaged { reason: String, stored: u64 },
+    Damaged {
+        reason: String,
+        stored: u64,
+    },
+    /// Damaged, and deleted by `--repair`.
+    Deleted {
+        reason: String,
+        stored: u64,
+    },
+}
+
+/// `--repair`: reads each damaged chunk again, and deletes it when it is still damaged. A
+/// damaged object is of no use (no restore can open it; `--allow-damage` writes zeros for it
+/// as for a missing one), but a missing one is something a backup can mend: `backup --heal`
+/// stores it again from a source that still holds its data. The second read keeps a fault on
+/// the way (a flaky disk or link) from costing a good object. A chunk whose plaintext length
+/// differs from a manifest's is left alone: that is the manifest's fault, not the object's.
+async fn delete_damaged(repo: &Arc<Repo>, fetched: &mut HashMap<ChunkId, Fetched>) -> Result<u64> {
+    let damaged: Vec<ChunkId> = fetched
+        .iter()
+        .filter(|(_, f)| matches!(f, Fetched::Damaged { .. }))
+        .map(|(id, _)| *id)
+        .collect();
+    let buffers = Arc::new(Pool::new(0, 2));
+    let mut deleted = 0;
+    for id in damaged {
+        interrupt::check()?;
+        let again = fetch(repo, id, &buffers).await?;
+        let (reason, stored) = match again {
+            Fetched::Damaged { reason, stored } => (reason, stored),
+            // Read well the second time (or gone meanwhile): the first read was the fault.
+            other => {
+                fetched.insert(id, other);
+                continue;
+            }
+        };
+        let name = layout::chunk(&id);
+        repo.store()
+            .delete(&name)
+            .await
+            .context("deleting a damaged chunk (--repair)")?;
+        eprintln!("deleted damaged chunk {name}: {reason}");
+        fetched.insert(id, Fetched::Deleted { reason, stored });
+        deleted += 1;
+    }
+    Ok(deleted)
 }
 
 async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
@@ -261,7 +327,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                     series: s,
                     version: Some(v),
                     ranges: Vec::new(),
-                    reason: format!("{e:#}"),
+                    reason: damage_reason(&e),
                 });
             }
             Err(e) => return Err(e),
@@ -350,7 +416,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                     )));
                 }
             }
-            Err(e) if damage_of(&e) => report.problems.push(problem(format!("{e:#}"))),
+            Err(e) if damage_of(&e) => report.problems.push(problem(damage_reason(&e))),
             Err(e) => return Err(e),
         }
     }
@@ -433,6 +499,10 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     for id in referenced.iter().filter(|id| !stored.contains(id)) {
         fetched.entry(*id).or_insert(Fetched::Missing);
     }
+    if opts.repair {
+        report.chunks_deleted = delete_damaged(repo, &mut fetched).await?;
+        report.chunks_stored -= report.chunks_deleted.min(report.chunks_stored);
+    }
     for f in fetched.values() {
         match f {
             Fetched::Ok { stored, .. } => {
@@ -440,7 +510,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 report.bytes_read += stored;
             }
             Fetched::Missing => report.chunks_missing += 1,
-            Fetched::Damaged { stored, .. } => {
+            Fetched::Damaged { stored, .. } | Fetched::Deleted { stored, .. } => {
                 report.chunks_read += 1;
                 report.chunks_damaged += 1;
                 report.bytes_read += stored;
@@ -467,6 +537,10 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                     "it is missing from the repository".to_string(),
                 ),
                 Some(Fetched::Damaged { reason, .. }) => ("chunk_damaged", reason.clone()),
+                Some(Fetched::Deleted { reason, .. }) => (
+                    "chunk_damaged",
+                    format!("{reason}; deleted by --repair (`backup --heal` stores it again)"),
+                ),
             };
             bad.entry(id)
                 .or_insert_with(|| (why.0, why.1, Vec::new()))
@@ -568,7 +642,7 @@ async fn fetch(repo: &Arc<Repo>, id: ChunkId, buffers: &Arc<Pool>) -> Result<Fet
             },
         },
         Err(e) => Fetched::Damaged {
-            reason: format!("it is damaged: {e}"),
+            reason: e.to_string(),
             stored,
         },
     })

@@ -13,6 +13,10 @@ pub enum Error {
         #[source]
         source: FormatError,
     },
+    /// A command that looks for damage (check, list) found some and has reported it; the
+    /// message sums it up.
+    #[error("{0}")]
+    DamageFound(String),
     /// An object that a manifest or pointer refers to is not in the store.
     #[error("{what} is missing from the repository")]
     Missing { what: String },
@@ -47,7 +51,7 @@ pub mod exit {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Damaged { .. } | Error::Missing { .. } => exit::DAMAGE,
+            Error::Damaged { .. } | Error::Missing { .. } | Error::DamageFound(_) => exit::DAMAGE,
             Error::WrongKey { .. } => exit::WRONG_KEY,
             Error::Locked { .. } => exit::LOCKED,
             Error::OutputClosed => exit::OK,

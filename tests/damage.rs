@@ -716,3 +716,58 @@ fn allow_damage_refuses_zfs_receive() {
         "--allow-damage --zfs-receive",
     );
 }
+
+/// The way back from a damaged or lost chunk: a plain backup trusts that the chunks of the
+/// version before are stored, so it mends nothing; `check --read-data --repair` deletes the
+/// damaged object, and `backup --heal` stores both chunks again from the source, after which
+/// every version, the oldest too, is whole.
+#[test]
+fn a_damaged_and_a_lost_chunk_are_healed() {
+    let v = Vault::with_init(&["--chunk-size", "64KiB"]);
+    let source = v.path("disk.img");
+    write_random_file(&source, 7, 256 * 1024);
+    let first = text(&v.backup("img", &[s(&source)]), "version").to_string();
+    let objects = v.chunk_objects();
+    assert_eq!(objects.len(), 4, "{objects:?}");
+    scribble(&objects[0], 100, 16, 1);
+    fs::remove_file(&objects[1]).expect("deleting a chunk object");
+
+    let plain = v.backup("img", &[s(&source)]);
+    assert_eq!(
+        (n(&plain, "chunks_new"), n(&plain, "chunks_healed")),
+        (0, 0),
+        "a backup without --heal trusts the previous version's chunks"
+    );
+    let found = v.run(&["check", "--read-data"]).code(3);
+    let line = found.error_line();
+    assert!(
+        line.contains("2 damaged versions") && line.contains("check --read-data --repair"),
+        "{line}"
+    );
+
+    let repaired = v.run(&["check", "--read-data", "--repair"]).code(3);
+    assert!(
+        repaired
+            .stdout_text()
+            .contains("deleted 1 damaged chunk (--repair)"),
+        "{}",
+        repaired.stdout_text()
+    );
+    assert!(!objects[0].exists(), "the damaged object is still there");
+
+    let healed = v.backup("img", &["--heal", s(&source)]);
+    assert_eq!(
+        (n(&healed, "chunks_new"), n(&healed, "chunks_healed")),
+        (2, 2),
+        "{healed}"
+    );
+    let clean = v.run(&["check", "--read-data"]).ok();
+    assert!(
+        clean.stdout_text().contains("no damage found"),
+        "{}",
+        clean.stdout_text()
+    );
+    let out = v.path("first.img");
+    v.restore("img", &["--version", &first, s(&out)]);
+    assert_same_contents(&source, &out);
+}

@@ -426,7 +426,7 @@ fn check_finds_and_names_damage() {
         assert_eq!(text(p, "kind"), "chunk_damaged");
         assert_eq!(text(p, "object"), victim_name);
         assert_eq!(text(p, "series"), "vm101");
-        assert!(text(p, "reason").contains("damaged"), "{p}");
+        assert!(text(p, "reason").contains("authentication failed"), "{p}");
         let version = text(p, "version").to_string();
         // Restore reports the same object and the same byte range for the same damage.
         let rs = ranges(p);

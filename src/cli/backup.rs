@@ -66,6 +66,11 @@ pub struct BackupArgs {
     /// source is killed with everything it started.
     #[arg(long, value_name = "DURATION", value_parser = crate::retention::parse_timeout)]
     pub timeout: Option<std::time::Duration>,
+    /// Repair: ask the repository for every chunk instead of trusting that the previous
+    /// version's chunks are there, and store again those that are missing (after `check
+    /// --read-data --repair` deleted damaged ones). Every version that uses them is whole again.
+    #[arg(long)]
+    pub heal: bool,
 }
 
 pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
@@ -137,6 +142,7 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             zfs_required: a.zfs.is_some(),
             zfs_base,
             timeout: a.timeout,
+            heal: a.heal,
         },
     )
     .await?;
@@ -160,7 +166,7 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             );
         }
         println!(
-            "  read {} in {:.1} s ({:.0} MB/s{}); new {} ({} stored); chunks: {} new, {} reused, {} zero",
+            "  read {} in {:.1} s ({:.0} MB/s{}); new {} ({} stored); chunks: {} new{}, {} reused, {} zero",
             HumanBytes(s.size),
             s.seconds,
             s.mb_per_s,
@@ -168,9 +174,19 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             HumanBytes(s.bytes_new),
             HumanBytes(s.bytes_new_stored),
             s.chunks_new,
+            if a.heal {
+                format!(" ({} of them missing before: healed)", s.chunks_healed)
+            } else {
+                String::new()
+            },
             s.chunks_reused,
             s.chunks_zero
         );
+        if !s.dry_run && !s.current {
+            println!(
+                "  note: this version is older than the series' current version (see --time), which stays current: restores without --version pick that one"
+            );
+        }
         if let Some(z) = &s.zfs {
             println!(
                 "  zfs: {} (guid {}), {}{}",

@@ -3,7 +3,6 @@ use crate::check::{
     self, CheckOptions, CheckReport, DEFAULT_IN_FLIGHT, DEFAULT_IN_FLIGHT_LOCAL, Subset,
 };
 use crate::error::Error;
-use crate::format::FormatError;
 use anyhow::Result;
 use clap::Args;
 use indicatif::HumanBytes;
@@ -27,6 +26,10 @@ pub struct CheckArgs {
     /// Objects fetched at once [default: 8 from a local directory, 16 from S3].
     #[arg(long, value_name = "N")]
     pub in_flight: Option<usize>,
+    /// With --read-data: delete the chunks found damaged (each is read twice first), so that
+    /// `backup --heal` of a source that still holds their data stores them again.
+    #[arg(long, requires = "read_data")]
+    pub repair: bool,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -70,10 +73,10 @@ fn print_text(r: &CheckReport) {
         println!("DAMAGED {} ({at}{bytes}): {}", p.object, p.reason);
     }
     println!(
-        "checked {} series, {} versions: {} chunks referenced, {} stored ({} missing, {} not referenced) in {:.1} s{}",
+        "checked {} series, {}: {} referenced, {} stored ({} missing, {} not referenced) in {:.1} s{}",
         r.series,
-        r.versions,
-        r.chunks_referenced,
+        count(r.versions, "version"),
+        count(r.chunks_referenced, "chunk"),
         r.chunks_stored,
         r.chunks_missing,
         r.chunks_unreferenced,
@@ -86,22 +89,33 @@ fn print_text(r: &CheckReport) {
             _ => String::new(),
         };
         println!(
-            "read {} chunks ({}, {:.0} MB/s){subset}: {} damaged",
-            r.chunks_read,
+            "read {} ({}, {:.0} MB/s){subset}: {} damaged",
+            count(r.chunks_read, "chunk"),
             HumanBytes(r.bytes_read),
             r.mb_per_s,
             r.chunks_damaged
         );
     }
+    if r.chunks_deleted > 0 {
+        println!(
+            "deleted {} (--repair); `backup --heal` of each damaged series, from a source that still holds the data, stores them again",
+            count(r.chunks_deleted, "damaged chunk")
+        );
+    }
     if r.is_ok() {
         println!("no damage found");
-    } else {
+    } else if !r.damaged_versions.is_empty() {
         println!(
-            "{} damaged versions: {}",
-            r.damaged_versions.len(),
+            "{}: {}",
+            count(r.damaged_versions.len() as u64, "damaged version"),
             r.damaged_versions.join(", ")
         );
     }
+}
+
+/// "1 chunk", "2 chunks".
+fn count(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
@@ -127,6 +141,7 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
                 } else {
                     DEFAULT_IN_FLIGHT_LOCAL
                 }),
+            repair: a.repair,
         },
     )
     .await?;
@@ -146,12 +161,16 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
             report.damaged_versions.join(", ")
         ),
     };
-    Err(Error::Damaged {
-        what: format!("the repository at {location}"),
-        source: FormatError::Payload(format!(
-            "{} problems found{versions} (see the report above)",
-            report.problems.len()
-        )),
-    }
+    let repair = if report.chunks_damaged > report.chunks_deleted {
+        "; `check --read-data --repair` deletes damaged chunks, and then `backup --heal` stores them again"
+    } else if report.chunks_missing + report.chunks_deleted > 0 {
+        "; `backup --heal` of a source that still holds the data stores missing chunks again"
+    } else {
+        ""
+    };
+    Err(Error::DamageFound(format!(
+        "the repository at {location} is damaged: {} found{versions} (see the report above){repair}",
+        count(report.problems.len() as u64, "problem")
+    ))
     .into())
 }

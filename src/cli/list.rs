@@ -1,6 +1,5 @@
 use super::{GlobalArgs, rfc3339};
 use crate::error::Error;
-use crate::format::FormatError;
 use crate::repo::Repo;
 use crate::zfs::facts::hex_guid;
 use crate::zfs::{Chains, ZfsFacts, chain::Node};
@@ -147,18 +146,14 @@ fn verdict(rows: &[VersionRow]) -> Result<()> {
         return Ok(());
     }
     let what = match damaged.as_slice() {
-        [one] => format!("the manifest of {one}"),
+        [one] => format!("the manifest of {one} is"),
         many => format!(
-            "the manifests of {} versions ({})",
+            "the manifests of {} versions ({}) are",
             many.len(),
             many.join(", ")
         ),
     };
-    Err(Error::Damaged {
-        what,
-        source: FormatError::Payload("see the list above".into()),
-    }
-    .into())
+    Err(Error::DamageFound(format!("{what} damaged (see the list above)")).into())
 }
 
 pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {

@@ -410,6 +410,7 @@ async fn run_job(
             zfs_required: matches!(job.source, Source::Zfs(_)),
             zfs_base,
             timeout: job.timeout,
+            heal: false,
         },
     )
     .await;
