@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// Run jobs that are not due yet.
     #[arg(long)]
     pub force: bool,
+    /// Back up as `backup --heal` does: store again the chunks of the previous versions that
+    /// are missing (after `check --read-data --repair`).
+    #[arg(long)]
+    pub heal: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -410,7 +414,7 @@ async fn run_job(
             zfs_required: matches!(job.source, Source::Zfs(_)),
             zfs_base,
             timeout: job.timeout,
-            heal: false,
+            heal: a.heal,
         },
     )
     .await;
