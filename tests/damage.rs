@@ -771,3 +771,59 @@ fn a_damaged_and_a_lost_chunk_are_healed() {
     v.restore("img", &["--version", &first, s(&out)]);
     assert_same_contents(&source, &out);
 }
+
+/// `list` says what is wrong with a current pointer instead of showing no `*` and exiting 0:
+/// one behind the newest version and a missing one are notes (restores still pick a version),
+/// a damaged one, or one left without any version, is damage (exit 3).
+#[test]
+fn list_says_what_is_wrong_with_a_current_pointer() {
+    let v = Vault::new();
+    let source = v.path("small.img");
+    write_random_file(&source, 3, 100_000);
+    let older = text(&v.backup("a", &[s(&source)]), "version").to_string();
+    let pointer = v.repo.join("current").join("a");
+    let old_pointer = fs::read(&pointer).expect("reading the current pointer");
+    let newest = text(&v.backup("a", &[s(&source)]), "version").to_string();
+    let list = |code| v.run(&["list"]).code(code);
+
+    fs::write(&pointer, &old_pointer).expect("putting the old pointer back");
+    let behind = list(0);
+    assert!(
+        behind
+            .stderr
+            .contains(&format!("names version {older}, not the newest, {newest}")),
+        "{}",
+        behind.stderr
+    );
+
+    scribble(&pointer, 40, 4, 9);
+    let damaged = list(3);
+    assert!(
+        damaged
+            .stderr
+            .contains("current pointer current/a of series \"a\" is damaged")
+            && damaged.stdout_text().contains(&newest),
+        "the damage is named and the versions still listed: {}{}",
+        damaged.stdout_text(),
+        damaged.stderr
+    );
+
+    fs::remove_file(&pointer).expect("deleting the current pointer");
+    let missing = list(0);
+    assert!(
+        missing
+            .stderr
+            .contains(&format!("no current pointer (a first backup cut short after its manifest was written): restores without --version pick the newest version, {newest}")),
+        "{}",
+        missing.stderr
+    );
+
+    v.backup("a", &[s(&source)]);
+    fs::remove_dir_all(v.repo.join("manifests")).expect("deleting every manifest");
+    let orphan = list(3);
+    assert!(
+        orphan.stderr.contains("which has no version left"),
+        "{}",
+        orphan.stderr
+    );
+}

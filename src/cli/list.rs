@@ -1,5 +1,6 @@
 use super::{GlobalArgs, rfc3339};
 use crate::error::Error;
+use crate::layout;
 use crate::repo::Repo;
 use crate::zfs::facts::hex_guid;
 use crate::zfs::{Chains, ZfsFacts, chain::Node};
@@ -51,7 +52,52 @@ fn is_damage(e: &anyhow::Error) -> bool {
         .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Damaged { .. })))
 }
 
-pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<Vec<VersionRow>> {
+/// What is wrong with a series' current pointer, said on stderr beside the list. Damage
+/// (unreadable, missing, naming no version) makes `list` exit 3; a pointer behind the newest
+/// version is only a note: a backup whose pointer write failed leaves it so until the next.
+pub struct PointerNote {
+    pub message: String,
+    pub damage: bool,
+}
+
+fn pointer_note(
+    series: &str,
+    pointer: Result<Option<String>, String>,
+    versions: &[VersionRow],
+) -> Option<PointerNote> {
+    let newest = versions.last()?;
+    let newest = &newest.version;
+    let (message, damage) = match pointer {
+        Err(why) => (
+            format!(
+                "{why}: restores without --version fail until the next backup of the series rewrites it"
+            ),
+            true,
+        ),
+        Ok(None) => (
+            format!(
+                "series {series:?} has no current pointer (a first backup cut short after its manifest was written): restores without --version pick the newest version, {newest}"
+            ),
+            false,
+        ),
+        Ok(Some(p)) if !versions.iter().any(|r| r.version == p) => (
+            format!(
+                "the current pointer of series {series:?} names version {p}, which does not exist: restores without --version pick the newest version, {newest}"
+            ),
+            true,
+        ),
+        Ok(Some(p)) if p != *newest => (
+            format!(
+                "the current pointer of series {series:?} names version {p}, not the newest, {newest}: restores without --version pick {p} until the next backup (a backup whose pointer write failed leaves it so)"
+            ),
+            false,
+        ),
+        Ok(Some(_)) => return None,
+    };
+    Some(PointerNote { message, damage })
+}
+
+pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<(Vec<VersionRow>, Vec<PointerNote>)> {
     let series = match only {
         Some(s) => {
             // Resolving reports an unknown series with the names that do exist.
@@ -61,14 +107,16 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<Vec<VersionRow>> {
         None => repo.list_series().await?,
     };
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for s in series {
         let first = rows.len();
         let mut facts: Vec<Option<ZfsFacts>> = Vec::new();
-        let current = match repo.current(&s).await {
-            Ok(p) => p.map(|p| p.version),
-            Err(e) if is_damage(&e) => None,
+        let pointer = match repo.current(&s).await {
+            Ok(p) => Ok(p.map(|p| p.version)),
+            Err(e) if is_damage(&e) => Err(format!("{e:#}")),
             Err(e) => return Err(e),
         };
+        let current = pointer.as_ref().ok().cloned().flatten();
         for v in repo.list_versions(&s).await? {
             let is_current = current.as_deref() == Some(v.as_str());
             let m = match repo.load_manifest(&s, &v).await {
@@ -131,41 +179,77 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<Vec<VersionRow>> {
             r.needs = n;
             r.restorable = ok && r.damaged.is_none();
         }
+        notes.extend(pointer_note(&s, pointer, &rows[first..]));
     }
-    Ok(rows)
+    if only.is_none() {
+        // A pointer whose series has no manifest left: every version of it is gone.
+        for key in repo.store().list(layout::CURRENT).await? {
+            if let Some(s) = key
+                .strip_prefix(layout::CURRENT)
+                .and_then(layout::unescape_series)
+                .filter(|s| layout::current(s) == key && !rows.iter().any(|r| r.series == *s))
+            {
+                notes.push(PointerNote {
+                    message: format!("{key} is the current pointer of series {s:?}, which has no version left: its manifests are gone"),
+                    damage: true,
+                });
+            }
+        }
+    }
+    Ok((rows, notes))
 }
 
-/// Exit 3 after listing when any version could not be read.
-fn verdict(rows: &[VersionRow]) -> Result<()> {
+/// Exit 3 after listing when any version or current pointer could not be read.
+fn verdict(rows: &[VersionRow], notes: &[PointerNote]) -> Result<()> {
+    for n in notes {
+        eprintln!(
+            "{}: {}",
+            if n.damage { "damaged" } else { "note" },
+            n.message
+        );
+    }
     let damaged: Vec<String> = rows
         .iter()
         .filter(|r| r.damaged.is_some())
         .map(|r| format!("{} {}", r.series, r.version))
         .collect();
-    if damaged.is_empty() {
-        return Ok(());
-    }
+    let pointers = notes.iter().filter(|n| n.damage).count();
     let what = match damaged.as_slice() {
-        [one] => format!("the manifest of {one} is"),
+        [] if pointers == 0 => return Ok(()),
+        [] => String::new(),
+        [one] => format!("the manifest of {one} is damaged"),
         many => format!(
-            "the manifests of {} versions ({}) are",
+            "the manifests of {} versions ({}) are damaged",
             many.len(),
             many.join(", ")
         ),
     };
-    Err(Error::DamageFound(format!("{what} damaged (see the list above)")).into())
+    let pointers = match pointers {
+        0 => String::new(),
+        1 => "a current pointer is wrong".to_string(),
+        n => format!("{n} current pointers are wrong"),
+    };
+    let both = if what.is_empty() || pointers.is_empty() {
+        ""
+    } else {
+        "; "
+    };
+    Err(Error::DamageFound(format!(
+        "{what}{both}{pointers} (see the list above; `blockvault check` tells more)"
+    ))
+    .into())
 }
 
 pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
     let repo = g.open().await?;
-    let rows = rows(&repo, a.name.as_deref()).await?;
+    let (rows, notes) = rows(&repo, a.name.as_deref()).await?;
     if g.json {
         super::print_json(&rows)?;
-        return verdict(&rows);
+        return verdict(&rows, &notes);
     }
     if rows.is_empty() {
         println!("no backups yet in {}", repo.location());
-        return Ok(());
+        return verdict(&rows, &notes);
     }
     let w = rows
         .iter()
@@ -214,5 +298,5 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
         }
     }
     println!("(* = current version of the series)");
-    verdict(&rows)
+    verdict(&rows, &notes)
 }
