@@ -121,6 +121,8 @@ pub struct CheckReport {
     pub subset_percent: Option<f64>,
     pub seed: Option<u64>,
     pub problems: Vec<Problem>,
+    /// What is odd but not damage: a current pointer behind its series' newest version.
+    pub notes: Vec<String>,
     pub seconds: f64,
     /// Stored bytes read per second by --read-data, in MB (10^6 bytes); 0 without it.
     pub mb_per_s: f64,
@@ -414,6 +416,13 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                         "it names version {} of series {s:?}, but that manifest is not the one it was written for (digest mismatch)",
                         p.version
                     )));
+                } else if let Some(newest) = versions.get(s).and_then(|vs| vs.last())
+                    && *newest != p.version
+                {
+                    report.notes.push(format!(
+                        "the current pointer of series {s:?} names version {}, not the newest, {newest}: restores without --version pick {} until the next backup (a backup whose pointer write failed leaves it so)",
+                        p.version, p.version
+                    ));
                 }
             }
             Err(e) if damage_of(&e) => report.problems.push(problem(damage_reason(&e))),

@@ -795,6 +795,13 @@ fn list_says_what_is_wrong_with_a_current_pointer() {
         "{}",
         behind.stderr
     );
+    let checked = v.run(&["check"]).ok().stdout_text();
+    assert!(
+        checked.contains(&format!(
+            "note: the current pointer of series \"a\" names version {older}, not the newest"
+        )),
+        "{checked}"
+    );
 
     scribble(&pointer, 40, 4, 9);
     let damaged = list(3);

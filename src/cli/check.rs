@@ -72,6 +72,9 @@ fn print_text(r: &CheckReport) {
         };
         println!("DAMAGED {} ({at}{bytes}): {}", p.object, p.reason);
     }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
     println!(
         "checked {} series, {}: {} referenced, {} stored ({} missing, {} not referenced) in {:.1} s{}",
         r.series,
