@@ -722,7 +722,9 @@ fn damaged_and_missing_objects_are_reported() {
         .error(3, &[&manifest_name]);
     assert_eq!(dir_names(&v.work), work_before);
     fs::write(&manifest, &whole).unwrap();
-    v.run(&["show", "--name", "vm101"]).ok();
+    let shown = v.run(&["show", "--json", "--name", "vm101"]).ok().json();
+    assert_eq!(text(&shown["chunking"], "kind"), "fixed", "{shown}");
+    assert!(n(&shown["chunking"], "size") > 0, "{shown}");
 }
 
 /// `init --key-file` makes a private key file that opens the repository, and a passphrase

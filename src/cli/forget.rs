@@ -9,6 +9,7 @@ use clap::Args;
 /// names it, the pointer moves to the newest remaining version.
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
+    /// The series to remove a version from.
     #[arg(long)]
     pub name: String,
     /// The full version name (no prefixes: this removes it), or @snapshot when exactly one

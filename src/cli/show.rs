@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
+    /// The series whose version to show.
     #[arg(long)]
     pub name: String,
     /// Version name or a unique prefix of one, or @snapshot for a ZFS series; the current
@@ -90,7 +91,12 @@ pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
             "source_kind": m.source.kind.as_str(),
             "source": m.source.description,
             "size": m.size,
-            "chunking": m.chunking,
+            "chunking": match m.chunking {
+                Chunking::Fixed { size } => serde_json::json!({ "kind": "fixed", "size": size }),
+                Chunking::Cdc { min, avg, max } => {
+                    serde_json::json!({ "kind": "cdc", "min": min, "avg": avg, "max": max })
+                }
+            },
             "chunks": m.chunks.len(),
             "chunks_data": data,
             "chunks_zero": m.chunks.len() - data,
