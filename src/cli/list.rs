@@ -257,8 +257,15 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
         .max()
         .unwrap_or(6)
         .max(6);
+    // "2026-11-30T042255Z-11 *": a suffix and the mark can pass the usual 22 columns.
+    let vw = rows
+        .iter()
+        .map(|r| r.version.len() + if r.current { 2 } else { 0 })
+        .max()
+        .unwrap_or(22)
+        .max(22);
     println!(
-        "{:<w$}  {:<22}  {:<20}  {:>10}  SOURCE",
+        "{:<w$}  {:<vw$}  {:<20}  {:>10}  SOURCE",
         "SERIES", "VERSION", "TIME", "SIZE"
     );
     for r in &rows {
@@ -268,10 +275,10 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
             r.version.clone()
         };
         match &r.damaged {
-            Some(why) => println!("{:<w$}  {v:<22}  DAMAGED: {why}", r.series),
+            Some(why) => println!("{:<w$}  {v:<vw$}  DAMAGED: {why}", r.series),
             None => match (&r.snapshot, &r.guid, &r.base_guid) {
                 (Some(snap), Some(guid), Some(base)) => println!(
-                    "{:<w$}  {v:<22}  {:<20}  {:>10}  zfs {snap} guid {guid} {}{}",
+                    "{:<w$}  {v:<vw$}  {:<20}  {:>10}  zfs {snap} guid {guid} {}{}",
                     r.series,
                     r.time,
                     HumanBytes(r.size).to_string(),
@@ -287,7 +294,7 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
                     }
                 ),
                 _ => println!(
-                    "{:<w$}  {v:<22}  {:<20}  {:>10}  {} {}",
+                    "{:<w$}  {v:<vw$}  {:<20}  {:>10}  {} {}",
                     r.series,
                     r.time,
                     HumanBytes(r.size).to_string(),
