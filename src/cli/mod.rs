@@ -15,6 +15,7 @@ mod show;
 mod unlock;
 
 use crate::keys::{self, Secret};
+use crate::lock::Access;
 use crate::store::{LocalDir, S3, S3Options, Store, fault};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
@@ -67,6 +68,9 @@ pub struct GlobalArgs {
     /// pointers, keys and locks stay STANDARD. With init: the repository's default.
     #[arg(long, global = true, value_name = "CLASS")]
     pub storage_class: Option<String>,
+    /// Whether the command writes to the repository: set from the subcommand, never typed.
+    #[arg(skip)]
+    pub access: Access,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,7 +102,13 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let g = &cli.global;
+    let mut global = cli.global;
+    // Restore and check only read: on read-only media or with read-only credentials they go
+    // on without a lock rather than not at all (`crate::lock`).
+    if matches!(cli.command, Command::Restore(_) | Command::Check(_)) {
+        global.access = Access::ReadOnly;
+    }
+    let g = &global;
     // Long runs that hold a lock stop cleanly on the first SIGINT, SIGTERM or SIGHUP; the
     // others are short, and end at once as before.
     if matches!(
@@ -182,7 +192,8 @@ impl GlobalArgs {
     /// Opens the repository, asking for a secret only if it is encrypted.
     async fn open(&self) -> Result<Arc<crate::repo::Repo>> {
         let (store, s3) = self.store().await?;
-        let repo = crate::repo::Repo::open(store, || self.secret(false)).await?;
+        let mut repo = crate::repo::Repo::open(store, || self.secret(false)).await?;
+        repo.set_access(self.access);
         if let (Some(s3), None) = (s3, &self.storage_class) {
             let default = repo.config.options.get(crate::repo::OPTION_STORAGE_CLASS);
             s3.set_chunk_storage_class(default.map(String::as_str))

@@ -242,6 +242,7 @@ fn repository_args(g: &GlobalArgs, c: &Config) -> GlobalArgs {
         s3_endpoint: r.s3_endpoint.clone().or_else(|| g.s3_endpoint.clone()),
         s3_region: r.s3_region.clone().or_else(|| g.s3_region.clone()),
         storage_class: r.storage_class.clone(),
+        access: g.access,
     }
 }
 

@@ -1,0 +1,190 @@
+//! Repositories that refuse writes: read-only media, a directory the user may not write,
+//! read-only S3 credentials.
+
+use crate::s3_servers::garage;
+use crate::util::*;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// The uid and gid of `nobody`. The read-only tests are run as root and become `nobody` to
+/// meet a repository they may not write; as anyone else they would prove nothing, so they
+/// fail here instead.
+fn nobody() -> (u32, u32) {
+    assert_eq!(
+        tool("id", &["-u"]).trim(),
+        "0",
+        "this test must run as root: it drops to the user nobody to meet a repository that refuses writes"
+    );
+    let id = |flag: &str| -> u32 {
+        let out = tool("id", &[flag, "nobody"]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("`id {flag} nobody` said {out:?}: {e}"))
+    };
+    (id("-u"), id("-g"))
+}
+
+/// `cmd` run as nobody.
+fn as_nobody(cmd: &mut Command) -> Run {
+    let (uid, gid) = nobody();
+    cmd.uid(uid).gid(gid);
+    run(cmd, None)
+}
+
+/// Makes `v`'s repository belong to nobody and lose every write permission, as a user
+/// reports it (`chown -R nobody ro; chmod -R a-w ro`); nobody may use the scratch directory.
+/// Then proves that nobody can read the repository and cannot write it.
+fn make_read_only_for_nobody(v: &Vault) {
+    let repo = s(&v.repo);
+    tool("chmod", &["0755", s(v.root.path())]);
+    tool("chown", &["-R", "nobody", repo]);
+    tool("chmod", &["-R", "a-w", repo]);
+    tool("chown", &["-R", "nobody", s(&v.work)]);
+    let probe = as_nobody(Command::new("sh").args([
+        "-c",
+        "cat \"$1/config\" >/dev/null && ! touch \"$1/locks-probe\" 2>/dev/null && ! mkdir \"$1/locks/x\" 2>/dev/null",
+        "sh",
+        repo,
+    ]));
+    assert_eq!(
+        probe.code, 0,
+        "as nobody the repository should be readable and refuse writes: {}",
+        probe.stderr
+    );
+}
+
+fn warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect()
+}
+
+/// Regression: restore and check of a repository its user may not write failed with
+/// `error: locks/67d3… in local directory ../ro: Permission denied (os error 13)`, so a copy
+/// on read-only media could not be restored. Now they go on without a lock, saying once why
+/// and what it risks; the commands that write still fail, saying they were taking a lock.
+#[test]
+fn a_repository_that_refuses_writes_is_restored_and_checked_without_a_lock() {
+    let v = Vault::new();
+    let src = v.path("disk.img");
+    write_random_file(&src, 31, 3 * MIB);
+    let first = text(
+        &v.backup("disk", &[s(&src), "--time", "2026-01-01T00:00:00Z"]),
+        "version",
+    )
+    .to_string();
+    v.backup("disk", &[s(&src), "--time", "2026-01-02T00:00:00Z"]);
+    make_read_only_for_nobody(&v);
+
+    let out = v.path("restored.img");
+    let r = as_nobody(&mut v.cmd(&["restore", "--name", "disk", s(&out)])).ok();
+    assert_same_contents(&src, &out);
+    let w = warnings(&r.stderr);
+    assert_eq!(w.len(), 1, "one warning, got:\n{}", r.stderr);
+    for needle in [
+        "without a lock",
+        "refuses writes",
+        "Permission denied",
+        "gc run meanwhile",
+        "could delete chunks",
+    ] {
+        assert!(
+            w[0].contains(needle),
+            "the warning should say {needle:?}: {}",
+            w[0]
+        );
+    }
+    let salvaged = v.path("salvaged.img");
+    as_nobody(&mut v.cmd(&["restore", "--name", "disk", "--allow-damage", s(&salvaged)])).ok();
+    assert_same_contents(&src, &salvaged);
+    for args in [&["check"][..], &["check", "--read-data"][..]] {
+        let r = as_nobody(&mut v.cmd(args)).ok();
+        assert_eq!(warnings(&r.stderr).len(), 1, "{args:?}:\n{}", r.stderr);
+        assert!(
+            r.stdout_text().contains("checked 1 series, 2 versions"),
+            "{}",
+            r.stdout_text()
+        );
+    }
+    as_nobody(&mut v.cmd(&["list"])).ok();
+
+    // Everything that writes fails as before, and says what it was doing.
+    as_nobody(&mut v.cmd(&["backup", "--name", "disk", s(&src)])).error(
+        1,
+        &[
+            "taking a shared lock for backup of disk",
+            "Permission denied",
+        ],
+    );
+    as_nobody(&mut v.cmd(&["gc"])).error(
+        1,
+        &["taking the exclusive lock for gc", "Permission denied"],
+    );
+    as_nobody(&mut v.cmd(&["prune", "--name", "disk", "--keep-last", "1"])).error(
+        1,
+        &[
+            "taking a shared lock for prune of disk",
+            "Permission denied",
+        ],
+    );
+    as_nobody(&mut v.cmd(&["forget", "--name", "disk", "--version", &first])).error(
+        1,
+        &[
+            "taking a shared lock for forget of disk",
+            "Permission denied",
+        ],
+    );
+    let pass = v.path("new-pass");
+    fs::write(&pass, "another passphrase\n").expect("writing a password file");
+    as_nobody(&mut v.cmd(&["key", "add", "--new-password-file", s(&pass)]))
+        .error(1, &["Permission denied"]);
+    assert_eq!(v.versions("disk").len(), 2);
+
+    // Disaster recovery proper: a damaged chunk on the read-only copy is reported as damage
+    // (exit 3), and --allow-damage still writes what can be verified.
+    let chunk = &v.chunk_objects()[0];
+    scribble(chunk, 100, 16, 7);
+    as_nobody(&mut v.cmd(&["check", "--read-data"])).code(3);
+    let partial = v.path("partial.img");
+    let r = as_nobody(&mut v.cmd(&["restore", "--name", "disk", "--allow-damage", s(&partial)]))
+        .code(3);
+    assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+    assert_eq!(fs::metadata(&partial).map(|m| m.len()).ok(), Some(3 * MIB));
+}
+
+/// The same on S3, with credentials that may read the bucket and not write it: the lock's
+/// write is answered AccessDenied.
+#[test]
+fn read_only_s3_credentials_restore_and_check_without_a_lock() {
+    let server = garage();
+    let (v, _) = server.vault("read-only");
+    v.run(&["init"]).ok();
+    let src = v.path("disk.img");
+    write_random_file(&src, 32, 2 * MIB);
+    v.backup("disk", &[s(&src)]);
+    let (id, secret) = server.read_only_key();
+    let read_only = |args: &[&str]| {
+        let mut c = v.cmd(args);
+        c.env("AWS_ACCESS_KEY_ID", &id)
+            .env("AWS_SECRET_ACCESS_KEY", &secret);
+        run(&mut c, None)
+    };
+    let out = v.path("restored.img");
+    let r = read_only(&["restore", "--name", "disk", s(&out)]).ok();
+    assert_same_contents(&src, &out);
+    let w = warnings(&r.stderr);
+    assert_eq!(w.len(), 1, "{}", r.stderr);
+    assert!(
+        w[0].contains("without a lock") && w[0].contains("access denied"),
+        "{}",
+        w[0]
+    );
+    let r = read_only(&["check", "--read-data"]).ok();
+    assert_eq!(warnings(&r.stderr).len(), 1, "{}", r.stderr);
+    read_only(&["backup", "--name", "disk", s(&src)]).error(
+        1,
+        &["taking a shared lock for backup of disk", "access denied"],
+    );
+}
