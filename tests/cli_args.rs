@@ -1,5 +1,6 @@
-//! Repositories that refuse writes: read-only media, a directory the user may not write,
-//! read-only S3 credentials.
+//! What the command line accepts and what it refuses: repositories that refuse writes (read
+//! only media, a directory the user may not write, read-only S3 credentials), values that are
+//! wrong on their face (exit 2, nothing created).
 
 use crate::s3_servers::garage;
 use crate::util::*;
@@ -187,4 +188,99 @@ fn read_only_s3_credentials_restore_and_check_without_a_lock() {
         1,
         &["taking a shared lock for backup of disk", "access denied"],
     );
+}
+
+/// Regression: `init --repo ''` (or `BLOCKVAULT_REPO=`) took the empty path for the current
+/// directory, failed with a blank path in its message, exited 1 and left `keys/` behind.
+#[test]
+fn an_empty_repository_is_a_usage_error_and_creates_nothing() {
+    let v = Vault::uninitialised();
+    let mut typed = blockvault();
+    typed.args(["init", "--repo", ""]).current_dir(&v.work);
+    let mut env = blockvault();
+    env.arg("init")
+        .env("BLOCKVAULT_REPO", "")
+        .current_dir(&v.work);
+    let mut blank = blockvault();
+    blank.args(["list", "--repo", "  "]).current_dir(&v.work);
+    for mut cmd in [typed, env, blank] {
+        let r = run(&mut cmd, None).code(2);
+        assert!(
+            r.stderr.starts_with("error: ") && r.stderr.contains("the repository is empty"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(dir_names(&v.work), Vec::<String>::new(), "{}", r.what);
+    }
+}
+
+/// Regression: these exited 1 while README says a command line that is not understood exits
+/// 2 (as `--keep-weighted 0` and `--timeout 0s` already did), and `init --compression 0`
+/// left an empty repository directory behind.
+#[test]
+fn values_wrong_on_their_face_exit_2_and_create_nothing() {
+    let v = Vault::uninitialised();
+    let repo = s(&v.repo);
+    for (args, says) in [
+        (
+            &["init", "--repo", repo, "--compression", "0"][..],
+            "--compression",
+        ),
+        (
+            &["init", "--repo", repo, "--compression", "20"][..],
+            "--compression",
+        ),
+        (
+            &["init", "--repo", repo, "--chunk-size", "1000"][..],
+            "must be a multiple of 4 KiB",
+        ),
+        (
+            &["prune", "--repo", repo, "--name", "x"][..],
+            "no retention policy",
+        ),
+        (
+            &["prune", "--repo", repo, "--name", "x", "--keep-last", "0"][..],
+            "no retention policy",
+        ),
+        (&["list"][..], "no repository given"),
+        (
+            &["gc", "--repo", repo, "--in-flight", "0"][..],
+            "must be at least 1",
+        ),
+        (
+            &["key", "export", "--repo", repo, "--json"][..],
+            "no --json form",
+        ),
+    ] {
+        let r = run(blockvault().args(args).current_dir(&v.work), None).code(2);
+        let first = r.stderr.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("error: ") && first.contains(says),
+            "`{}` should say {says:?}: {}",
+            r.what,
+            r.stderr
+        );
+        assert!(!v.repo.exists(), "`{}` created {repo}", r.what);
+        assert_eq!(dir_names(&v.work), Vec::<String>::new(), "{}", r.what);
+    }
+}
+
+/// A failed init leaves nothing that makes the next one say "already exists": here it has
+/// no passphrase to seal the key with.
+#[test]
+fn an_init_that_fails_leaves_no_directory() {
+    let v = Vault::uninitialised();
+    let r = run(
+        blockvault()
+            .env_remove("BLOCKVAULT_PASSWORD")
+            .args(["init", "--repo", s(&v.repo)]),
+        None,
+    );
+    r.error(1, &["no passphrase"]);
+    assert!(
+        !v.repo.exists(),
+        "the failed init left {}",
+        v.repo.display()
+    );
+    v.run(&["init"]).ok();
 }

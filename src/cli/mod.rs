@@ -37,7 +37,7 @@ pub struct Cli {
 #[command(next_help_heading = "Repository and output options")]
 pub struct GlobalArgs {
     /// The repository: a local directory, or s3://bucket/prefix.
-    #[arg(long, env = "BLOCKVAULT_REPO", global = true, value_name = "PATH|URL")]
+    #[arg(long, env = "BLOCKVAULT_REPO", global = true, value_name = "PATH|URL", value_parser = parse_repo)]
     pub repo: Option<String>,
     /// Read the passphrase from this file (its first line). BLOCKVAULT_PASSWORD also works;
     /// otherwise blockvault asks on the terminal.
@@ -140,8 +140,8 @@ pub async fn run(cli: Cli) -> Result<()> {
 impl GlobalArgs {
     fn repo_location(&self) -> Result<&str> {
         self.repo.as_deref().ok_or_else(|| {
-            anyhow!(
-                "no repository given: use --repo PATH or s3://bucket/prefix, or set BLOCKVAULT_REPO"
+            usage(
+                "no repository given: use --repo PATH or s3://bucket/prefix, or set BLOCKVAULT_REPO",
             )
         })
     }
@@ -299,6 +299,30 @@ fn read_secret_file(path: &Path, what: &str, max: u64) -> Result<Zeroizing<Vec<u
         );
     }
     Ok(buf)
+}
+
+/// An error in what was typed, found after clap's parse: `main` prints it as it prints clap's
+/// own and exits 2.
+pub fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
+    clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{msg}\n")).into()
+}
+
+/// `--repo` (or `BLOCKVAULT_REPO`): an empty one would name the current directory without
+/// saying so, and `init` would write there.
+fn parse_repo(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("the repository is empty: give a local directory or s3://bucket/prefix".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `--in-flight N`: at least 1, as a job file's `in_flight` must be.
+pub fn parse_in_flight(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
 }
 
 /// Parses `4M`, `4MiB`, `512k`, `1048576`: binary units, since chunk sizes are powers of two.
