@@ -792,6 +792,10 @@ keep = { hanoi = 6 }
                 "name = \"z\"\nsource = { zfs = \"tank@a@b\" }\n",
                 "neither a dataset",
             ),
+            (
+                "name = \"tank//vm\"\nsource = { file = \"/d\" }\n",
+                "line 4, job \"tank//vm\" (job 1), field `name`: series name \"tank//vm\" has an empty part",
+            ),
         ] {
             let e = err(&format!("{HEAD}[[job]]\n{job}"));
             assert!(e.contains(want), "{e}");

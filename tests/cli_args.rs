@@ -1,12 +1,18 @@
 //! What the command line accepts and what it refuses: repositories that refuse writes (read
 //! only media, a directory the user may not write, read-only S3 credentials), values that are
-//! wrong on their face (exit 2, nothing created).
+//! wrong on their face (exit 2, nothing created), and series names.
 
-use crate::s3_servers::garage;
+use crate::s3_servers::{block_on, garage};
 use crate::util::*;
+use blockvault::keys::Secret;
+use blockvault::repo::Repo;
+use blockvault::store::LocalDir;
 use std::fs;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use zeroize::Zeroizing;
 
 /// The uid and gid of `nobody`. The read-only tests are run as root and become `nobody` to
 /// meet a repository they may not write; as anyone else they would prove nothing, so they
@@ -283,4 +289,103 @@ fn an_init_that_fails_leaves_no_directory() {
         v.repo.display()
     );
     v.run(&["init"]).ok();
+}
+
+/// Regression: `" "`, `"a/"`, `"a//b"`, `".."` and `"/abs"` were accepted as series names
+/// (`" "` then showed as a blank cell in `list`). New backups and jobs refuse them, saying
+/// what a name may be; a series that an older blockvault stored under such a name stays
+/// readable: list, show, restore and check of it work as before.
+#[test]
+fn odd_series_names_are_refused_for_new_backups_and_stay_readable() {
+    let v = Vault::new();
+    let src = v.path("disk.img");
+    write_random_file(&src, 33, MIB);
+    for name in [" ", "a/", "a//b", "..", "/abs", "a/./b", "a/ /b"] {
+        v.run(&["backup", "--name", name, s(&src)])
+            .error(1, &["series name", "separated by single `/`"]);
+    }
+    assert!(v.list().is_empty(), "a refused backup recorded a version");
+    v.backup("tank/vm-101", &[s(&src)]);
+    v.backup("a b", &[s(&src)]);
+
+    let config = v.path("jobs.toml");
+    fs::write(
+        &config,
+        format!(
+            "[repository]\nrepo = \"{}\"\n\n[[job]]\nname = \"db/\"\nsource = {{ file = \"{}\" }}\n",
+            s(&v.repo),
+            s(&src)
+        ),
+    )
+    .expect("writing the job file");
+    let r = run(blockvault().args(["run", "--config", s(&config)]), None).code(2);
+    assert!(
+        r.stderr
+            .contains("job \"db/\" (job 1), field `name`: series name \"db/\" has an empty part"),
+        "{}",
+        r.stderr
+    );
+
+    // What an older blockvault wrote: the same version under each odd name.
+    let version = v.versions("tank/vm-101").remove(0);
+    let odd = [" ", "a//b", "..", "/abs"];
+    plant_series(&v.repo, "tank/vm-101", &version, &odd);
+    let listed: Vec<String> = v
+        .list()
+        .iter()
+        .map(|r| text(r, "series").to_string())
+        .collect();
+    for name in odd {
+        assert!(
+            listed.iter().any(|s| s == name),
+            "{name:?} not listed: {listed:?}"
+        );
+        v.run(&["show", "--name", name]).ok();
+        let out = v.path("out.img");
+        let _ = fs::remove_file(&out);
+        v.restore(name, &[s(&out)]);
+        assert_same_contents(&src, &out);
+    }
+    let r = v.run(&["check", "--read-data"]).ok();
+    assert!(
+        r.stdout_text().contains("checked 6 series"),
+        "{}",
+        r.stdout_text()
+    );
+    v.run(&["prune", "--name", " ", "--keep-last", "1"]).ok();
+    v.run(&["forget", "--name", "..", "--version", &version])
+        .ok();
+    assert!(
+        v.versions("..").is_empty(),
+        "forget of series \"..\" removed nothing"
+    );
+}
+
+/// Stores version `version` of `from` again as the current version of each series in `to`,
+/// through the library, which (unlike `backup`) does not judge names.
+fn plant_series(repo: &Path, from: &str, version: &str, to: &[&str]) {
+    block_on(async {
+        let store = Arc::new(LocalDir::new(repo));
+        let repo = Repo::open(store, || {
+            Ok(Secret::Passphrase(Zeroizing::new(PASSWORD.to_string())))
+        })
+        .await
+        .expect("opening the test repository");
+        let (m, _) = repo
+            .load_manifest(from, version)
+            .await
+            .expect("loading the manifest");
+        for name in to {
+            let mut copy = m.clone();
+            copy.series = name.to_string();
+            let digest = repo
+                .save_manifest(&copy)
+                .await
+                .expect("storing a manifest")
+                .expect("the version name is free in a new series");
+            repo.set_current(name, version, digest)
+                .await
+                .expect("setting a current pointer");
+        }
+    });
 }
