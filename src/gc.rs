@@ -4,8 +4,13 @@
 //!
 //! 1. **gc runs alone.** It takes the exclusive lock (`lock.rs`): acquiring writes the lock,
 //!    lists `locks/` again and backs off if any other live lock is there. Backups, restores,
-//!    prunes and forgets take shared locks and back off in the same way if a live exclusive
-//!    lock is there. Two racers may both back off; neither proceeds believing it is alone.
+//!    checks, prunes and forgets take shared locks and back off in the same way if a live
+//!    exclusive lock is there. Two racers may both back off; neither proceeds believing it is
+//!    alone. The one exception reads and never writes: a restore or check whose store refuses
+//!    to write its lock (read-only media or credentials) goes on without one, after a
+//!    warning, so a gc started meanwhile may delete chunks it is about to read. It then
+//!    reports them missing (never wrong bytes); the repository itself, and every backup in
+//!    it, is no worse off, since the reader changes nothing.
 //! 2. **A backup decides about chunks only under its lock.** Every "this chunk is already
 //!    stored" decision (the parent manifest, `exists` in the store) is made after its shared
 //!    lock was taken and before its manifest is committed. No gc can run in between, so no
@@ -25,10 +30,11 @@
 //!
 //! Which operations may run at once:
 //!
-//! | running \ starting | backup, restore, prune, forget (shared) | gc (exclusive) | check, list, show (no lock) |
+//! | running \ starting | backup, restore, check, prune, forget (shared) | gc (exclusive) | list, show, gc --dry-run (no lock) |
 //! |---|---|---|---|
-//! | shared             | yes | waits (refused, exit 5) | yes |
-//! | exclusive (gc)     | refused, exit 5 | refused, exit 5 | yes (may report chunks being swept as missing) |
+//! | shared             | yes | refused, exit 5 | yes |
+//! | exclusive (gc)     | refused, exit 5 | refused, exit 5 | yes |
+//! | restore or check without a lock (the store refused it) | yes | yes: it cannot see them | yes |
 //!
 //! No client keeps a cache of chunk ids across runs yet. One that does must drop it when a
 //! gc has run since it was written.

@@ -102,7 +102,9 @@ impl Schedule {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    repository: Spanned<RawRepository>,
+    /// Required, but checked after the parse: serde's "missing field" has no place in the file
+    /// and would be blamed on the job at its start.
+    repository: Option<Spanned<RawRepository>>,
     defaults: Option<Spanned<RawDefaults>>,
     #[serde(default)]
     job: Vec<Spanned<RawJob>>,
@@ -290,7 +292,13 @@ impl Ctx<'_> {
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let cx = Ctx { path, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| cx.serde_error(&e))?;
-    let repository = repository(&cx, &raw.repository)?;
+    let Some(raw_repository) = &raw.repository else {
+        return Err(ConfigError(format!(
+            "{}: no [repository] table: the file must say which repository its jobs back up to, e.g.\n  [repository]\n  repo = \"/srv/vault\"",
+            path.display()
+        )));
+    };
+    let repository = repository(&cx, raw_repository)?;
     if raw.job.is_empty() {
         return Err(ConfigError(format!(
             "{}: no [[job]] defined: nothing to run",
@@ -740,6 +748,23 @@ keep = { hanoi = 6 }
 
     const HEAD: &str = "[repository]\nrepo = \"/srv/vault\"\n";
 
+    /// Regression: a file without `[repository]` was reported as `line 1, job "a" (job 1):
+    /// missing field repository`, blaming the first job.
+    #[test]
+    fn a_missing_repository_table_blames_no_job() {
+        for text in [
+            "[[job]]\nname = \"a\"\nsource = { file = \"/a\" }\n",
+            "[defaults]\nevery = \"1d\"\n[[job]]\nname = \"a\"\nsource = { file = \"/a\" }\n",
+        ] {
+            let e = err(text);
+            assert!(
+                e.starts_with("/etc/blockvault.toml: no [repository] table"),
+                "{e}"
+            );
+            assert!(!e.contains("(job 1)") && !e.contains("line 1"), "{e}");
+        }
+    }
+
     #[test]
     fn mistakes_name_file_line_job_and_field() {
         let e = err(&format!(
@@ -791,6 +816,10 @@ keep = { hanoi = 6 }
             (
                 "name = \"z\"\nsource = { zfs = \"tank@a@b\" }\n",
                 "neither a dataset",
+            ),
+            (
+                "name = \"tank//vm\"\nsource = { file = \"/d\" }\n",
+                "line 4, job \"tank//vm\" (job 1), field `name`: series name \"tank//vm\" has an empty part",
             ),
         ] {
             let e = err(&format!("{HEAD}[[job]]\n{job}"));

@@ -78,16 +78,35 @@ pub fn unescape_series(escaped: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A series name is any non-empty text of at most 200 bytes without control characters.
+/// What a new series may be called, for messages that refuse a name.
+const SERIES_RULE: &str = "a series name is one or more parts separated by single `/` (vm101, tank/vm-101), none of them empty, blank, `.` or `..`";
+
+/// Whether a backup (or a job) may record a new version under this name: at most 200
+/// bytes without control characters, made of `/`-separated parts none of which is empty,
+/// blank, `.` or `..`. The escaping makes any name safe to store; these rules keep names that
+/// read like paths unambiguous and visible in a listing (`" "`, `a//b`, `..`). Readers do not
+/// apply them: a series stored under another name by an older blockvault stays readable.
 pub fn validate_series(name: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err("a series name cannot be empty".into());
+        return Err(format!("a series name cannot be empty: {SERIES_RULE}"));
     }
     if name.len() > 200 {
         return Err(format!("series name {name:?} is longer than 200 bytes"));
     }
     if name.chars().any(char::is_control) {
         return Err(format!("series name {name:?} contains control characters"));
+    }
+    if name.trim().is_empty() {
+        return Err(format!("series name {name:?} is blank: {SERIES_RULE}"));
+    }
+    for part in name.split('/') {
+        let why = match part {
+            "" => "has an empty part (a leading, trailing or doubled `/`)",
+            "." | ".." => "has a `.` or `..` part",
+            p if p.trim().is_empty() => "has a blank part",
+            _ => continue,
+        };
+        return Err(format!("series name {name:?} {why}: {SERIES_RULE}"));
     }
     Ok(())
 }
@@ -165,6 +184,43 @@ mod tests {
         );
         let id = ChunkId([0xab; 32]);
         assert!(chunk(&id).starts_with("chunks/ab/abab"));
+    }
+
+    #[test]
+    fn new_series_names() {
+        for ok in [
+            "vm101",
+            "tank/vm-101",
+            "a b",
+            "pg dump/main",
+            ".hidden",
+            "a/.b",
+            "a..b",
+            "é",
+        ] {
+            assert_eq!(validate_series(ok), Ok(()), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            (" ", "blank"),
+            ("\u{3000}", "blank"),
+            ("a/", "empty part"),
+            ("/abs", "empty part"),
+            ("a//b", "empty part"),
+            ("/", "empty part"),
+            ("..", "`..`"),
+            (".", "`.`"),
+            ("a/../b", "`..`"),
+            ("a/./b", "`.`"),
+            ("a/ /b", "blank part"),
+            ("a\nb", "control"),
+        ] {
+            let e = validate_series(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        // Each refusal says what is allowed.
+        let e = validate_series("a//b").expect_err("a//b");
+        assert!(e.contains("separated by single `/`"), "{e}");
     }
 
     proptest! {

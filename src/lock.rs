@@ -5,6 +5,14 @@
 //! remove ours and fail, naming the holder. Two racing processes may both back off; neither
 //! can proceed believing it is alone. A lock whose heartbeat is older than the stale limit,
 //! or whose holder is a dead process on this host, is ignored.
+//!
+//! A command that only reads (restore, check: [`Access::ReadOnly`]) goes on without a lock
+//! when the store refuses to write one for lack of permission (read-only media, a directory
+//! it may not write, read-only S3 credentials), after a warning: recovering from such a copy
+//! must not need write access. What it gives up is gc's respect: a gc started meanwhile by a
+//! client that can write does not see it, and may delete chunks it is about to read, which it
+//! then reports as missing (never as other data). It still refuses to start while a live gc
+//! lock is there, since listing needs no write.
 
 use crate::error::Error;
 use crate::format::lock::{LockInfo, LockMode};
@@ -24,8 +32,24 @@ use std::time::Duration;
 pub const DEFAULT_STALE_SECS: i64 = 30 * 60;
 pub const HEARTBEAT_SECS: u64 = 120;
 
+/// What the command taking a lock will do to the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// It writes (backup, prune, forget, gc, key, ...): without its lock it must not run.
+    #[default]
+    ReadWrite,
+    /// It only reads (restore, check): where the store refuses to write its lock, it runs
+    /// without one (see the module doc).
+    ReadOnly,
+}
+
+/// A lock taken, or, for a reader in a repository that refuses writes, the note that none is.
 pub struct LockGuard {
     repo: Arc<Repo>,
+    held: Option<Held>,
+}
+
+struct Held {
     name: String,
     heartbeat: tokio::task::JoinHandle<()>,
     /// Unix seconds of the last heartbeat the store accepted.
@@ -54,11 +78,15 @@ fn is_stale(info: &LockInfo, now: i64, host: &str) -> bool {
         && !std::path::Path::new(&format!("/proc/{}", info.pid)).exists()
 }
 
-fn describe(info: &LockInfo, name: &str) -> String {
-    let mode = match info.mode {
+fn mode_word(mode: LockMode) -> &'static str {
+    match mode {
         LockMode::Shared => "shared",
         LockMode::Exclusive => "exclusive",
-    };
+    }
+}
+
+fn describe(info: &LockInfo, name: &str) -> String {
+    let mode = mode_word(info.mode);
     let since = jiff::Timestamp::from_second(info.created)
         .map(|t| t.to_string())
         .unwrap_or_default();
@@ -171,9 +199,31 @@ impl LockGuard {
             created: now,
             heartbeat: now,
         };
-        repo.store()
+        match repo
+            .store()
             .put_new(&name, seal_lock(repo, &name, &info))
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if repo.access() == Access::ReadOnly && e.refuses_writes() => {
+                eprintln!(
+                    "warning: {purpose} goes on without a lock: the repository refuses writes ({e}). A gc run meanwhile by a client that can write would not see it, and could delete chunks it still has to read (they would be reported missing)"
+                );
+                return Ok(LockGuard {
+                    repo: repo.clone(),
+                    held: None,
+                });
+            }
+            Err(e) => {
+                let which = match mode {
+                    LockMode::Shared => "a shared",
+                    LockMode::Exclusive => "the exclusive",
+                };
+                return Err(
+                    anyhow::Error::new(e).context(format!("taking {which} lock for {purpose}"))
+                );
+            }
+        }
         if let Some(holder) = conflict(repo, mode, Some(&name)).await? {
             let _ = repo.store().delete(&name).await;
             return Err(Error::Locked {
@@ -206,9 +256,11 @@ impl LockGuard {
         };
         Ok(LockGuard {
             repo: repo.clone(),
-            name,
-            heartbeat,
-            last_beat,
+            held: Some(Held {
+                name,
+                heartbeat,
+                last_beat,
+            }),
         })
     }
 
@@ -217,13 +269,22 @@ impl LockGuard {
     /// judged this lock stale (and may have swept chunks this backup reuses) never sees a
     /// manifest appear that references them.
     pub fn ensure_fresh(&self) -> Result<()> {
-        let since = now_unix() - self.last_beat.load(Ordering::Relaxed);
+        // Only readers go without a lock, and they commit nothing; a writer that got here
+        // without one must not commit either.
+        let Some(held) = &self.held else {
+            return Err(Error::Locked {
+                repo: self.repo.location(),
+                holder: "this process holds no lock of its own; nothing was committed".into(),
+            }
+            .into());
+        };
+        let since = now_unix() - held.last_beat.load(Ordering::Relaxed);
         if since > stale_secs() / 2 {
             return Err(Error::Locked {
                 repo: self.repo.location(),
                 holder: format!(
                     "this process's own lock {} had no accepted heartbeat for {since} s, so another process may have judged it stale; nothing was committed",
-                    self.name
+                    held.name
                 ),
             }
             .into());
@@ -231,15 +292,19 @@ impl LockGuard {
         Ok(())
     }
 
-    pub async fn release(self) {
-        self.heartbeat.abort();
-        // A lock left behind by a failed delete goes stale by itself.
-        let _ = self.repo.store().delete(&self.name).await;
+    pub async fn release(mut self) {
+        if let Some(held) = self.held.take() {
+            held.heartbeat.abort();
+            // A lock left behind by a failed delete goes stale by itself.
+            let _ = self.repo.store().delete(&held.name).await;
+        }
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.heartbeat.abort();
+        if let Some(held) = &self.held {
+            held.heartbeat.abort();
+        }
     }
 }

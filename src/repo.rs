@@ -19,6 +19,7 @@ use crate::format::pointer::CurrentPointer;
 use crate::format::{FormatError, Kind, encode};
 use crate::keys::{self, Argon2Cost, KeyError, Keys, MasterKey, PaperKey, Secret};
 use crate::layout;
+use crate::lock::Access;
 use crate::manifest::Manifest;
 use crate::objects;
 use crate::seal;
@@ -63,6 +64,9 @@ pub struct Repo {
     pub keys: Keys,
     /// In an encrypted repository: the master key, and the key object that unlocked it.
     unlocked: Option<Unlocked>,
+    /// Whether the command using this handle writes to the repository; decides what a lock
+    /// that the store refuses to write means ([`crate::lock`]).
+    access: Access,
 }
 
 struct Unlocked {
@@ -196,6 +200,7 @@ impl Repo {
             config,
             keys,
             unlocked,
+            access: Access::ReadWrite,
         })
     }
 
@@ -243,6 +248,7 @@ impl Repo {
             config,
             keys,
             unlocked,
+            access: Access::ReadWrite,
         })
     }
 
@@ -252,6 +258,16 @@ impl Repo {
 
     pub fn location(&self) -> String {
         self.store.describe()
+    }
+
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Declares what the command will do with this handle: a handle for reading only may go
+    /// on without a lock when the store refuses to write one.
+    pub fn set_access(&mut self, access: Access) {
+        self.access = access;
     }
 
     pub fn zstd_level(&self) -> i32 {

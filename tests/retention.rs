@@ -251,9 +251,9 @@ fn prune_needs_a_policy_and_prints_its_seed() {
         ],
     );
     v.run(&["prune", "--name", "s"])
-        .error(1, &["no retention policy"]);
+        .error(2, &["no retention policy"]);
     v.run(&["prune", "--name", "s", "--keep-last", "0"])
-        .error(1, &["no retention policy"]);
+        .error(2, &["no retention policy"]);
     assert_eq!(v.run(&["prune", "--name", "s", "--seed", "1"]).code, 2);
     assert_eq!(
         v.run(&["prune", "--name", "s", "--keep-weighted", "1"])

@@ -266,6 +266,10 @@ pub struct Server {
     pub region: &'static str,
     pub bucket: String,
     process: Mutex<Process>,
+    /// Garage's configuration file, for its administration commands (`garage -c ...`).
+    config: Option<PathBuf>,
+    /// Set once the read-only key exists on this server.
+    read_only: OnceLock<()>,
 }
 
 impl Server {
@@ -322,6 +326,37 @@ impl Server {
     /// Every object under `prefix/`: key (without the prefix), size, storage class.
     pub fn objects(&self, prefix: &str) -> Vec<Object> {
         list_objects(&self.client(), &self.bucket, &format!("{prefix}/"))
+    }
+
+    /// Credentials (access key id, secret) that may read the test bucket and not write it:
+    /// a second Garage key, allowed `--read` only. Moto enforces no permissions, so only
+    /// Garage has them.
+    pub fn read_only_key(&self) -> (String, String) {
+        const ID: &str = "GK0000000000000000readonly";
+        const SECRET: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+        let config = self
+            .config
+            .as_ref()
+            .expect("read-only credentials need Garage: moto enforces no permissions");
+        self.read_only.get_or_init(|| {
+            let garage = |args: &[&str]| {
+                let out = Command::new(garage_bin())
+                    .arg("-c")
+                    .arg(config)
+                    .args(args)
+                    .output()
+                    .unwrap_or_else(|e| panic!("running garage {args:?}: {e}"));
+                assert!(
+                    out.status.success(),
+                    "garage {args:?} failed: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            garage(&["key", "import", "--yes", "-n", "read-only", ID, SECRET]);
+            garage(&["bucket", "allow", "--read", &self.bucket, "--key", ID]);
+        });
+        (ID.into(), SECRET.into())
     }
 
     /// The server's log so far (for failure messages).
@@ -534,6 +569,8 @@ pub fn garage() -> &'static Server {
             region: GARAGE_REGION,
             bucket: BUCKET.into(),
             process: Mutex::new(process),
+            config: Some(dir.join("garage.toml")),
+            read_only: OnceLock::new(),
         }
     })
 }
@@ -566,6 +603,8 @@ pub fn moto() -> &'static Server {
             region: MOTO_REGION,
             bucket: BUCKET.into(),
             process: Mutex::new(process),
+            config: None,
+            read_only: OnceLock::new(),
         }
     })
 }
@@ -593,6 +632,8 @@ impl RestartableGarage {
                 region: GARAGE_REGION,
                 bucket: BUCKET.into(),
                 process: Mutex::new(process),
+                config: Some(dir.path().join("garage.toml")),
+                read_only: OnceLock::new(),
             },
             node,
             dir: Some(dir),

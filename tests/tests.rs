@@ -4,6 +4,7 @@ mod s3_servers;
 mod util;
 
 mod bad_input;
+mod cli_args;
 mod crash;
 mod damage;
 mod e2e;

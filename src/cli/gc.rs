@@ -1,4 +1,4 @@
-use super::GlobalArgs;
+use super::{GlobalArgs, parse_in_flight};
 use crate::backup::DEFAULT_IN_FLIGHT;
 use crate::gc::{GcOptions, gc};
 use anyhow::Result;
@@ -11,7 +11,7 @@ pub struct GcArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Deletes issued at once.
-    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N", value_parser = parse_in_flight)]
     pub in_flight: usize,
 }
 

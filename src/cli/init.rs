@@ -1,10 +1,10 @@
-use super::{GlobalArgs, parse_size};
+use super::{GlobalArgs, parse_size, usage};
 use crate::chunker::{Chunking, DEFAULT_FIXED_SIZE};
 use crate::format::config::Encryption;
 use crate::keys::Secret;
 use crate::repo::{InitOptions, OPTION_STORAGE_CLASS, Repo};
 use crate::store::{LocalDir, S3, Store};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -24,26 +24,33 @@ pub struct InitArgs {
     #[arg(long, value_enum, default_value = "repokey")]
     pub encryption: EncryptionArg,
     /// Fixed chunk size for files and block devices (a multiple of 4 KiB, 64K to 64M).
-    #[arg(long, value_parser = parse_size, default_value_t = u64::from(DEFAULT_FIXED_SIZE))]
-    pub chunk_size: u64,
+    #[arg(long, value_parser = parse_chunk_size, default_value_t = DEFAULT_FIXED_SIZE)]
+    pub chunk_size: u32,
     /// zstd compression level (1-19): 3 balances speed against size.
-    #[arg(long, default_value_t = crate::repo::DEFAULT_ZSTD_LEVEL)]
+    #[arg(long, default_value_t = crate::repo::DEFAULT_ZSTD_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=19))]
     pub compression: i32,
+}
+
+/// A size (`4M`) that the fixed chunker accepts, so that a wrong one is a usage error.
+fn parse_chunk_size(s: &str) -> Result<u32, String> {
+    let size = parse_size(s)?;
+    let size = u32::try_from(size).map_err(|_| format!("{s:?} is too large"))?;
+    Chunking::Fixed { size }.validate()?;
+    Ok(size)
 }
 
 pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     let loc = g.repo_location()?;
-    let fixed = u32::try_from(a.chunk_size)
-        .map_err(|_| anyhow!("--chunk-size {} is too large", a.chunk_size))?;
-    Chunking::Fixed { size: fixed }
-        .validate()
-        .map_err(|e| anyhow!("--chunk-size: {e}"))?;
     let mut options = BTreeMap::new();
     if let Some(class) = &g.storage_class {
         crate::store::s3::storage_class(Some(class))
-            .map_err(|e| anyhow!("--storage-class: {e}"))?;
+            .map_err(|e| usage(format!("--storage-class: {e}")))?;
         options.insert(OPTION_STORAGE_CLASS.to_string(), class.clone());
     }
+    // Everything that can be refused is refused before anything is created: a failed init
+    // must not leave a directory that makes the next one say "already exists".
+    let mut create = None;
     let store: Arc<dyn Store> = if loc.starts_with("s3://") {
         let s3 = S3::connect(g.s3_options(loc)?).await?;
         s3.check_bucket().await?;
@@ -70,11 +77,7 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
                 );
             }
         } else {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)
-                .with_context(|| format!("creating {loc}"))?;
+            create = Some(path);
         }
         Arc::new(LocalDir::new(path))
     };
@@ -92,8 +95,25 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
         options,
         ..InitOptions::default()
     };
-    opts.chunker.fixed_size = fixed;
-    let repo = Repo::init(store, opts, secret).await?;
+    opts.chunker.fixed_size = a.chunk_size;
+    if let Some(path) = create {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .with_context(|| format!("creating {loc}"))?;
+    }
+    let repo = match Repo::init(store, opts, secret).await {
+        Ok(repo) => repo,
+        Err(e) => {
+            // The directory did not exist before this init, so all it holds is this init's
+            // (a key object without a config is no repository).
+            if let Some(path) = create {
+                let _ = std::fs::remove_dir_all(path);
+            }
+            return Err(e);
+        }
+    };
     if g.json {
         super::print_json(&serde_json::json!({
             "repository": loc,

@@ -273,7 +273,9 @@ async fn change(g: &GlobalArgs, a: NewSecretArgs) -> Result<()> {
 
 async fn export(g: &GlobalArgs, a: ExportArgs) -> Result<()> {
     if g.json {
-        bail!("key export writes the paper key as text: it has no --json form");
+        return Err(super::usage(
+            "key export writes the paper key as text: it has no --json form",
+        ));
     }
     let repo = g.open().await?;
     let master = repo.master_key()?;

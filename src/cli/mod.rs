@@ -15,6 +15,7 @@ mod show;
 mod unlock;
 
 use crate::keys::{self, Secret};
+use crate::lock::Access;
 use crate::store::{LocalDir, S3, S3Options, Store, fault};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
@@ -36,7 +37,7 @@ pub struct Cli {
 #[command(next_help_heading = "Repository and output options")]
 pub struct GlobalArgs {
     /// The repository: a local directory, or s3://bucket/prefix.
-    #[arg(long, env = "BLOCKVAULT_REPO", global = true, value_name = "PATH|URL")]
+    #[arg(long, env = "BLOCKVAULT_REPO", global = true, value_name = "PATH|URL", value_parser = parse_repo)]
     pub repo: Option<String>,
     /// Read the passphrase from this file (its first line). BLOCKVAULT_PASSWORD also works;
     /// otherwise blockvault asks on the terminal.
@@ -67,6 +68,9 @@ pub struct GlobalArgs {
     /// pointers, keys and locks stay STANDARD. With init: the repository's default.
     #[arg(long, global = true, value_name = "CLASS")]
     pub storage_class: Option<String>,
+    /// Whether the command writes to the repository: set from the subcommand, never typed.
+    #[arg(skip)]
+    pub access: Access,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,7 +102,13 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let g = &cli.global;
+    let mut global = cli.global;
+    // Restore and check only read: on read-only media or with read-only credentials they go
+    // on without a lock rather than not at all (`crate::lock`).
+    if matches!(cli.command, Command::Restore(_) | Command::Check(_)) {
+        global.access = Access::ReadOnly;
+    }
+    let g = &global;
     // Long runs that hold a lock stop cleanly on the first SIGINT, SIGTERM or SIGHUP; the
     // others are short, and end at once as before.
     if matches!(
@@ -130,8 +140,8 @@ pub async fn run(cli: Cli) -> Result<()> {
 impl GlobalArgs {
     fn repo_location(&self) -> Result<&str> {
         self.repo.as_deref().ok_or_else(|| {
-            anyhow!(
-                "no repository given: use --repo PATH or s3://bucket/prefix, or set BLOCKVAULT_REPO"
+            usage(
+                "no repository given: use --repo PATH or s3://bucket/prefix, or set BLOCKVAULT_REPO",
             )
         })
     }
@@ -182,7 +192,8 @@ impl GlobalArgs {
     /// Opens the repository, asking for a secret only if it is encrypted.
     async fn open(&self) -> Result<Arc<crate::repo::Repo>> {
         let (store, s3) = self.store().await?;
-        let repo = crate::repo::Repo::open(store, || self.secret(false)).await?;
+        let mut repo = crate::repo::Repo::open(store, || self.secret(false)).await?;
+        repo.set_access(self.access);
         if let (Some(s3), None) = (s3, &self.storage_class) {
             let default = repo.config.options.get(crate::repo::OPTION_STORAGE_CLASS);
             s3.set_chunk_storage_class(default.map(String::as_str))
@@ -288,6 +299,30 @@ fn read_secret_file(path: &Path, what: &str, max: u64) -> Result<Zeroizing<Vec<u
         );
     }
     Ok(buf)
+}
+
+/// An error in what was typed, found after clap's parse: `main` prints it as it prints clap's
+/// own and exits 2.
+pub fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
+    clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{msg}\n")).into()
+}
+
+/// `--repo` (or `BLOCKVAULT_REPO`): an empty one would name the current directory without
+/// saying so, and `init` would write there.
+fn parse_repo(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("the repository is empty: give a local directory or s3://bucket/prefix".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `--in-flight N`: at least 1, as a job file's `in_flight` must be.
+pub fn parse_in_flight(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
 }
 
 /// Parses `4M`, `4MiB`, `512k`, `1048576`: binary units, since chunk sizes are powers of two.

@@ -1,7 +1,7 @@
-use super::{GlobalArgs, rfc3339};
+use super::{GlobalArgs, rfc3339, usage};
 use crate::prune;
 use crate::retention::{Decision, Hanoi, Policy, Within, parse_period};
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
@@ -130,9 +130,9 @@ fn print_plan(g: &GlobalArgs, series: &str, plan: &[Decision], seed: Option<u64>
 pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
     let policy = a.policy();
     if policy.is_empty() {
-        bail!(
-            "no retention policy given: prune needs at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within, --keep-weighted or --hanoi with a value above zero"
-        );
+        return Err(usage(
+            "no retention policy given: prune needs at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within, --keep-weighted or --hanoi with a value above zero",
+        ));
     }
     let seed = match (a.keep_weighted, a.seed) {
         (Some(_), None) => Some(rand::random::<u64>()),

@@ -1,8 +1,8 @@
 //! `blockvault run --config FILE`: every due job of a job file, one after another. A job that
 //! fails is reported and the others still run; the exit status is non-zero if any failed.
 
-use super::GlobalArgs;
 use super::backup::{ZfsSend, warn_if_unrestorable, zfs_send_plan};
+use super::{GlobalArgs, usage};
 use crate::backup::{BackupOptions, BackupSummary, DEFAULT_IN_FLIGHT, backup};
 use crate::interrupt;
 use crate::jobs::{self, Config, Job, Source, ZfsSource};
@@ -114,10 +114,6 @@ fn lock_config(path: &std::path::Path) -> Result<std::fs::File> {
             Err(e).with_context(|| format!("cannot lock the job file {}", path.display()))
         }
     }
-}
-
-fn usage(msg: String) -> anyhow::Error {
-    clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{msg}\n")).into()
 }
 
 pub async fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
@@ -246,6 +242,7 @@ fn repository_args(g: &GlobalArgs, c: &Config) -> GlobalArgs {
         s3_endpoint: r.s3_endpoint.clone().or_else(|| g.s3_endpoint.clone()),
         s3_region: r.s3_region.clone().or_else(|| g.s3_region.clone()),
         storage_class: r.storage_class.clone(),
+        access: g.access,
     }
 }
 

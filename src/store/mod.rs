@@ -49,11 +49,33 @@ pub enum StoreError {
         key: String,
         message: String,
     },
+    /// A remote store refused the request for lack of permission (S3 `AccessDenied`): with
+    /// read-only credentials, every write.
+    #[error("{}{store}: {message}", if key.is_empty() { String::new() } else { format!("{key} in ") })]
+    Denied {
+        store: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// The store refused a write because this client may not write there: a directory it
+    /// has no write permission on, a read-only file system, read-only credentials. Not a
+    /// full disk or a network failure, which are no answer about permission.
+    pub fn refuses_writes(&self) -> bool {
+        match self {
+            StoreError::Io { cause, .. } => matches!(
+                cause.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+            ),
+            StoreError::Denied { .. } => true,
+            _ => false,
+        }
     }
 }
 

@@ -256,17 +256,25 @@ impl S3 {
         // One line, short: the SDK's full context (`DisplayErrorContext`) spans several
         // lines for a credentials failure and ends in a Debug dump of the whole error.
         let why = reason(&err);
+        let denied = |message| StoreError::Denied {
+            store: self.describe(),
+            key: key.into(),
+            message,
+        };
         let message = match (code.as_deref(), status) {
             (Some("NoSuchBucket"), _) => format!("bucket {:?} does not exist", self.bucket),
-            (
-                Some("AccessDenied") | Some("InvalidAccessKeyId") | Some("SignatureDoesNotMatch"),
-                _,
-            )
-            | (_, Some(403)) => {
+            // Credentials the server does not accept: no answer about what they may do.
+            (Some("InvalidAccessKeyId") | Some("SignatureDoesNotMatch"), _) => {
                 format!(
                     "access denied to bucket {:?} (check the credentials and the bucket policy): {why}",
                     self.bucket
                 )
+            }
+            (Some("AccessDenied"), _) | (_, Some(403)) => {
+                return denied(format!(
+                    "access denied to bucket {:?} (check the credentials and the bucket policy): {why}",
+                    self.bucket
+                ));
             }
             (
                 Some("AuthorizationHeaderMalformed")
