@@ -596,7 +596,7 @@ async fn run(
     // died before writing anything shows up as an empty stream, so do not call that a backup.
     if bytes_read == 0 && info.kind.is_stream() && !opts.allow_empty {
         bail!(
-            "{} {} produced no data; no version recorded (if an empty backup is what you want, add --allow-empty)",
+            "{} {} produced no data; no version recorded (if an empty backup is what you want, add --allow-empty; in a job file, allow_empty = true)",
             info.kind.as_str(),
             info.description
         );

@@ -32,7 +32,8 @@
 //!
 //! Reads run with bounded concurrency (tokio tasks and a semaphore, as in restore); opening
 //! and hashing run on the rayon pool (`cpu`). A shared lock keeps gc from deleting chunks
-//! while we look; backups, prunes and forgets may run alongside: a manifest that vanishes
+//! while we look (where the store refuses to write it, a check goes on without one after a
+//! warning: `crate::lock`); backups, prunes and forgets may run alongside: a manifest that vanishes
 //! after the listing is skipped, not reported.
 
 use crate::chunk_id::ChunkId;

@@ -317,7 +317,7 @@ fn cases() -> Vec<Case> {
                     strings(&["series name", "empty"]),
                 )
             },
-            code: 1,
+            code: 2,
             after: Some(only_the_original_version),
         },
         Case {
@@ -329,7 +329,7 @@ fn cases() -> Vec<Case> {
                     strings(&["--time", "\"yesterday\"", "RFC 3339"]),
                 )
             },
-            code: 1,
+            code: 2,
             after: Some(only_the_original_version),
         },
         Case {

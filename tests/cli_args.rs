@@ -302,7 +302,7 @@ fn odd_series_names_are_refused_for_new_backups_and_stay_readable() {
     write_random_file(&src, 33, MIB);
     for name in [" ", "a/", "a//b", "..", "/abs", "a/./b", "a/ /b"] {
         v.run(&["backup", "--name", name, s(&src)])
-            .error(1, &["series name", "separated by single `/`"]);
+            .error(2, &["series name", "separated by single `/`"]);
     }
     assert!(v.list().is_empty(), "a refused backup recorded a version");
     v.backup("tank/vm-101", &[s(&src)]);

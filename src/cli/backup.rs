@@ -4,7 +4,7 @@ use crate::prune;
 use crate::repo::Repo;
 use crate::source::SourceSpec;
 use crate::zfs::{self, Status, chain, facts::hex_guid};
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use indicatif::HumanBytes;
 use std::io::IsTerminal;
@@ -52,7 +52,7 @@ pub struct BackupArgs {
     #[arg(long, value_name = "TIME")]
     pub time: Option<String>,
     /// Chunks processed at once; memory use is about this times twice the chunk size.
-    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N", value_parser = super::parse_in_flight)]
     pub in_flight: usize,
     /// Record a version even when standard input or the command produces no data (refused
     /// by default: an empty stream is usually a producer that failed).
@@ -88,6 +88,7 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         (None, Some(snap)) => zfs::cmd::split_snapshot(snap)?.0.to_string(),
         (None, None) => bail!("--name is required: the series this version belongs to"),
     };
+    crate::layout::validate_series(&series).map_err(super::usage)?;
     let spec = match (&a.command, &a.source) {
         _ if a.zfs.is_some() => SourceSpec::Stdin, // replaced below, once the repository is open
         (Some(c), _) if c.trim().is_empty() => bail!("--command is empty"),
@@ -110,7 +111,9 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         .as_deref()
         .map(|t| {
             t.parse::<jiff::Timestamp>().map_err(|e| {
-                anyhow!("--time {t:?} is not an RFC 3339 time such as 2026-01-01T03:00:00Z: {e}")
+                super::usage(format!(
+                    "--time {t:?} is not an RFC 3339 time such as 2026-01-01T03:00:00Z: {e}"
+                ))
             })
         })
         .transpose()?;

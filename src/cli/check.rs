@@ -24,7 +24,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "S", requires = "subset")]
     pub seed: Option<u64>,
     /// Objects fetched at once [default: 8 from a local directory, 16 from S3].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::parse_in_flight)]
     pub in_flight: Option<usize>,
     /// With --read-data: delete the chunks found damaged (each is read twice first), so that
     /// `backup --heal` of a source that still holds their data stores them again.
