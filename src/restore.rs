@@ -2,11 +2,16 @@
 //! one verified against its id, and written positionally (files, devices) or in order
 //! (stdout).
 //!
-//! - A new file is written under a hidden partial name, made sparse (zero chunks are never
-//!   written), fsynced, and renamed into place only when complete: a failed restore never
-//!   leaves a plausible-looking file behind.
+//! - A target is checked before the repository is read ([`Target::check`]): a new file may
+//!   replace only a regular file, and in place only a regular file or a block device is
+//!   written. Anything else (a directory, a character device such as /dev/null, a FIFO, a
+//!   socket) is refused, since renaming a file over it would delete it.
+//! - A new file is written under a hidden partial name beside it (shortened when the target's
+//!   name is long), made sparse (zero chunks are never written), fsynced, and renamed into
+//!   place only when complete: a failed restore never leaves a plausible-looking file behind.
 //! - In place, the target is read chunk by chunk and only chunks whose content differs are
 //!   fetched and written (s3bdbk's restore), so re-syncing a mostly-unchanged device is cheap.
+//!   A failure once writing may have begun says that the target is part old, part new.
 //! - A target smaller than the version is refused before anything is written.
 //! - With `allow_damage` (disaster recovery), a chunk that is damaged or missing is written as
 //!   zeros (left as a hole in a new file) and its byte range recorded in
@@ -37,8 +42,10 @@ use crate::zfs::ZfsFacts;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, FileType, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +63,161 @@ pub enum Target {
     /// An existing file or block device, updated where it differs.
     InPlace(PathBuf),
     Stdout,
+}
+
+impl Target {
+    /// Refuses a target this restore cannot write, naming it and what it is. [`restore`] calls
+    /// it before anything else; the CLI calls it before opening the repository too, so that a
+    /// mistyped target is refused before a passphrase is asked for.
+    pub fn check(&self) -> Result<()> {
+        match self {
+            Target::NewFile { path, force } => check_new_file(path, *force),
+            Target::InPlace(path) => in_place_target(path).map(drop),
+            Target::Stdout => Ok(()),
+        }
+    }
+}
+
+/// The metadata of an in-place target, which must be a regular file or a block device.
+fn in_place_target(path: &Path) -> Result<fs::Metadata> {
+    let meta = fs::metadata(path)
+        .with_context(|| format!("target {} for an in-place restore", path.display()))?;
+    let t = meta.file_type();
+    if t.is_file() || t.is_block_device() {
+        return Ok(meta);
+    }
+    bail!(
+        "target {} is {}: --in-place updates a regular file or a block device{}",
+        path.display(),
+        kind_of(t),
+        stream_hint(t, path)
+    )
+}
+
+/// What a file is, for a message that says why it cannot be a target.
+fn kind_of(t: FileType) -> &'static str {
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "neither a file nor a device"
+    }
+}
+
+/// For a target that can take a stream of bytes but not a file: how to give it one.
+fn stream_hint(t: FileType, path: &Path) -> String {
+    if t.is_char_device() || t.is_fifo() {
+        format!(
+            "; to write the version into it as a stream, restore to standard output: `- > {}`",
+            path.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// A new file replaces only a regular file (with `force`): renaming over anything else would
+/// delete it (a device node, a FIFO) or fail once everything was fetched (a directory).
+fn check_new_file(path: &Path, force: bool) -> Result<()> {
+    file_name(path)?;
+    let missing = match fs::metadata(path) {
+        Ok(meta) => {
+            let t = meta.file_type();
+            if t.is_block_device() {
+                bail!(
+                    "target {} is a block device: add --in-place to restore onto it",
+                    path.display()
+                );
+            }
+            if t.is_dir() {
+                bail!(
+                    "target {} is a directory: give the path of the file to restore to",
+                    path.display()
+                );
+            }
+            if !t.is_file() {
+                bail!(
+                    "target {} is {}: a restore replaces only a regular file{}",
+                    path.display(),
+                    kind_of(t),
+                    stream_hint(t, path)
+                );
+            }
+            if !force {
+                bail!(
+                    "target {} already exists: add --in-place to update it (only differing chunks are written) or --force to replace it",
+                    path.display()
+                );
+            }
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    let dir = dir_of(path);
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(meta) => bail!(
+            "target {} cannot be created: {} is {}, not a directory",
+            path.display(),
+            dir.display(),
+            kind_of(meta.file_type())
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(e).context(format!(
+                "target {} cannot be created: its directory {} does not exist",
+                path.display(),
+                dir.display()
+            ));
+        }
+        Err(e) => {
+            return Err(e).context(format!(
+                "target {} cannot be created in {}",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
+    match missing {
+        e if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        e if is_too_long(&e) => Err(name_too_long(e, path)),
+        e => Err(e).context(format!("target {}", path.display())),
+    }
+}
+
+fn is_too_long(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENAMETOOLONG)
+}
+
+fn name_too_long(e: io::Error, path: &Path) -> anyhow::Error {
+    let len = path.file_name().map_or(0, |n| n.len());
+    anyhow!(e).context(format!(
+        "target {}: its name is {len} bytes, longer than the filesystem of {} allows",
+        path.display(),
+        dir_of(path).display()
+    ))
+}
+
+/// The last component of a new file's path (not `..`, not `/`).
+fn file_name(path: &Path) -> Result<&OsStr> {
+    path.file_name()
+        .ok_or_else(|| anyhow!("target {} names no file", path.display()))
+}
+
+/// The directory a path's last component is in ("." for a bare name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
 }
 
 pub struct RestoreOptions {
@@ -114,6 +276,7 @@ pub async fn restore(
     target: Target,
     opts: RestoreOptions,
 ) -> Result<RestoreSummary> {
+    target.check()?;
     let requests_before = repo.store().requests();
     let lock = LockGuard::acquire(
         &repo,
@@ -154,8 +317,8 @@ async fn run(
         opts.progress,
     );
     let (mut counts, shown) = match target {
-        Target::NewFile { path, force } => (
-            to_new_file(repo, &m, path, *force, opts, &pb).await?,
+        Target::NewFile { path, .. } => (
+            to_new_file(repo, &m, path, opts, &pb).await?,
             path.display().to_string(),
         ),
         Target::InPlace(path) => (
@@ -304,32 +467,11 @@ async fn to_new_file(
     repo: &Arc<Repo>,
     m: &Arc<Manifest>,
     path: &Path,
-    force: bool,
     opts: &RestoreOptions,
     pb: &indicatif::ProgressBar,
 ) -> Result<Counts> {
-    if let Ok(meta) = fs::metadata(path) {
-        if meta.file_type().is_block_device() {
-            bail!(
-                "target {} is a block device: add --in-place to restore onto it",
-                path.display()
-            );
-        }
-        if !force {
-            bail!(
-                "target {} already exists: add --in-place to update it (only differing chunks are written) or --force to replace it",
-                path.display()
-            );
-        }
-    }
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| anyhow!("target {} has no file name", path.display()))?;
-    let partial = path.with_file_name(format!(".{name}.blockvault-partial"));
+    let (partial, file) = create_partial(path)?;
     let result = async {
-        let file =
-            File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
         // Extending leaves a hole: zero chunks are never written and cost no disk space.
         file.set_len(m.size)
             .with_context(|| format!("sizing {}", partial.display()))?;
@@ -339,17 +481,10 @@ async fn to_new_file(
             .with_context(|| format!("flushing {}", partial.display()))?;
         fs::rename(&partial, path)
             .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
-        if let Some(dir) = path.parent().map(|d| {
-            if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            }
-        }) {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("flushing directory {}", dir.display()))?;
-        }
+        let dir = dir_of(path);
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("flushing directory {}", dir.display()))?;
         Ok(counts)
     }
     .await;
@@ -357,6 +492,68 @@ async fn to_new_file(
         let _ = fs::remove_file(&partial);
     }
     result
+}
+
+/// What the hidden name of a file being restored ends with.
+const PARTIAL_SUFFIX: &str = ".blockvault-partial";
+
+/// Creates the hidden file a new target is written under until it is complete, beside it:
+/// `.NAME.blockvault-partial`, or, where the filesystem finds that too long, a name no longer
+/// than the target's own ([`short_partial_name`]), so any name the filesystem accepts works.
+fn create_partial(path: &Path) -> Result<(PathBuf, File)> {
+    let name = file_name(path)?;
+    let mut long = OsString::from(".");
+    long.push(name);
+    long.push(PARTIAL_SUFFIX);
+    let partial = path.with_file_name(long);
+    match File::create(&partial) {
+        Ok(f) => return Ok((partial, f)),
+        Err(e) if is_too_long(&e) => {}
+        Err(e) => return Err(partial_err(e, path, &partial)),
+    }
+    let short = path.with_file_name(short_partial_name(name));
+    match File::create(&short) {
+        Ok(f) => Ok((short, f)),
+        // A name as long as the target's is refused: so is the target's.
+        Err(e) if is_too_long(&e) && name.len() >= SHORT_PARTIAL_MIN => Err(name_too_long(e, path)),
+        Err(e) => Err(partial_err(e, path, &short)),
+    }
+}
+
+fn partial_err(e: io::Error, target: &Path, partial: &Path) -> anyhow::Error {
+    anyhow!(e).context(format!(
+        "target {} cannot be created: creating its partial file {}",
+        target.display(),
+        partial.display()
+    ))
+}
+
+/// The bytes of a short partial name besides the target name's prefix: the dot, a `~`, 16
+/// hex digits of hash and the suffix.
+const SHORT_PARTIAL_MIN: usize = 1 + 1 + 16 + PARTIAL_SUFFIX.len();
+
+/// `.PREFIX~HASH.blockvault-partial`, exactly as long as `name` when that is at least
+/// [`SHORT_PARTIAL_MIN`] bytes: a filesystem that takes the target's name takes this one,
+/// which a rename onto the target then needs. The hash of the whole name keeps names that
+/// share their first bytes apart; a UTF-8 name is cut between characters (a filesystem may
+/// insist on UTF-8), the hash taking up the bytes that leaves over.
+fn short_partial_name(name: &OsStr) -> OsString {
+    let bytes = name.as_bytes();
+    let room = bytes.len().saturating_sub(SHORT_PARTIAL_MIN);
+    let cut = match std::str::from_utf8(bytes) {
+        Ok(s) => s.floor_char_boundary(room),
+        Err(_) => room,
+    };
+    // A cut moves back at most 3 bytes, well within the 64 hex digits of a hash.
+    let hash = blake3::hash(bytes).to_hex();
+    let hash = &hash.as_str()[..16 + room - cut];
+    let mut short = Vec::with_capacity(SHORT_PARTIAL_MIN + room);
+    short.push(b'.');
+    short.extend_from_slice(&bytes[..cut]);
+    short.push(b'~');
+    short.extend_from_slice(hash.as_bytes());
+    short.extend_from_slice(PARTIAL_SUFFIX.as_bytes());
+    OsString::from_vec(short)
 }
 
 /// Devices mounted anywhere, by device path, from /proc/self/mounts.
@@ -377,15 +574,8 @@ async fn in_place(
     opts: &RestoreOptions,
     pb: &indicatif::ProgressBar,
 ) -> Result<Counts> {
-    let meta = fs::metadata(path)
-        .with_context(|| format!("target {} for an in-place restore", path.display()))?;
-    let is_device = meta.file_type().is_block_device();
-    if !is_device && !meta.is_file() {
-        bail!(
-            "target {} is neither a regular file nor a block device",
-            path.display()
-        );
-    }
+    // Again: the target may have changed while the manifest was fetched.
+    let is_device = in_place_target(path)?.file_type().is_block_device();
     if is_device && let Some(at) = mount_point_of(path) {
         bail!(
             "target {} is mounted at {at}: unmount it first; nothing was written",
@@ -408,14 +598,26 @@ async fn in_place(
         );
     }
     let file = Arc::new(file);
-    let counts = write_positional(repo, m, &file, Some(()), opts, pb, path).await?;
-    if !is_device && size > m.size {
-        file.set_len(m.size)
-            .with_context(|| format!("truncating {} to {} bytes", path.display(), m.size))?;
+    let written: Result<Counts> = async {
+        let counts = write_positional(repo, m, &file, Some(()), opts, pb, path).await?;
+        if !is_device && size > m.size {
+            file.set_len(m.size)
+                .with_context(|| format!("truncating {} to {} bytes", path.display(), m.size))?;
+        }
+        file.sync_all()
+            .with_context(|| format!("flushing {}", path.display()))?;
+        Ok(counts)
     }
-    file.sync_all()
-        .with_context(|| format!("flushing {}", path.display()))?;
-    Ok(counts)
+    .await;
+    // From here on any failure, a stop signal's included, may leave chunks written: the user
+    // must know the target is no longer what it was. (Damage written as zeros under
+    // `allow_damage` is a finished restore, reported by the caller.)
+    written.with_context(|| {
+        format!(
+            "restore stopped part-way: {} holds some chunks of the version and the rest as it was; restore in place again to finish",
+            path.display()
+        )
+    })
 }
 
 /// Writes every chunk at its offset. With `compare`, reads the target first and skips chunks
@@ -485,11 +687,10 @@ async fn write_positional(
                 continue;
             }
         }
-        interrupt::check().with_context(|| match compare {
-            None => format!("restore stopped; {shown} is deleted"),
-            Some(()) => format!(
-                "restore stopped part-way: {shown} holds some chunks of the version and the rest as it was; restore in place again to finish"
-            ),
+        // In place, `in_place` says what a stop leaves, as for any other failure.
+        interrupt::check().map_err(|e| match compare {
+            None => anyhow!(e).context(format!("restore stopped; {shown} is deleted")),
+            Some(()) => anyhow!(e),
         })?;
         let permit = sem.clone().acquire_owned().await?;
         while let Some(done) = tasks.try_join_next() {
@@ -731,4 +932,49 @@ pub(crate) async fn to_writer(
         }
     };
     (outcome, written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn short(name: &[u8]) -> Vec<u8> {
+        short_partial_name(OsStr::from_bytes(name)).into_vec()
+    }
+
+    #[test]
+    fn a_short_partial_name_is_as_long_as_the_target_name_hidden_and_marked() {
+        let name = vec![b'y'; 250];
+        let p = short(&name);
+        assert_eq!(p.len(), 250);
+        assert!(p.starts_with(b".yyy") && p.ends_with(PARTIAL_SUFFIX.as_bytes()));
+        // The longest name Linux takes still fits its own partial file.
+        assert_eq!(short(&[b'y'; 255]).len(), 255);
+    }
+
+    #[test]
+    fn short_partial_names_of_names_with_a_common_start_differ() {
+        let mut a = vec![b'x'; 250];
+        let mut b = a.clone();
+        a[249] = b'a';
+        b[249] = b'b';
+        assert_ne!(short(&a), short(&b));
+        assert_eq!(
+            short(&a),
+            short(&a),
+            "the same target, the same partial file"
+        );
+    }
+
+    #[test]
+    fn a_short_partial_name_cuts_utf8_between_characters() {
+        // 'é' is two bytes: an odd cut would split one.
+        let name = "é".repeat(125);
+        let p = short(name.as_bytes());
+        assert_eq!(p.len(), name.len());
+        assert!(std::str::from_utf8(&p).is_ok(), "{p:?}");
+        // Not UTF-8 to begin with: cut anywhere, same length.
+        let raw = vec![0xff; 250];
+        assert_eq!(short(&raw).len(), 250);
+    }
 }

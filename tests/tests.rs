@@ -12,6 +12,7 @@ mod format_vectors;
 mod gc;
 mod jobs;
 mod keys;
+mod restore_targets;
 mod retention;
 mod s3;
 mod signals;

@@ -30,8 +30,9 @@ pub struct RestoreArgs {
     /// Update an existing file or block device, writing only the chunks that differ.
     #[arg(long)]
     pub in_place: bool,
-    /// Replace an existing file; with --zfs-receive, roll the target back to its newest
-    /// snapshot before receiving (a mounted replication tree counts as changed).
+    /// Replace an existing regular file (never a directory, device, FIFO or socket); with
+    /// --zfs-receive, roll the target back to its newest snapshot before receiving (a
+    /// mounted replication tree counts as changed).
     #[arg(long, conflicts_with = "in_place")]
     pub force: bool,
     /// Disaster recovery: write zeros for chunks that are damaged or missing instead of
@@ -67,6 +68,9 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
             force: a.force,
         },
     };
+    // Before the repository is opened: a mistyped target is refused before a passphrase is
+    // asked for or anything is read.
+    target.check()?;
     let repo = g.open().await?;
     let version = super::resolve_version(&repo, &a.name, a.version.as_deref(), false).await?;
     let s = restore(
