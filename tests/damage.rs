@@ -288,7 +288,7 @@ fn allow_damage_restores(
         args.extend(extra.iter().copied());
         let r = bv(d, None, &args);
         let row = format!("{row} (--allow-damage to {what})");
-        says(&r, 3, &["hold zeros"], &row);
+        says(&r, 3, &["holds zeros in"], &row);
         let summary: Value = if what == "stdout" {
             // The summary goes to stderr, before the error line.
             let json = r.stderr.rsplit_once("\nerror: ").expect("an error line").0;

@@ -218,7 +218,7 @@ fn a_failed_in_place_restore_says_the_target_is_part_old_part_new() {
     // --allow-damage finishes the restore, zeros for the damaged chunk: not a part-way one.
     let r = restore(&v, &["--allow-damage", "--in-place", s(&target)]).code(3);
     assert!(
-        r.stderr.contains("hold zeros") && !r.stderr.contains("part-way"),
+        r.stderr.contains("holds zeros in") && !r.stderr.contains("part-way"),
         "{}",
         r.stderr
     );

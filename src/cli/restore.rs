@@ -1,7 +1,6 @@
 use super::GlobalArgs;
 use crate::backup::DEFAULT_IN_FLIGHT;
 use crate::error::Error;
-use crate::format::FormatError;
 use crate::restore::{RestoreOptions, Target, restore};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
@@ -11,6 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
+    /// The series to restore a version of.
     #[arg(long)]
     pub name: String,
     /// Version name or a unique prefix of one, or @snapshot for a ZFS series; the current
@@ -40,7 +40,7 @@ pub struct RestoreArgs {
     #[arg(long, conflicts_with = "zfs_receive")]
     pub allow_damage: bool,
     /// Chunks fetched at once.
-    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N", value_parser = super::parse_in_flight)]
     pub in_flight: usize,
 }
 
@@ -120,23 +120,20 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
             );
         }
     }
-    let damage = Error::Damaged {
-        what: format!("version {} of series {:?}", s.version, s.series),
-        source: FormatError::Payload(format!(
-            "{} chunks failed verification or are missing",
-            s.damaged.len()
-        )),
-    };
-    Err(anyhow::Error::from(damage).context(format!(
-        "{} byte ranges of {} hold zeros instead of the version's data ({})",
-        s.damaged.len(),
+    let n = s.damaged.len();
+    Err(Error::DamageFound(format!(
+        "{} holds zeros in {n} byte range{} instead of the data of version {} of series {:?} ({}): chunks that failed verification or are missing",
         s.target,
+        if n == 1 { "" } else { "s" },
+        s.version,
+        s.series,
         if g.json {
             "the `damaged` array"
         } else {
             "listed above"
         }
-    )))
+    ))
+    .into())
 }
 
 async fn zfs_receive(g: &GlobalArgs, a: &RestoreArgs, dataset: &str) -> Result<()> {
