@@ -40,6 +40,7 @@ use crate::chunk_id::ChunkId;
 use crate::cpu;
 use crate::direct::ALIGN;
 use crate::error::Error;
+use crate::format::FormatError;
 use crate::format::lock::LockMode;
 use crate::interrupt;
 use crate::layout;
@@ -116,6 +117,9 @@ pub struct CheckReport {
     pub chunks_damaged: u64,
     /// Damaged chunk objects deleted by `--repair`.
     pub chunks_deleted: u64,
+    /// Damaged chunk objects still stored that `--repair` would delete: proven bad, not
+    /// merely written by a newer blockvault.
+    pub chunks_repairable: u64,
     /// Stored bytes fetched by --read-data.
     pub bytes_read: u64,
     pub read_data: bool,
@@ -194,7 +198,14 @@ fn chunk_of(key: &str) -> Option<ChunkId> {
 
 pub async fn check(repo: Arc<Repo>, opts: CheckOptions) -> Result<CheckReport> {
     let requests_before = repo.store().requests();
-    let lock = LockGuard::acquire(&repo, LockMode::Shared, "check").await?;
+    // Deleting chunks (`--repair`) is gc's kind of work: a backup running meanwhile could
+    // decide a chunk is stored just before it goes.
+    let mode = if opts.repair {
+        LockMode::Exclusive
+    } else {
+        LockMode::Shared
+    };
+    let lock = LockGuard::acquire(&repo, mode, "check").await?;
     let result = run(&repo, &opts).await;
     lock.release().await;
     result.map(|mut r| {
@@ -215,6 +226,10 @@ enum Fetched {
     Damaged {
         reason: String,
         stored: u64,
+        /// The object is proven bad (it fails authentication, a checksum or its id, or is cut
+        /// short), not merely of a format or cipher newer than this build reads: only such
+        /// an object may be deleted by `--repair`.
+        proven: bool,
     },
     /// Damaged, and deleted by `--repair`.
     Deleted {
@@ -227,12 +242,15 @@ enum Fetched {
 /// damaged object is of no use (no restore can open it; `--allow-damage` writes zeros for it
 /// as for a missing one), but a missing one is something a backup can mend: `backup --heal`
 /// stores it again from a source that still holds its data. The second read keeps a fault on
-/// the way (a flaky disk or link) from costing a good object. A chunk whose plaintext length
-/// differs from a manifest's is left alone: that is the manifest's fault, not the object's.
+/// the way (a flaky disk or link) from costing a good object. Left alone: a chunk whose
+/// plaintext length differs from a manifest's (the manifest's fault, not the object's), and
+/// one written by a newer blockvault (a format version or cipher this build does not know:
+/// readable by that one). The caller holds the exclusive lock, so no backup is deciding
+/// meanwhile that the chunk is stored.
 async fn delete_damaged(repo: &Arc<Repo>, fetched: &mut HashMap<ChunkId, Fetched>) -> Result<u64> {
     let damaged: Vec<ChunkId> = fetched
         .iter()
-        .filter(|(_, f)| matches!(f, Fetched::Damaged { .. }))
+        .filter(|(_, f)| matches!(f, Fetched::Damaged { proven: true, .. }))
         .map(|(id, _)| *id)
         .collect();
     let buffers = Arc::new(Pool::new(0, 2));
@@ -241,7 +259,11 @@ async fn delete_damaged(repo: &Arc<Repo>, fetched: &mut HashMap<ChunkId, Fetched
         interrupt::check()?;
         let again = fetch(repo, id, &buffers).await?;
         let (reason, stored) = match again {
-            Fetched::Damaged { reason, stored } => (reason, stored),
+            Fetched::Damaged {
+                reason,
+                stored,
+                proven: true,
+            } => (reason, stored),
             // Read well the second time (or gone meanwhile): the first read was the fault.
             other => {
                 fetched.insert(id, other);
@@ -520,7 +542,13 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 report.bytes_read += stored;
             }
             Fetched::Missing => report.chunks_missing += 1,
-            Fetched::Damaged { stored, .. } | Fetched::Deleted { stored, .. } => {
+            Fetched::Damaged { stored, proven, .. } => {
+                report.chunks_read += 1;
+                report.chunks_damaged += 1;
+                report.chunks_repairable += u64::from(*proven);
+                report.bytes_read += stored;
+            }
+            Fetched::Deleted { stored, .. } => {
                 report.chunks_read += 1;
                 report.chunks_damaged += 1;
                 report.bytes_read += stored;
@@ -649,11 +677,16 @@ async fn fetch(repo: &Arc<Repo>, id: ChunkId, buffers: &Arc<Pool>) -> Result<Fet
             Err(_) => Fetched::Damaged {
                 reason: format!("it holds {len} bytes, more than any chunk"),
                 stored,
+                proven: false,
             },
         },
         Err(e) => Fetched::Damaged {
             reason: e.to_string(),
             stored,
+            proven: !matches!(
+                e,
+                FormatError::UnsupportedVersion { .. } | FormatError::UnknownField { .. }
+            ),
         },
     })
 }

@@ -49,6 +49,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -476,7 +477,8 @@ async fn to_new_file(
         file.set_len(m.size)
             .with_context(|| format!("sizing {}", partial.display()))?;
         let file = Arc::new(file);
-        let counts = write_positional(repo, m, &file, None, opts, pb, &partial).await?;
+        let began = Arc::new(AtomicBool::new(false));
+        let counts = write_positional(repo, m, &file, None, opts, pb, &partial, &began).await?;
         file.sync_all()
             .with_context(|| format!("flushing {}", partial.display()))?;
         fs::rename(&partial, path)
@@ -506,18 +508,30 @@ fn create_partial(path: &Path) -> Result<(PathBuf, File)> {
     long.push(name);
     long.push(PARTIAL_SUFFIX);
     let partial = path.with_file_name(long);
-    match File::create(&partial) {
+    match create_fresh(&partial) {
         Ok(f) => return Ok((partial, f)),
         Err(e) if is_too_long(&e) => {}
         Err(e) => return Err(partial_err(e, path, &partial)),
     }
     let short = path.with_file_name(short_partial_name(name));
-    match File::create(&short) {
+    match create_fresh(&short) {
         Ok(f) => Ok((short, f)),
         // A name as long as the target's is refused: so is the target's.
         Err(e) if is_too_long(&e) && name.len() >= SHORT_PARTIAL_MIN => Err(name_too_long(e, path)),
         Err(e) => Err(partial_err(e, path, &short)),
     }
+}
+
+/// A new, empty file at `path`, whatever was there: a partial file a crashed restore left is
+/// removed (as is a symbolic link someone planted under that predictable name, which is
+/// removed, not followed), and the file is created exclusively (`O_EXCL` follows no link).
+fn create_fresh(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new().write(true).create_new(true).open(path)
 }
 
 fn partial_err(e: io::Error, target: &Path, partial: &Path) -> anyhow::Error {
@@ -598,8 +612,9 @@ async fn in_place(
         );
     }
     let file = Arc::new(file);
+    let began = Arc::new(AtomicBool::new(false));
     let written: Result<Counts> = async {
-        let counts = write_positional(repo, m, &file, Some(()), opts, pb, path).await?;
+        let counts = write_positional(repo, m, &file, Some(()), opts, pb, path, &began).await?;
         if !is_device && size > m.size {
             file.set_len(m.size)
                 .with_context(|| format!("truncating {} to {} bytes", path.display(), m.size))?;
@@ -609,19 +624,28 @@ async fn in_place(
         Ok(counts)
     }
     .await;
-    // From here on any failure, a stop signal's included, may leave chunks written: the user
-    // must know the target is no longer what it was. (Damage written as zeros under
-    // `allow_damage` is a finished restore, reported by the caller.)
+    // Once a chunk write began, any failure, a stop signal's included, may leave chunks
+    // written: the user must know the target is no longer what it was. (Damage written as
+    // zeros under `allow_damage` is a finished restore, reported by the caller.)
     written.with_context(|| {
-        format!(
-            "restore stopped part-way: {} holds some chunks of the version and the rest as it was; restore in place again to finish",
-            path.display()
-        )
+        if began.load(Ordering::Relaxed) {
+            format!(
+                "restore stopped part-way: {} holds some chunks of the version and the rest as it was; restore in place again to finish",
+                path.display()
+            )
+        } else {
+            format!(
+                "restore stopped before it wrote anything: {} is as it was",
+                path.display()
+            )
+        }
     })
 }
 
 /// Writes every chunk at its offset. With `compare`, reads the target first and skips chunks
-/// it already holds; without, zero chunks are skipped (the file is sparse and new).
+/// it already holds; without, zero chunks are skipped (the file is sparse and new). `began`
+/// is set before the first chunk is written.
+#[allow(clippy::too_many_arguments)]
 async fn write_positional(
     repo: &Arc<Repo>,
     m: &Arc<Manifest>,
@@ -630,6 +654,7 @@ async fn write_positional(
     opts: &RestoreOptions,
     pb: &indicatif::ProgressBar,
     shown: &Path,
+    began: &Arc<AtomicBool>,
 ) -> Result<Counts> {
     let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
     // Plaintext, and the target's chunks read for comparison, go into reused buffers.
@@ -699,9 +724,10 @@ async fn write_positional(
         let (repo, m, file, shown) = (repo.clone(), m.clone(), file.clone(), shown.clone());
         let (pool, direct) = (pool.clone(), direct.clone());
         let allow = opts.allow_damage;
+        let began = began.clone();
         tasks.spawn(async move {
             let compare = compare.is_some();
-            let target = (&file, direct.as_ref());
+            let target = (&file, direct.as_ref(), &*began);
             let r = write_one(&repo, &m, target, c, offset, compare, &pool, allow, &shown).await;
             drop(permit);
             r
@@ -717,14 +743,19 @@ async fn write_positional(
 /// (written) or Some(false) (already there); and the range written as zeros, if damaged.
 type Wrote = (u32, Option<bool>, Option<DamagedRange>);
 
-/// The target, and the same file opened for direct writes where that works.
-type Dest<'a> = (&'a Arc<File>, Option<&'a Arc<(File, Direct)>>);
+/// The target, the same file opened for direct writes where that works, and what to set
+/// before writing to it.
+type Dest<'a> = (
+    &'a Arc<File>,
+    Option<&'a Arc<(File, Direct)>>,
+    &'a AtomicBool,
+);
 
 #[allow(clippy::too_many_arguments)]
 async fn write_one(
     repo: &Arc<Repo>,
     m: &Manifest,
-    (file, direct): Dest<'_>,
+    (file, direct, began): Dest<'_>,
     c: ChunkRef,
     offset: u64,
     compare: bool,
@@ -779,6 +810,7 @@ async fn write_one(
         pool.give(data.into_buffer());
         return Ok((len, None, damaged));
     }
+    began.store(true, Ordering::Relaxed);
     let f = file.clone();
     // Only whole blocks go direct: a chunk that shares a block with another goes through the
     // page cache, which merges the two.

@@ -124,21 +124,39 @@ pub fn kill_tree(pid: u32) {
     signal(root, libc::SIGSTOP);
     // This kernel may lack /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN), so parents
     // come from every process's stat; a round that finds nobody new ends the search.
+    let mut stopped_from = 0;
     loop {
-        let before = found.len();
+        // A stop takes effect when the process next runs: one inside fork() finishes it
+        // first, so look for children only once each process found is stopped (or gone).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        while found[stopped_from..].iter().any(|p| !halted(*p))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        stopped_from = found.len();
         for (p, parent) in parents() {
             if found.contains(&parent) && !found.contains(&p) {
                 signal(p, libc::SIGSTOP);
                 found.push(p);
             }
         }
-        if found.len() == before {
+        if found.len() == stopped_from {
             break;
         }
     }
     for p in found {
         signal(p, libc::SIGKILL);
     }
+}
+
+/// Whether process `pid` is stopped, a zombie, or gone: it can start nothing more.
+fn halted(pid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_none_or(|state| matches!(state, "T" | "t" | "Z" | "X"))
+    })
 }
 
 /// Every process's (pid, parent pid), from /proc; those that vanish while read are skipped.

@@ -834,3 +834,35 @@ fn list_says_what_is_wrong_with_a_current_pointer() {
         orphan.stderr
     );
 }
+
+/// `--repair` deletes only what is proven bad: a chunk whose header says a newer format
+/// version is unreadable here but may be readable by the blockvault that wrote it, so it is
+/// reported and kept. `--repair` also needs the whole repository (no --name).
+#[test]
+fn repair_keeps_a_chunk_of_a_newer_format() {
+    let v = Vault::with_init(&["--chunk-size", "64KiB"]);
+    let source = v.path("disk.img");
+    write_random_file(&source, 8, 128 * 1024);
+    v.backup("img", &[s(&source)]);
+    let newer = v.chunk_objects()[0].clone();
+    let mut bytes = fs::read(&newer).expect("reading a chunk object");
+    bytes[4] = 200; // the envelope's format version (format-spec: header)
+    fs::write(&newer, &bytes).expect("writing the chunk object back");
+
+    let r = v.run(&["check", "--read-data", "--repair"]).code(3);
+    assert!(
+        r.stdout_text()
+            .contains("is newer than this blockvault understands")
+            && !r.stdout_text().contains("deleted"),
+        "{}",
+        r.stdout_text()
+    );
+    assert!(newer.exists(), "--repair deleted a chunk of a newer format");
+    assert!(
+        !r.error_line().contains("--repair"),
+        "suggests --repair for what it will not delete: {}",
+        r.stderr
+    );
+    v.run(&["check", "--read-data", "--repair", "--name", "img"])
+        .code(2);
+}

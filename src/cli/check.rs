@@ -28,7 +28,9 @@ pub struct CheckArgs {
     pub in_flight: Option<usize>,
     /// With --read-data: delete the chunks found damaged (each is read twice first), so that
     /// `backup --heal` of a source that still holds their data stores them again.
-    #[arg(long, requires = "read_data")]
+    /// Needs the exclusive lock, as gc, and the whole repository: a chunk is shared by every
+    /// series that holds its data.
+    #[arg(long, requires = "read_data", conflicts_with = "name")]
     pub repair: bool,
 }
 
@@ -164,7 +166,7 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
             report.damaged_versions.join(", ")
         ),
     };
-    let repair = if report.chunks_damaged > report.chunks_deleted {
+    let repair = if report.chunks_repairable > 0 {
         "; `check --read-data --repair` deletes damaged chunks, and then `backup --heal` stores them again"
     } else if report.chunks_missing + report.chunks_deleted > 0 {
         "; `backup --heal` of a source that still holds the data stores missing chunks again"

@@ -97,8 +97,16 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     };
     opts.chunker.fixed_size = a.chunk_size;
     if let Some(path) = create {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        // Not recursive: it fails if the directory appeared during the passphrase prompt (a
+        // second init), which the clean-up below must then not delete.
         std::fs::DirBuilder::new()
-            .recursive(true)
             .mode(0o700)
             .create(path)
             .with_context(|| format!("creating {loc}"))?;

@@ -111,13 +111,22 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<(Vec<VersionRow>, V
     for s in series {
         let first = rows.len();
         let mut facts: Vec<Option<ZfsFacts>> = Vec::new();
+        // The versions before the pointer: a forget moves the pointer before it deletes the
+        // manifest, so a pointer read after the listing names a listed version.
+        let versions = repo.list_versions(&s).await?;
         let pointer = match repo.current(&s).await {
             Ok(p) => Ok(p.map(|p| p.version)),
             Err(e) if is_damage(&e) => Err(format!("{e:#}")),
             Err(e) => return Err(e),
         };
+        // A backup writes its manifest before moving the pointer: one that did both since
+        // the listing leaves a pointer to a version that is new, not missing.
+        let raced = match &pointer {
+            Ok(Some(p)) if !versions.contains(p) => repo.list_versions(&s).await?.contains(p),
+            _ => false,
+        };
         let current = pointer.as_ref().ok().cloned().flatten();
-        for v in repo.list_versions(&s).await? {
+        for v in versions {
             let is_current = current.as_deref() == Some(v.as_str());
             let m = match repo.load_manifest(&s, &v).await {
                 Ok((m, _)) => m,
@@ -179,7 +188,9 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<(Vec<VersionRow>, V
             r.needs = n;
             r.restorable = ok && r.damaged.is_none();
         }
-        notes.extend(pointer_note(&s, pointer, &rows[first..]));
+        if !raced {
+            notes.extend(pointer_note(&s, pointer, &rows[first..]));
+        }
     }
     if only.is_none() {
         // A pointer whose series has no manifest left: every version of it is gone.

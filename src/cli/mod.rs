@@ -104,8 +104,11 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<()> {
     let mut global = cli.global;
     // Restore and check only read: on read-only media or with read-only credentials they go
-    // on without a lock rather than not at all (`crate::lock`).
-    if matches!(cli.command, Command::Restore(_) | Command::Check(_)) {
+    // on without a lock rather than not at all (`crate::lock`). Not `check --repair`, which
+    // deletes chunks and must hold its lock.
+    if matches!(&cli.command, Command::Restore(_))
+        || matches!(&cli.command, Command::Check(a) if !a.repair)
+    {
         global.access = Access::ReadOnly;
     }
     let g = &global;

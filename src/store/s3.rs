@@ -270,11 +270,20 @@ impl S3 {
                     self.bucket
                 )
             }
-            (Some("AccessDenied"), _) | (_, Some(403)) => {
+            // A 403 without a code is a HEAD's (no body): permission is what it is about.
+            (Some("AccessDenied"), _) | (None, Some(403)) => {
                 return denied(format!(
                     "access denied to bucket {:?} (check the credentials and the bucket policy): {why}",
                     self.bucket
                 ));
+            }
+            // Refused for another reason (a skewed clock, an expired token): not a lack of
+            // permission, which a reader may go on without a lock for.
+            (_, Some(403)) => {
+                format!(
+                    "access denied to bucket {:?} (check the credentials, their expiry and this machine's clock): {why}",
+                    self.bucket
+                )
             }
             (
                 Some("AuthorizationHeaderMalformed")
