@@ -163,6 +163,14 @@ fn check_new_file(path: &Path, force: bool) -> Result<()> {
         }
         Err(e) => e,
     };
+    // A symbolic link to nothing: the restore would replace the link itself.
+    if !force && let Ok(link) = fs::read_link(path) {
+        bail!(
+            "target {} is a symbolic link to {}, which does not exist: add --force to replace the link, or restore to the path it names",
+            path.display(),
+            link.display()
+        );
+    }
     let dir = dir_of(path);
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
@@ -318,8 +326,8 @@ async fn run(
         opts.progress,
     );
     let (mut counts, shown) = match target {
-        Target::NewFile { path, .. } => (
-            to_new_file(repo, &m, path, opts, &pb).await?,
+        Target::NewFile { path, force } => (
+            to_new_file(repo, &m, path, *force, opts, &pb).await?,
             path.display().to_string(),
         ),
         Target::InPlace(path) => (
@@ -468,10 +476,12 @@ async fn to_new_file(
     repo: &Arc<Repo>,
     m: &Arc<Manifest>,
     path: &Path,
+    force: bool,
     opts: &RestoreOptions,
     pb: &indicatif::ProgressBar,
 ) -> Result<Counts> {
     let (partial, file) = create_partial(path)?;
+    let mut kept = false;
     let result = async {
         // Extending leaves a hole: zero chunks are never written and cost no disk space.
         file.set_len(m.size)
@@ -481,8 +491,37 @@ async fn to_new_file(
         let counts = write_positional(repo, m, &file, None, opts, pb, &partial, &began).await?;
         file.sync_all()
             .with_context(|| format!("flushing {}", partial.display()))?;
-        fs::rename(&partial, path)
-            .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+        // Without --force, nothing that appeared at the target while the version was being
+        // written is replaced; what was restored is kept for the user to move.
+        let renamed = if force {
+            fs::rename(&partial, path)
+        } else {
+            match sys::rename_noreplace(&partial, path) {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    if fs::symlink_metadata(path).is_ok() {
+                        Err(io::ErrorKind::AlreadyExists.into())
+                    } else {
+                        fs::rename(&partial, path)
+                    }
+                }
+                other => other,
+            }
+        };
+        if let Err(e) = renamed {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                kept = true;
+                bail!(
+                    "target {} appeared while the version was being restored, and is left as it is; the restored version is in {} (move it there yourself, or restore again with --force)",
+                    path.display(),
+                    partial.display()
+                );
+            }
+            return Err(anyhow!(e).context(format!(
+                "renaming {} to {}",
+                partial.display(),
+                path.display()
+            )));
+        }
         let dir = dir_of(path);
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -490,7 +529,7 @@ async fn to_new_file(
         Ok(counts)
     }
     .await;
-    if result.is_err() {
+    if result.is_err() && !kept {
         let _ = fs::remove_file(&partial);
     }
     result

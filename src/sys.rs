@@ -90,6 +90,36 @@ pub fn set_direct(file: &File, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Renames `from` to `to` unless `to` exists (`renameat2` with `RENAME_NOREPLACE`): a check
+/// before a rename leaves a gap in which a file can appear and be replaced unasked.
+/// `Unsupported` where the filesystem cannot do it.
+pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are NUL-terminated strings that outlive the call; renameat2 only reads them.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS) => Err(io::Error::new(io::ErrorKind::Unsupported, e)),
+        _ => Err(e),
+    }
+}
+
 /// Kills process group `pgid` (a command source started as the leader of its own group):
 /// the shell and whatever it started, so a command that hangs cannot hold its output pipe,
 /// and with it the backup, open. Errors (the group is gone already) do not matter.

@@ -231,3 +231,59 @@ fn a_failed_in_place_restore_says_the_target_is_part_old_part_new() {
     restore(&v, &["--in-place", s(&target)]).ok();
     assert_same_contents(&src, &target);
 }
+
+/// A symbolic link to nothing is not replaced unasked: the restore would put a file where the
+/// link was. With --force the link goes, and the version is there.
+#[test]
+fn a_dangling_symlink_target_is_replaced_only_with_force() {
+    let (v, src) = vault_with_image();
+    let link = v.path("link.img");
+    std::os::unix::fs::symlink(v.path("nowhere.img"), &link).expect("making a symlink");
+    restore(&v, &[s(&link)]).error(1, &[s(&link), "symbolic link", "--force"]);
+    assert!(
+        fs::symlink_metadata(&link)
+            .expect("the link")
+            .file_type()
+            .is_symlink(),
+        "the link was replaced"
+    );
+    restore(&v, &["--force", s(&link)]).ok();
+    assert_same_contents(&src, &link);
+}
+
+/// A file that appears at the target while the version is being restored (another program,
+/// another restore) is not replaced without --force: the rename refuses, the file stays as it
+/// is, and the restored version is kept under the name the error gives.
+#[test]
+fn a_target_that_appears_during_the_restore_is_left_alone() {
+    let (v, src) = vault_with_image();
+    let out = v.path("out.img");
+    let mut cmd = key_file_cmd(
+        &v,
+        Some("latency-ms=100"),
+        &["restore", "--name", "img", s(&out)],
+    );
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("starting blockvault");
+    let partial = v.path(".out.img.blockvault-partial");
+    let started = std::time::Instant::now();
+    while !partial.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the restore never created its partial file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    fs::write(&out, b"someone else's").expect("writing the target meanwhile");
+    let done = child.wait_with_output().expect("waiting for blockvault");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("appeared while the version was being restored")
+            && stderr.contains(s(&partial)),
+        "{stderr}"
+    );
+    assert_eq!(fs::read(&out).expect("the target"), b"someone else's");
+    assert_same_contents(&src, &partial);
+}
