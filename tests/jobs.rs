@@ -634,3 +634,41 @@ fn an_interrupted_backup_takes_its_command_with_it() {
         "{ours:?} against {theirs:?}"
     );
 }
+
+/// A run whose repository does not open (a wrong passphrase here) still prints its JSON
+/// report, each job failed with the reason, for monitoring that reads the report; the exit
+/// code stays the wrong key's.
+#[test]
+fn a_run_that_cannot_open_the_repository_reports_in_json() {
+    let v = Vault::new();
+    let src = v.path("disk.img");
+    write_random_file(&src, 5, 100_000);
+    let config = job_file(
+        &v,
+        &format!(
+            "[[job]]\nname = \"a\"\nsource = {{ file = {:?} }}\n\n[[job]]\nname = \"b\"\nsource = {{ file = {:?} }}\n",
+            s(&src),
+            s(&src)
+        ),
+    );
+    fs::write(v.path("passphrase"), "not the passphrase\n").expect("writing a wrong passphrase");
+    let r = run_jobs(&config, &[]).code(4);
+    let report = r.json();
+    assert_eq!(report["failed"], 2, "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("wrong passphrase")),
+        "{report}"
+    );
+    for name in ["a", "b"] {
+        let j = job(&report, name);
+        assert_eq!(j["outcome"], "failed", "{report}");
+        assert!(
+            j["reason"]
+                .as_str()
+                .is_some_and(|e| e.contains("the repository could not be opened")),
+            "{report}"
+        );
+    }
+}

@@ -47,6 +47,9 @@ struct Report {
     dry_run: bool,
     jobs: Vec<JobReport>,
     failed: usize,
+    /// Why no job could run (the repository did not open): each job is reported failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,15 +135,41 @@ pub async fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
     }
     let _lock = lock_config(&a.config)?;
     let cg = repository_args(g, &config);
-    let repo = cg.open().await?;
-    let say = !g.quiet && !g.json;
-    let mut reports = Vec::new();
-    let mut stopped = None;
     let selected: Vec<&Job> = config
         .jobs
         .iter()
         .filter(|j| a.jobs.is_empty() || a.jobs.contains(&j.name))
         .collect();
+    let repo = match cg.open().await {
+        Ok(repo) => repo,
+        Err(e) => {
+            // Monitoring that reads the JSON report learns of this run too, not only from
+            // the exit code (a wrong passphrase is 4).
+            if g.json {
+                let error = format!("{e:#}");
+                let jobs: Vec<JobReport> = selected
+                    .iter()
+                    .map(|job| {
+                        let mut r = JobReport::new(job);
+                        r.outcome = "failed";
+                        r.reason = Some(format!("the repository could not be opened: {error}"));
+                        r
+                    })
+                    .collect();
+                super::print_json(&Report {
+                    config: a.config.display().to_string(),
+                    dry_run: a.dry_run,
+                    failed: jobs.len(),
+                    jobs,
+                    error: Some(error),
+                })?;
+            }
+            return Err(e);
+        }
+    };
+    let say = !g.quiet && !g.json;
+    let mut reports = Vec::new();
+    let mut stopped = None;
     for job in selected.iter().copied() {
         // A stop signal ends the run after the job it came in (which fails, recording
         // nothing); the jobs after it are not started.
@@ -191,6 +220,7 @@ pub async fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
             dry_run: a.dry_run,
             jobs: reports,
             failed: failed_count,
+            error: None,
         })?;
     }
     if let Some(e) = stopped {
