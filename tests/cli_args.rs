@@ -389,3 +389,28 @@ fn plant_series(repo: &Path, from: &str, version: &str, to: &[&str]) {
         }
     });
 }
+
+/// `--storage-class` means nothing for a local directory: said, not silently dropped.
+#[test]
+fn a_storage_class_for_a_local_directory_is_said_to_be_ignored() {
+    let v = Vault::new();
+    let src = v.path("disk.img");
+    write_random_file(&src, 2, 100_000);
+    let r = v
+        .run(&[
+            "backup",
+            "--name",
+            "d",
+            "--storage-class",
+            "GLACIER",
+            s(&src),
+        ])
+        .ok();
+    assert!(
+        r.stderr
+            .contains("--storage-class GLACIER is for S3 repositories")
+            && r.stderr.contains("(ignored)"),
+        "{}",
+        r.stderr
+    );
+}

@@ -180,6 +180,11 @@ impl GlobalArgs {
             let s3 = Arc::new(S3::connect(self.s3_options(loc)?).await?);
             return Ok((s3.clone(), Some(s3)));
         }
+        if let Some(class) = &self.storage_class {
+            eprintln!(
+                "warning: --storage-class {class} is for S3 repositories; {loc} is a local directory, which has none (ignored)"
+            );
+        }
         let path = Path::new(loc);
         if !path.exists() {
             bail!(
