@@ -414,3 +414,37 @@ fn a_storage_class_for_a_local_directory_is_said_to_be_ignored() {
         r.stderr
     );
 }
+
+/// A version recorded with a `--time` in the future would shadow every real backup until
+/// then: the backup warns. One recorded before the current version says it does not become
+/// current.
+#[test]
+fn a_backup_time_in_the_future_or_before_the_current_version_is_said() {
+    let v = Vault::new();
+    let src = v.path("disk.img");
+    write_random_file(&src, 4, 100_000);
+    let future = v
+        .run(&[
+            "backup",
+            "--name",
+            "d",
+            "--time",
+            "2099-01-01T00:00:00Z",
+            s(&src),
+        ])
+        .ok();
+    assert!(
+        future.stderr.contains("is in the future"),
+        "{}",
+        future.stderr
+    );
+    let now = v.run(&["backup", "--name", "d", s(&src)]).ok();
+    assert!(
+        now.stdout_text()
+            .contains("older than the series' current version"),
+        "{}",
+        now.stdout_text()
+    );
+    let json = v.backup("d", &[s(&src)]);
+    assert_eq!(json["current"], false, "{json}");
+}

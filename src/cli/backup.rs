@@ -117,6 +117,15 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             })
         })
         .transpose()?;
+    // Versions are ordered by their time: one from the future stays current, and shadows
+    // every real backup after it, until its time has come.
+    if let Some(t) = time
+        && t > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)
+    {
+        eprintln!(
+            "warning: --time {t} is in the future: this version will be the series' current one, ahead of every backup made before then"
+        );
+    }
     let repo = g.open().await?;
     let (spec, zfs_base) = match &a.zfs {
         Some(snap) => {
