@@ -133,9 +133,14 @@ pub struct BackupSummary {
     pub chunks_healed: u64,
     pub bytes_new: u64,
     pub bytes_new_stored: u64,
-    /// False when the version was recorded with a `--time` before the series' current
-    /// version, which stays current.
+    /// False when the version is older than the series' current version (recorded with an
+    /// earlier `--time`, or a ZFS snapshot created before the current one's), which stays
+    /// current.
     pub current: bool,
+    /// False when nothing was recorded because the series already holds this very ZFS
+    /// stream (the same snapshot from the same base): `version` then names that version.
+    /// Missing chunks were stored all the same (`--heal`).
+    pub recorded: bool,
     pub seconds: f64,
     /// Bytes of the source per second, in MB (10^6 bytes).
     pub mb_per_s: f64,
@@ -626,6 +631,7 @@ async fn run(
             bytes_new: stats.bytes_new,
             bytes_new_stored: stats.bytes_new_stored,
             current: false,
+            recorded: false,
             seconds: secs,
             mb_per_s: if secs > 0.0 {
                 bytes_read as f64 / 1e6 / secs
@@ -633,6 +639,52 @@ async fn run(
                 0.0
             },
             dry_run: true,
+            peak_rss_bytes: sys::peak_rss(),
+            requests: repo.store().requests().since(requests_before),
+            zfs: zfs_summary,
+        });
+    }
+    // A ZFS snapshot created before the current version's is not the series' newest, whatever
+    // the time of this backup: it must not become current (nor, recorded twice, shadow the
+    // newer snapshots for prune).
+    let parent_creation = parent
+        .as_ref()
+        .and_then(|m| ZfsFacts::from_extra(&m.extra).ok().flatten())
+        .map(|p| p.creation);
+    let older_snapshot = matches!((&zfs, parent_creation), (Some(z), Some(c)) if z.creation < c);
+    if let Some(z) = &zfs
+        && parent_creation.is_some_and(|c| z.creation <= c)
+        && let Some(stored) = same_stream(repo, series, z).await?
+    {
+        repo.store()
+            .sync(layout::CHUNKS)
+            .await
+            .context("making the new chunks durable")?;
+        let secs = started.elapsed().as_secs_f64();
+        return Ok(BackupSummary {
+            series: series.to_string(),
+            version: stored,
+            time: time.to_string(),
+            source_kind: info.kind.as_str(),
+            source: info.description.clone(),
+            parent: parent.map(|m| m.version),
+            size: bytes_read,
+            chunks: chunks.len() as u64,
+            chunks_new: stats.chunks_new,
+            chunks_reused: stats.chunks_reused,
+            chunks_zero: stats.chunks_zero,
+            chunks_healed,
+            bytes_new: stats.bytes_new,
+            bytes_new_stored: stats.bytes_new_stored,
+            current: false,
+            recorded: false,
+            seconds: secs,
+            mb_per_s: if secs > 0.0 {
+                bytes_read as f64 / 1e6 / secs
+            } else {
+                0.0
+            },
+            dry_run: false,
             peak_rss_bytes: sys::peak_rss(),
             requests: repo.store().requests().since(requests_before),
             zfs: zfs_summary,
@@ -685,8 +737,8 @@ async fn run(
     };
     // `current` names the newest version; a backup recorded with an earlier --time does not
     // move it back.
-    let became_current =
-        current.is_none_or(|c| layout::version_order(&c.version, &manifest.version).is_le());
+    let became_current = !older_snapshot
+        && current.is_none_or(|c| layout::version_order(&c.version, &manifest.version).is_le());
     if became_current {
         // The version is committed by now: say so, or a user would back it up again.
         repo.set_current(series, &manifest.version, digest)
@@ -719,6 +771,7 @@ async fn run(
         bytes_new: s.bytes_new,
         bytes_new_stored: s.bytes_new_stored,
         current: became_current,
+        recorded: true,
         seconds: secs,
         mb_per_s: if secs > 0.0 {
             manifest.size as f64 / 1e6 / secs
@@ -777,6 +830,22 @@ impl io::Read for ZfsTee {
 }
 
 /// The series' current version, used to skip asking the store about chunks it references.
+/// The version of `series` that holds exactly this ZFS stream (the same snapshot from the
+/// same base), if any: a second copy of it would add nothing a restore could use, and, made
+/// later, would count as the newer version for `current` and for prune.
+async fn same_stream(repo: &Arc<Repo>, series: &str, z: &ZfsFacts) -> Result<Option<String>> {
+    let loaded = crate::prune::load_series(repo, series, |w| eprintln!("warning: {w}")).await?;
+    Ok(loaded
+        .versions
+        .iter()
+        .find(|v| {
+            v.zfs
+                .as_ref()
+                .is_some_and(|s| s.guid == z.guid && s.base_guid == z.base_guid)
+        })
+        .map(|v| v.info.name.clone()))
+}
+
 /// A parent that cannot be read only costs dedup speed, so it is a warning, not a failure.
 async fn load_parent(repo: &Repo, series: &str) -> Option<Manifest> {
     let pointer = match repo.current(series).await {

@@ -535,6 +535,59 @@ fn a_damaged_chunk_stops_the_chain_before_the_damaged_stream() {
     v.run(&["check", "--read-data"]).code(3);
 }
 
+/// Healing a full stream: sent again from its snapshot, it is the same stream, so it stores
+/// the lost chunks and records no second version, which, made later, would have become the
+/// current version and, for prune, the newest, ahead of the snapshots after it. A snapshot
+/// created before the current one's never becomes current.
+#[test]
+fn a_full_stream_sent_again_heals_its_chunks_without_a_second_version() {
+    let v = Vault::new();
+    let pool = Pool::new(&v);
+    let ds = dataset_with_history(&pool, "h");
+    v.run(&["backup", "--zfs", &format!("{ds}@a")]).ok();
+    let full: Vec<PathBuf> = v.chunk_objects();
+    v.run(&["backup", "--zfs", &format!("{ds}@c"), "--from", "@a"])
+        .ok();
+    // Creation times are in seconds: @d is surely created after @a, @b and @c.
+    std::thread::sleep(Duration::from_millis(1100));
+    write_random_file(&pool.mountpoint("h").join("later.bin"), 9, 50_000);
+    tool("zfs", &["snapshot", &format!("{ds}@d")]);
+    v.run(&["backup", "--zfs", &format!("{ds}@d"), "--from", "@c"])
+        .ok();
+    let versions = v.versions(&ds);
+    assert_eq!(versions.len(), 3);
+    let current = || {
+        rows_of(&v, &ds)
+            .into_iter()
+            .find(|r| r["current"] == true)
+            .map(|r| r["snapshot"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(current(), Some(format!("{ds}@d")));
+
+    fs::remove_file(&full[0]).expect("losing a chunk of the full stream");
+    v.run(&["check"]).code(3);
+    let healed = v.backup(&ds, &["--heal", "--zfs", &format!("{ds}@a")]);
+    assert_eq!(healed["recorded"], false, "{healed}");
+    assert_eq!(text(&healed, "version"), versions[0], "{healed}");
+    assert!(n(&healed, "chunks_new") >= 1, "{healed}");
+    assert_eq!(v.versions(&ds), versions, "a second version was recorded");
+    assert_eq!(current(), Some(format!("{ds}@d")));
+    v.run(&["check", "--read-data"]).ok();
+
+    // @b was never stored: recorded, but created before @d, it does not become current.
+    let older = v.backup(&ds, &["--zfs", &format!("{ds}@b"), "--from", "@a"]);
+    assert_eq!(
+        (older["recorded"].clone(), older["current"].clone()),
+        (Value::Bool(true), Value::Bool(false)),
+        "{older}"
+    );
+    assert_eq!(current(), Some(format!("{ds}@d")));
+    let target = pool.ds("r");
+    v.run(&["restore", "--name", &ds, "--zfs-receive", &target])
+        .ok();
+    assert_same_tree(&pool.mountpoint("h"), &pool.mountpoint("r"));
+}
+
 #[test]
 fn zfs_chain_on_garage_s3() {
     let g = crate::s3_servers::garage();

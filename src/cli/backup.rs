@@ -171,6 +171,11 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
                 s.chunks_new,
                 HumanBytes(s.bytes_new_stored)
             );
+        } else if !s.recorded {
+            println!(
+                "{} ({}) is already stored in series {} as version {} (the same ZFS stream): no version recorded",
+                s.source, s.source_kind, s.series, s.version
+            );
         } else {
             println!(
                 "backed up {} ({}) as series {} version {}",
@@ -194,9 +199,9 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             s.chunks_reused,
             s.chunks_zero
         );
-        if !s.dry_run && !s.current {
+        if !s.dry_run && s.recorded && !s.current {
             println!(
-                "  note: this version is older than the series' current version (see --time), which stays current: restores without --version pick that one"
+                "  note: this version is older than the series' current version (an earlier --time, or a ZFS snapshot created before the current one's), which stays current: restores without --version pick that one"
             );
         }
         if let Some(z) = &s.zfs {

@@ -36,7 +36,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
     /// Back up as `backup --heal` does: store again the chunks of the previous versions that
-    /// are missing (after `check --read-data --repair`).
+    /// are missing (after `check --read-data --repair`). ZFS jobs send a full stream: a new
+    /// chain that does not depend on the damaged one.
     #[arg(long)]
     pub heal: bool,
 }
@@ -394,7 +395,10 @@ async fn run_job(
                     name
                 }
             };
-            let full = full_due(repo, &job.name, z).await?;
+            // Healing a ZFS job sends a full stream: an incremental would build on the
+            // stored chain, whose damage it cannot mend (the snapshots that hold the lost
+            // data are usually gone from the pool), and would depend on it.
+            let full = a.heal || full_due(repo, &job.name, z).await?;
             let planned = a.dry_run && z.snapshot.is_none();
             let send = ZfsSend {
                 snapshot: &snapshot,
@@ -416,6 +420,7 @@ async fn run_job(
                     "would take snapshot {snapshot} and send it {}",
                     match &plan.base_version {
                         Some(v) => format!("incremental from the snapshot stored as version {v}"),
+                        None if a.heal => "in full (--heal)".to_string(),
                         None if full => {
                             format!("in full (full_every = {})", z.full_every.unwrap_or(1))
                         }
