@@ -364,6 +364,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     // 2b. ZFS chains: an incremental stream whose base no stored stream brings cannot be
     // restored, though every object it names is intact (its base was forgotten with --force,
     // or never backed up).
+    let mut chains_of: BTreeMap<&str, Chains> = BTreeMap::new();
     for (s, vs) in &versions {
         let facts: Vec<Option<ZfsFacts>> = vs
             .iter()
@@ -383,6 +384,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             })
             .collect();
         let chains = Chains::resolve(&nodes);
+        drop(nodes);
         for (i, v) in vs.iter().enumerate() {
             if let Status::Missing { base_guid } = chains.status(i) {
                 report.problems.push(Problem {
@@ -398,6 +400,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 });
             }
         }
+        chains_of.insert(s, chains);
     }
 
     // 3. Current pointers: of every series in scope, and any pointer left without a series.
@@ -597,6 +600,39 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 ranges,
                 reason,
             });
+        }
+    }
+    // 6b. An incremental is no better than the chain it is received on: one whose base (or
+    // its base's base) is damaged cannot be restored either, though its own objects are
+    // whole.
+    for (s, vs) in &versions {
+        let Some(chains) = chains_of.get(s.as_str()) else {
+            continue;
+        };
+        for (i, v) in vs.iter().enumerate() {
+            let own = format!("{s} {v}");
+            if damaged.contains(&own) {
+                continue;
+            }
+            let mut at = i;
+            while let Some(p) = chains.needs(at) {
+                if damaged.contains(&format!("{s} {}", vs[p])) {
+                    report.problems.push(Problem {
+                        kind: "chain",
+                        object: layout::manifest(s, v),
+                        series: s.clone(),
+                        version: Some(v.clone()),
+                        ranges: Vec::new(),
+                        reason: format!(
+                            "it is received on version {}, which is damaged: it cannot be restored until that version is healed",
+                            vs[p]
+                        ),
+                    });
+                    damaged.insert(own);
+                    break;
+                }
+                at = p;
+            }
         }
     }
     report.damaged_versions = damaged.into_iter().collect();
