@@ -75,6 +75,10 @@ pub struct GcSummary {
     /// limit: deleted, or with `--dry-run` would be deleted.
     pub leftovers_deleted: u64,
     pub leftover_bytes_deleted: u64,
+    /// `--dry-run`: the lock that would keep a real gc from running now (a backup still
+    /// going, whose new chunks are among those counted as unreferenced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
     pub seconds: f64,
     pub requests: Requests,
 }
@@ -98,6 +102,9 @@ pub async fn gc(repo: Arc<Repo>, opts: GcOptions) -> Result<GcSummary> {
         lock.release().await;
     }
     let mut summary = result?;
+    if opts.dry_run {
+        summary.blocked_by = crate::lock::would_block(&repo, LockMode::Exclusive).await?;
+    }
     summary.requests = repo.store().requests().since(before);
     Ok(summary)
 }
@@ -195,6 +202,7 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
         bytes_deleted: bytes,
         leftovers_deleted,
         leftover_bytes_deleted,
+        blocked_by: None,
         seconds: started.elapsed().as_secs_f64(),
         requests: Requests::default(),
     })

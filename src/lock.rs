@@ -146,6 +146,12 @@ pub async fn list(repo: &Repo, skip: Option<&str>) -> Result<Vec<LockEntry>> {
     Ok(out)
 }
 
+/// The lock that would keep `mode` from being taken now, in words; for a dry run, which
+/// takes none.
+pub async fn would_block(repo: &Repo, mode: LockMode) -> Result<Option<String>> {
+    conflict(repo, mode, None).await
+}
+
 /// The first live lock (other than `ours`) that conflicts with taking `mode`.
 async fn conflict(repo: &Repo, mode: LockMode, ours: Option<&str>) -> Result<Option<String>> {
     for e in list(repo, ours).await? {

@@ -99,6 +99,14 @@ fn gc_is_refused_while_a_backup_runs_and_a_backup_while_gc_would() {
     }
     let refused = v.run(&["gc"]);
     refused.error(5, &["locked", "backup of stream"]);
+    // A dry run takes no lock, so it runs, but says a real gc would not.
+    let dry = gc_json(&v, &["--dry-run"]);
+    assert!(
+        dry["blocked_by"]
+            .as_str()
+            .is_some_and(|b| b.contains("backup of stream")),
+        "{dry}"
+    );
     stdin.write_all(&random_bytes(5, MIB as usize)).unwrap();
     drop(stdin);
     assert!(

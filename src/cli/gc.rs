@@ -30,15 +30,26 @@ pub async fn run(g: &GlobalArgs, a: GcArgs) -> Result<()> {
     }
     if !g.quiet {
         let verb = if s.dry_run { "would delete" } else { "deleted" };
+        let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         println!(
-            "{} versions in {} series reference {} chunks; {} of {} stored chunks were unreferenced: {verb} them, {}",
-            s.versions,
+            "{} in {} series reference {}; {} of {} stored chunks {} unreferenced{}",
+            plural(s.versions, "version"),
             s.series,
-            s.chunks_referenced,
+            plural(s.chunks_referenced, "chunk"),
             s.chunks_deleted,
             s.chunks_stored,
-            HumanBytes(s.bytes_deleted)
+            if s.chunks_deleted == 1 { "was" } else { "were" },
+            if s.chunks_deleted == 0 {
+                String::new()
+            } else {
+                format!(": {verb} them, {}", HumanBytes(s.bytes_deleted))
+            }
         );
+        if let Some(holder) = &s.blocked_by {
+            println!(
+                "note: gc would not run now (exit 5): {holder}; the chunks a backup still running has stored are among those counted"
+            );
+        }
         if s.leftovers_deleted > 0 {
             println!(
                 "{} temporary files of writes cut short (a crash or a stop): {verb} them, {}",
