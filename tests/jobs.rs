@@ -259,7 +259,14 @@ fn a_job_file_with_mistakes_is_refused_before_anything_runs() {
     // A second run of the same file while one is going does nothing.
     let held = fs::File::open(&config).expect("opening the job file");
     held.lock().expect("locking the job file");
-    run_jobs(&config, &[]).error(1, &["still running"]);
+    let busy = run_jobs(&config, &[]).error(1, &["still running"]);
+    assert!(
+        busy.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("still running")),
+        "the JSON report says why nothing ran: {}",
+        busy.stdout_text()
+    );
     held.unlock().expect("unlocking the job file");
     run_jobs(&config, &[]).ok();
     assert_eq!(v.versions("image").len(), 1);
@@ -667,7 +674,7 @@ fn a_run_that_cannot_open_the_repository_reports_in_json() {
         assert!(
             j["reason"]
                 .as_str()
-                .is_some_and(|e| e.contains("the repository could not be opened")),
+                .is_some_and(|e| e.contains("the run could not start")),
             "{report}"
         );
     }

@@ -134,39 +134,43 @@ pub async fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
             )));
         }
     }
-    let _lock = lock_config(&a.config)?;
     let cg = repository_args(g, &config);
     let selected: Vec<&Job> = config
         .jobs
         .iter()
         .filter(|j| a.jobs.is_empty() || a.jobs.contains(&j.name))
         .collect();
+    // Monitoring that reads the JSON report learns of a run that could not start too, not
+    // only from the exit code (a wrong passphrase is 4).
+    let not_started = |e: anyhow::Error| -> Result<()> {
+        if g.json {
+            let error = format!("{e:#}");
+            let jobs: Vec<JobReport> = selected
+                .iter()
+                .map(|job| {
+                    let mut r = JobReport::new(job);
+                    r.outcome = "failed";
+                    r.reason = Some(format!("the run could not start: {error}"));
+                    r
+                })
+                .collect();
+            super::print_json(&Report {
+                config: a.config.display().to_string(),
+                dry_run: a.dry_run,
+                failed: jobs.len(),
+                jobs,
+                error: Some(error),
+            })?;
+        }
+        Err(e)
+    };
+    let _lock = match lock_config(&a.config) {
+        Ok(l) => l,
+        Err(e) => return not_started(e),
+    };
     let repo = match cg.open().await {
         Ok(repo) => repo,
-        Err(e) => {
-            // Monitoring that reads the JSON report learns of this run too, not only from
-            // the exit code (a wrong passphrase is 4).
-            if g.json {
-                let error = format!("{e:#}");
-                let jobs: Vec<JobReport> = selected
-                    .iter()
-                    .map(|job| {
-                        let mut r = JobReport::new(job);
-                        r.outcome = "failed";
-                        r.reason = Some(format!("the repository could not be opened: {error}"));
-                        r
-                    })
-                    .collect();
-                super::print_json(&Report {
-                    config: a.config.display().to_string(),
-                    dry_run: a.dry_run,
-                    failed: jobs.len(),
-                    jobs,
-                    error: Some(error),
-                })?;
-            }
-            return Err(e);
-        }
+        Err(e) => return not_started(e),
     };
     let say = !g.quiet && !g.json;
     let mut reports = Vec::new();
