@@ -613,15 +613,16 @@ async fn run(
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| anyhow!("internal error: a chunk result went missing"))?;
     stats.duration_ms = started.elapsed().as_millis() as u64;
-    if opts.dry_run {
+    // What a run that records nothing (a dry run, or a ZFS stream stored already) reports.
+    let unrecorded = |version: String, dry_run: bool| {
         let secs = started.elapsed().as_secs_f64();
-        return Ok(BackupSummary {
+        BackupSummary {
             series: series.to_string(),
-            version: String::new(),
+            version,
             time: time.to_string(),
             source_kind: info.kind.as_str(),
             source: info.description.clone(),
-            parent: parent.map(|m| m.version),
+            parent: parent.as_ref().map(|m| m.version.clone()),
             size: bytes_read,
             chunks: chunks.len() as u64,
             chunks_new: stats.chunks_new,
@@ -638,11 +639,14 @@ async fn run(
             } else {
                 0.0
             },
-            dry_run: true,
+            dry_run,
             peak_rss_bytes: sys::peak_rss(),
             requests: repo.store().requests().since(requests_before),
-            zfs: zfs_summary,
-        });
+            zfs: zfs_summary.clone(),
+        }
+    };
+    if opts.dry_run {
+        return Ok(unrecorded(String::new(), true));
     }
     // A ZFS snapshot created before the current version's is not the series' newest, whatever
     // the time of this backup: it must not become current (nor, recorded twice, shadow the
@@ -660,35 +664,7 @@ async fn run(
             .sync(layout::CHUNKS)
             .await
             .context("making the new chunks durable")?;
-        let secs = started.elapsed().as_secs_f64();
-        return Ok(BackupSummary {
-            series: series.to_string(),
-            version: stored,
-            time: time.to_string(),
-            source_kind: info.kind.as_str(),
-            source: info.description.clone(),
-            parent: parent.map(|m| m.version),
-            size: bytes_read,
-            chunks: chunks.len() as u64,
-            chunks_new: stats.chunks_new,
-            chunks_reused: stats.chunks_reused,
-            chunks_zero: stats.chunks_zero,
-            chunks_healed,
-            bytes_new: stats.bytes_new,
-            bytes_new_stored: stats.bytes_new_stored,
-            current: false,
-            recorded: false,
-            seconds: secs,
-            mb_per_s: if secs > 0.0 {
-                bytes_read as f64 / 1e6 / secs
-            } else {
-                0.0
-            },
-            dry_run: false,
-            peak_rss_bytes: sys::peak_rss(),
-            requests: repo.store().requests().since(requests_before),
-            zfs: zfs_summary,
-        });
+        return Ok(unrecorded(stored, false));
     }
     let mut manifest = Manifest {
         series: series.to_string(),
@@ -829,7 +805,6 @@ impl io::Read for ZfsTee {
     }
 }
 
-/// The series' current version, used to skip asking the store about chunks it references.
 /// The version of `series` that holds exactly this ZFS stream (the same snapshot from the
 /// same base), if any: a second copy of it would add nothing a restore could use, and, made
 /// later, would count as the newer version for `current` and for prune.
@@ -846,6 +821,7 @@ async fn same_stream(repo: &Arc<Repo>, series: &str, z: &ZfsFacts) -> Result<Opt
         .map(|v| v.info.name.clone()))
 }
 
+/// The series' current version, used to skip asking the store about chunks it references.
 /// A parent that cannot be read only costs dedup speed, so it is a warning, not a failure.
 async fn load_parent(repo: &Repo, series: &str) -> Option<Manifest> {
     let pointer = match repo.current(series).await {
