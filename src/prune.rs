@@ -340,9 +340,15 @@ pub async fn apply(
         } else {
             Some(load_series(repo, series, warn).await?)
         };
+        // The version the current pointer names stays, unless this plan is for a run that
+        // is about to record a newer one (`extra`).
+        let current = match &extra {
+            None => repo.current(series).await.ok().flatten().map(|p| p.version),
+            Some(_) => None,
+        };
         let mut history = loaded.as_ref().map(Series::infos).unwrap_or_default();
         history.extend(extra);
-        let plan = retention::plan(&history, policy, seed);
+        let plan = retention::plan_keeping(&history, policy, seed, current.as_deref());
         if dry_run {
             return Ok(Pruned {
                 plan,

@@ -15,7 +15,9 @@
 //! no policy can override:
 //!
 //! - **The newest version is always kept** ("newest version"), so a prune never empties a
-//!   series.
+//!   series; so is the version the current pointer names ("current version",
+//!   [`plan_keeping`]), which is not the newest by time when a ZFS snapshot older than the
+//!   current one was backed up after it.
 //! - **Chains are sacred** (DESIGN.md promise 3): a version that a kept version needs
 //!   ([`VersionInfo::needs`], transitively) is kept, "needed by <version>".
 //! - A version no rule keeps is removed ("no policy keeps it").
@@ -308,6 +310,19 @@ fn utc(t: i64) -> jiff::civil::DateTime {
 /// versions (in any order), policy and seed give the same plan. The seed matters only to
 /// `--keep-weighted`.
 pub fn plan(versions: &[VersionInfo], policy: &Policy, seed: u64) -> Vec<Decision> {
+    plan_keeping(versions, policy, seed, None)
+}
+
+/// [`plan`], keeping `current` (the version the series' current pointer names) whatever the
+/// policy says: it is the newest by its backup time except where a version recorded later is
+/// older in what it holds (a ZFS snapshot created before the current one's), and a plan that
+/// took the newest by time alone would remove the newest data.
+pub fn plan_keeping(
+    versions: &[VersionInfo],
+    policy: &Policy,
+    seed: u64,
+    current: Option<&str>,
+) -> Vec<Decision> {
     let mut sorted: Vec<&VersionInfo> = versions.iter().collect();
     sorted.sort_by(|a, b| by_age(a, b));
     let len = sorted.len();
@@ -367,6 +382,12 @@ pub fn plan(versions: &[VersionInfo], policy: &Policy, seed: u64) -> Vec<Decisio
     }
     if let Some(h) = policy.hanoi {
         hanoi(&sorted, h, &mut keep);
+    }
+
+    if let Some(i) = current.and_then(|c| sorted.iter().position(|v| v.name == c))
+        && i != len - 1
+    {
+        keep[i].push("current version".into());
     }
 
     // Chains: whatever a kept version needs is kept, transitively. Each version enters the
@@ -574,6 +595,32 @@ mod tests {
 
     fn reasons<'a>(plan: &'a [Decision], version: &str) -> &'a [String] {
         &plan.iter().find(|d| d.version == version).unwrap().reasons
+    }
+
+    /// The version the current pointer names stays, with its base: a ZFS snapshot backed up
+    /// after a newer one is the newest by time, not by what it holds.
+    #[test]
+    fn the_current_version_and_what_it_needs_stay() {
+        let mut d = v("d", 3);
+        d.needs = Some("c".into());
+        let versions = [v("a", 1), v("c", 2), d, v("b-again", 4)];
+        let policy = Policy {
+            last: 1,
+            ..Policy::default()
+        };
+        let plan = plan_keeping(&versions, &policy, 0, Some("d"));
+        assert_eq!(kept(&plan), ["c", "d", "b-again"]);
+        assert_eq!(reasons(&plan, "d"), ["current version"]);
+        assert_eq!(reasons(&plan, "c"), ["needed by d"]);
+        // Without a current version, the plan is plan()'s.
+        assert_eq!(
+            plan_keeping(&versions, &policy, 0, None),
+            plan_fn(&versions, &policy)
+        );
+    }
+
+    fn plan_fn(versions: &[VersionInfo], policy: &Policy) -> Vec<Decision> {
+        plan(versions, policy, 0)
     }
 
     /// The module doc's example, verbatim.

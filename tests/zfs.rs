@@ -583,6 +583,26 @@ fn a_full_stream_sent_again_heals_its_chunks_without_a_second_version() {
         "{older}"
     );
     assert_eq!(current(), Some(format!("{ds}@d")));
+    // Newest by its backup time, @b does not push @d out of a prune that keeps one version.
+    let plan = v
+        .run(&[
+            "prune",
+            "--json",
+            "--name",
+            &ds,
+            "--keep-last",
+            "1",
+            "--dry-run",
+        ])
+        .ok()
+        .json();
+    let of_d = plan
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["version"] == versions[2].as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(of_d["action"], "keep", "{plan}");
+    assert!(of_d.to_string().contains("current version"), "{plan}");
     let target = pool.ds("r");
     v.run(&["restore", "--name", &ds, "--zfs-receive", &target])
         .ok();
