@@ -99,6 +99,20 @@ pub struct Problem {
     pub reason: String,
 }
 
+impl Problem {
+    /// A version that cannot be restored for want of what its ZFS chain needs.
+    fn chain(series: &str, version: &str, reason: String) -> Problem {
+        Problem {
+            kind: "chain",
+            object: layout::manifest(series, version),
+            series: series.to_string(),
+            version: Some(version.to_string()),
+            ranges: Vec::new(),
+            reason,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckReport {
     pub series: u64,
@@ -387,17 +401,14 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         drop(nodes);
         for (i, v) in vs.iter().enumerate() {
             if let Status::Missing { base_guid } = chains.status(i) {
-                report.problems.push(Problem {
-                    kind: "chain",
-                    object: layout::manifest(s, v),
-                    series: s.clone(),
-                    version: Some(v.clone()),
-                    ranges: Vec::new(),
-                    reason: format!(
+                report.problems.push(Problem::chain(
+                    s,
+                    v,
+                    format!(
                         "it is an incremental ZFS stream from snapshot GUID {}, which no restorable version of the series brings: it cannot be restored",
                         hex_guid(*base_guid)
                     ),
-                });
+                ));
             }
         }
         chains_of.insert(s, chains);
@@ -445,10 +456,9 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 } else if let Some(newest) = versions.get(s).and_then(|vs| vs.last())
                     && *newest != p.version
                 {
-                    report.notes.push(format!(
-                        "the current pointer of series {s:?} names version {}, not the newest, {newest}: restores without --version pick {} until the next backup (a backup whose pointer write failed leaves it so)",
-                        p.version, p.version
-                    ));
+                    report
+                        .notes
+                        .push(crate::repo::lagging_pointer(s, &p.version, newest));
                 }
             }
             Err(e) if damage_of(&e) => report.problems.push(problem(damage_reason(&e))),
@@ -617,17 +627,14 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             let mut at = i;
             while let Some(p) = chains.needs(at) {
                 if damaged.contains(&format!("{s} {}", vs[p])) {
-                    report.problems.push(Problem {
-                        kind: "chain",
-                        object: layout::manifest(s, v),
-                        series: s.clone(),
-                        version: Some(v.clone()),
-                        ranges: Vec::new(),
-                        reason: format!(
+                    report.problems.push(Problem::chain(
+                        s,
+                        v,
+                        format!(
                             "it is received on version {}, which is damaged: it cannot be restored until that version is healed",
                             vs[p]
                         ),
-                    });
+                    ));
                     damaged.insert(own);
                     break;
                 }

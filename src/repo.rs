@@ -120,6 +120,14 @@ pub struct Recovered {
     pub checked_against: Option<String>,
 }
 
+/// What `list` and `check` note of a current pointer that names `pointed` while `newest` is
+/// the series' newest version: not damage, since restores still pick a version.
+pub fn lagging_pointer(series: &str, pointed: &str, newest: &str) -> String {
+    format!(
+        "the current pointer of series {series:?} names version {pointed}, not the newest, {newest}: restores without --version pick {pointed} until the next backup (a backup whose pointer write failed leaves it so)"
+    )
+}
+
 pub fn now_unix() -> i64 {
     jiff::Timestamp::now().as_second()
 }

@@ -69,6 +69,22 @@ fn alive(pid: &str) -> bool {
     })
 }
 
+/// What a stopped backup of [`backup_with_sleeper`] leaves: the command's child gone, no
+/// version, no lock.
+#[track_caller]
+fn stopped_cleanly(v: &Vault, sleeper: &str) {
+    wait_until(
+        "the command's child to end",
+        Duration::from_secs(10),
+        || !alive(sleeper),
+    );
+    assert!(
+        v.versions("db").is_empty(),
+        "a stopped backup recorded a version"
+    );
+    assert_eq!(locks(v), Vec::<String>::new(), "the lock was left behind");
+}
+
 /// A backup of series "db" with `options` from a command that runs `output`, then starts a
 /// child that writes nothing for a minute, and waits for it. Returns once the child is there,
 /// with its pid.
@@ -109,16 +125,7 @@ fn a_stopped_backup_records_nothing_removes_its_lock_and_stops_its_command() {
     ] {
         assert!(stderr.contains(needle), "{needle:?} missing from: {stderr}");
     }
-    assert_eq!(locks(&v), Vec::<String>::new(), "the lock was left behind");
-    assert!(
-        v.versions("db").is_empty(),
-        "a stopped backup recorded a version"
-    );
-    wait_until(
-        "the command's child to end",
-        Duration::from_secs(10),
-        || !alive(&sleeper),
-    );
+    stopped_cleanly(&v, &sleeper);
     // What the stopped run stored is only unreferenced chunks, and the next run works.
     v.run(&["check"]).ok();
     let source = v.path("small.img");
@@ -145,16 +152,7 @@ fn a_stop_while_the_command_finishes_kills_what_it_left_running() {
         !stderr.contains("SIGKILL"),
         "the kill that blockvault itself sent is no news: {stderr}"
     );
-    wait_until(
-        "the command's child to end",
-        Duration::from_secs(10),
-        || !alive(&sleeper),
-    );
-    assert!(
-        v.versions("db").is_empty(),
-        "a stopped backup recorded a version"
-    );
-    assert!(locks(&v).is_empty(), "the lock was left behind");
+    stopped_cleanly(&v, &sleeper);
 }
 
 #[test]
@@ -167,16 +165,7 @@ fn a_stop_reaches_what_a_command_without_a_group_of_its_own_started() {
     send(&child, "TERM");
     let (status, stderr) = ended_within(child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(143), "SIGTERM is exit 143: {stderr}");
-    wait_until(
-        "the command's child to end",
-        Duration::from_secs(10),
-        || !alive(&sleeper),
-    );
-    assert!(
-        v.versions("db").is_empty(),
-        "a stopped backup recorded a version"
-    );
-    assert!(locks(&v).is_empty(), "the lock was left behind");
+    stopped_cleanly(&v, &sleeper);
 }
 
 #[test]

@@ -86,12 +86,7 @@ fn pointer_note(
             ),
             true,
         ),
-        Ok(Some(p)) if p != *newest => (
-            format!(
-                "the current pointer of series {series:?} names version {p}, not the newest, {newest}: restores without --version pick {p} until the next backup (a backup whose pointer write failed leaves it so)"
-            ),
-            false,
-        ),
+        Ok(Some(p)) if p != *newest => (crate::repo::lagging_pointer(series, &p, newest), false),
         Ok(Some(_)) => return None,
     };
     Some(PointerNote { message, damage })
