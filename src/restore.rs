@@ -46,7 +46,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, FileType, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -561,19 +561,103 @@ fn create_partial(path: &Path) -> Result<(PathBuf, File)> {
     }
 }
 
-/// A new, empty file at `path`, whatever was there: a partial file a crashed restore left is
-/// removed (as is a symbolic link someone planted under that predictable name, which is
-/// removed, not followed), and the file is created exclusively (`O_EXCL` follows no link).
+/// A new, empty file at `path`, locked (`flock`) for as long as this restore holds it. A
+/// file already there is what a crashed restore left and is removed (as is a symbolic link
+/// someone planted under that predictable name, which is removed, not followed), unless
+/// another restore of the same target holds its lock: then this one stops
+/// ([`io::ErrorKind::ResourceBusy`]) instead of pulling the file from under the other.
 fn create_fresh(path: &Path) -> io::Result<File> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    // Each round removes a leftover that another restore may replace with its own.
+    for _ in 0..8 {
+        match OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(f) => {
+                // Between the create and the lock, a restore that took this file for a
+                // leftover may have removed it: the name must still be ours once locked.
+                return if lock_partial(&f)? && same_file(&f, path) {
+                    Ok(f)
+                } else {
+                    Err(restore_running())
+                };
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => remove_leftover(path)?,
+            Err(e) => return Err(e),
+        }
     }
-    OpenOptions::new().write(true).create_new(true).open(path)
+    Err(restore_running())
+}
+
+/// Removes what a crashed restore left at `path`, unless a running restore holds it.
+fn remove_leftover(path: &Path) -> io::Result<()> {
+    // Non-blocking, so that a FIFO planted there does not wait for a writer.
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let held = match opened {
+        Ok(f) => {
+            if !lock_partial(&f)? {
+                return Err(restore_running());
+            }
+            // The name may have moved on to another restore's file since it was opened.
+            if !same_file(&f, path) {
+                return Ok(());
+            }
+            Some(f)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        // A symbolic link (ELOOP), or something that cannot be opened to read: removed as
+        // it is, as a leftover always was.
+        Err(_) => None,
+    };
+    let removed = fs::remove_file(path);
+    drop(held);
+    match removed {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Takes the partial file's lock: false when another restore holds it. A filesystem
+/// without locks gives none, as before there were any.
+fn lock_partial(f: &File) -> io::Result<bool> {
+    match f.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e))
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::EINVAL)
+            ) =>
+        {
+            Ok(true)
+        }
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Whether `path` still names the open file `f`.
+fn same_file(f: &File, path: &Path) -> bool {
+    match (f.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn restore_running() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        "another restore of this target is writing it",
+    )
 }
 
 fn partial_err(e: io::Error, target: &Path, partial: &Path) -> anyhow::Error {
+    if e.kind() == io::ErrorKind::ResourceBusy {
+        return anyhow!(
+            "another restore is writing target {} (its partial file {} is locked): wait for it to finish, or stop it; nothing was written",
+            target.display(),
+            partial.display()
+        );
+    }
     anyhow!(e).context(format!(
         "target {} cannot be created: creating its partial file {}",
         target.display(),

@@ -287,3 +287,45 @@ fn a_target_that_appears_during_the_restore_is_left_alone() {
     assert_eq!(fs::read(&out).expect("the target"), b"someone else's");
     assert_same_contents(&src, &partial);
 }
+
+/// Two restores to one target at once: the second finds the first's partial file locked and
+/// stops, naming it, instead of taking it for a crashed restore's leftover and removing it
+/// (which made the first fail); the first finishes and the target is the version.
+#[test]
+fn a_second_restore_of_the_same_target_stops_and_leaves_the_first_alone() {
+    let (v, src) = vault_with_image();
+    let out = v.path("out.img");
+    let mut cmd = key_file_cmd(
+        &v,
+        Some("latency-ms=100"),
+        &["restore", "--name", "img", s(&out)],
+    );
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let first = cmd.spawn().expect("starting blockvault");
+    let partial = v.path(".out.img.blockvault-partial");
+    let started = std::time::Instant::now();
+    while !partial.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the restore never created its partial file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = restore(&v, &[s(&out)]);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("another restore is writing target")
+            && second.stderr.contains(s(&partial)),
+        "{}",
+        second.stderr
+    );
+    let done = first.wait_with_output().expect("waiting for blockvault");
+    assert!(
+        done.status.success(),
+        "the first restore failed: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_same_contents(&src, &out);
+    assert!(!partial.exists(), "the partial file was left behind");
+}
