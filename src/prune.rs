@@ -310,17 +310,21 @@ pub async fn remove_versions(
 pub struct Pruned {
     pub plan: Vec<Decision>,
     pub removal: Option<Removal>,
+    /// The seed of a weighted plan: the one given, or [`retention::seed_of`] the stored
+    /// versions.
+    pub seed: Option<u64>,
 }
 
 /// Plans `policy` over `series` and, unless `dry_run`, removes every version the plan does
 /// not keep, under a shared lock. A dry run writes nothing, not even a lock (as backup
 /// `--dry-run`). `extra` joins the history for planning only: a version a job is about to
-/// make, so its dry run shows the plan the real run would follow.
+/// make, so its dry run shows the plan the real run would follow. A weighted plan without a
+/// `seed` takes one from the stored versions, so a dry run and the real run agree.
 pub async fn apply(
     repo: &Arc<Repo>,
     series: &str,
     policy: &Policy,
-    seed: u64,
+    seed: Option<u64>,
     dry_run: bool,
     extra: Option<VersionInfo>,
     warn: impl FnMut(String),
@@ -347,12 +351,19 @@ pub async fn apply(
             Some(_) => None,
         };
         let mut history = loaded.as_ref().map(Series::infos).unwrap_or_default();
+        let seed = policy.weighted.map(|_| {
+            seed.unwrap_or_else(|| {
+                retention::seed_of(series, history.iter().map(|v| v.name.as_str()))
+            })
+        });
         history.extend(extra);
-        let plan = retention::plan_keeping(&history, policy, seed, current.as_deref());
+        let plan =
+            retention::plan_keeping(&history, policy, seed.unwrap_or(0), current.as_deref());
         if dry_run {
             return Ok(Pruned {
                 plan,
                 removal: None,
+                seed,
             });
         }
         let remove: Vec<String> = plan
@@ -382,6 +393,7 @@ pub async fn apply(
         Ok(Pruned {
             plan,
             removal: Some(removal),
+            seed,
         })
     }
     .await;

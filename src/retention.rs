@@ -434,6 +434,24 @@ pub fn plan_keeping(
         .collect()
 }
 
+/// The seed a weighted plan uses when none is given: a hash of the series and the names of
+/// its stored versions. A dry run and the real run after it, over the same versions, make the
+/// same plan; each new version gives the next plan a new seed, as a random one would.
+pub fn seed_of<'a>(series: &str, versions: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut names: Vec<&str> = versions.into_iter().collect();
+    names.sort_unstable();
+    let mut h = blake3::Hasher::new_derive_key("blockvault 2026-11 weighted prune seed");
+    h.update(&(series.len() as u64).to_le_bytes());
+    h.update(series.as_bytes());
+    for n in names {
+        h.update(&(n.len() as u64).to_le_bytes());
+        h.update(n.as_bytes());
+    }
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(seed)
+}
+
 /// SplitMix64 (Steele, Lea, Flood: "Fast splittable pseudorandom number generators", 2014).
 /// Frozen here so a printed seed reproduces its plan under any later build (the fault
 /// injector's seeds use it too).
@@ -801,6 +819,18 @@ mod tests {
         assert_eq!(reasons(&p, "c"), ["weighted: removed, densest gap"]);
         assert_eq!(reasons(&p, "a"), ["weighted: kept"]);
         assert_eq!(reasons(&p, "d"), ["newest version", "weighted: kept"]);
+    }
+
+    /// A seed left to the planner is the same for the same stored versions in any order, and
+    /// another for another series or once a version is added.
+    #[test]
+    fn the_derived_seed_follows_the_versions() {
+        let a = seed_of("vm", ["v1", "v2", "v3"]);
+        assert_eq!(a, seed_of("vm", ["v3", "v1", "v2"]));
+        assert_ne!(a, seed_of("db", ["v1", "v2", "v3"]));
+        assert_ne!(a, seed_of("vm", ["v1", "v2", "v3", "v4"]));
+        // Names are delimited: the same bytes cut differently are other versions.
+        assert_ne!(seed_of("vm", ["ab", "c"]), seed_of("vm", ["a", "bc"]));
     }
 
     /// The frozen PRNG: these values pin SplitMix64 (they are its published outputs for seed

@@ -31,7 +31,7 @@ fn array(v: Value) -> Vec<Value> {
 
 /// (version, action, reasons) from `prune --json`.
 fn plan_rows(run: Run) -> Vec<(String, String, Vec<String>)> {
-    array(run.ok().json())
+    array(run.ok().json()["plan"].clone())
         .iter()
         .map(|r| {
             (
@@ -296,16 +296,31 @@ fn prune_needs_a_policy_and_prints_its_seed() {
             .collect()
     };
     assert_eq!(plan_lines(&out), plan_lines(&again));
-    let plan = plan_rows(v.run(&[
-        "prune",
-        "--json",
-        "--name",
-        "s",
-        "--keep-weighted",
-        "3",
-        "--seed",
-        &seed,
-    ]));
+    // Without --seed, the seed comes from the stored versions: a dry run and the real run
+    // after it make the same plan, and --json says which seed and whether anything went.
+    let weighted = ["prune", "--json", "--name", "s", "--keep-weighted", "3"];
+    let dry = v.run(&[&weighted[..], &["--dry-run"]].concat()).ok().json();
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["seed"].to_string(), seed, "{dry}");
+    assert_eq!(array(dry["removed"].clone()).len(), 0, "{dry}");
+    let real = v.run(&weighted);
+    let real_json = real.json();
+    assert_eq!(real_json["dry_run"], false, "{real_json}");
+    assert_eq!(
+        real_json["plan"], dry["plan"],
+        "the real run followed another plan"
+    );
+    let gone: Vec<String> = array(real_json["removed"].clone())
+        .iter()
+        .map(|x| x.as_str().expect("a version name").to_string())
+        .collect();
+    let plan = plan_rows(real);
+    let planned: Vec<String> = plan
+        .iter()
+        .filter(|(_, a, _)| a == "remove")
+        .map(|(n, _, _)| n.clone())
+        .collect();
+    assert_eq!(gone, planned);
     // The hour-apart pair is by far the densest gap: its newer half goes first.
     let removed: Vec<&(String, String, Vec<String>)> =
         plan.iter().filter(|(_, a, _)| a == "remove").collect();
@@ -531,4 +546,46 @@ fn prune_plans_for_a_damaged_version_by_its_name() {
     assert_eq!(v.versions("d"), [h[1].0.clone()]);
     restores_bit_exact(&v, "d", &h[1].0, &h[1].1);
     v.run(&["check", "--read-data"]).ok();
+}
+
+/// A job with weighted thinning: its dry run shows the versions the real run then removes.
+/// Both take the seed from the versions stored before the run (the real run's own new
+/// version left out), where each used to draw a random seed and remove others.
+#[test]
+fn a_weighted_job_removes_what_its_dry_run_showed() {
+    let v = Vault::new();
+    let times: Vec<String> = (1..=9)
+        .map(|d| format!("2026-0{}-0{}T00:00:00Z", 1 + d % 3, d))
+        .collect();
+    let times: Vec<&str> = times.iter().map(String::as_str).collect();
+    let mut times = times;
+    times.sort();
+    history(&v, "w", &times);
+    let src = v.path("w-now.img");
+    write_random_file(&src, 77, MIB);
+    let config = crate::jobs::job_file(
+        &v,
+        &format!(
+            "[[job]]\nname = \"w\"\nsource = {{ file = {:?} }}\nkeep = {{ weighted = 4 }}\n",
+            s(&src)
+        ),
+    );
+    let dry = crate::jobs::run_jobs(&config, &["--dry-run", "--force"])
+        .ok()
+        .json();
+    let dry = &crate::jobs::job(&dry, "w")["prune"];
+    let planned = array(dry["removed"].clone());
+    assert_eq!(
+        planned.len(),
+        6,
+        "9 stored and this run's, thinned to 4: {dry}"
+    );
+    let real = crate::jobs::run_jobs(&config, &["--force"]).ok().json();
+    let real = &crate::jobs::job(&real, "w")["prune"];
+    assert_eq!(real["seed"], dry["seed"], "{real}");
+    assert_eq!(
+        real["removed"], dry["removed"],
+        "the real run removed others"
+    );
+    assert_eq!(v.versions("w").len(), 4);
 }

@@ -38,8 +38,9 @@ pub struct PruneArgs {
     /// to their predecessor first, until N remain; never the oldest or newest.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
     pub keep_weighted: Option<u32>,
-    /// The seed for --keep-weighted, to repeat a plan; a random one is chosen and printed
-    /// otherwise.
+    /// The seed for --keep-weighted, to repeat a plan. Without it, one is taken from the
+    /// series' stored versions (so a dry run and the real run after it make the same plan),
+    /// and printed.
     #[arg(long, value_name = "S", requires = "keep_weighted")]
     pub seed: Option<u64>,
     /// Tower-of-Hanoi rotation (s3napback) with D discs: survivors 1, 2, 4, 8, … periods apart.
@@ -78,34 +79,26 @@ impl PruneArgs {
 
 #[derive(Serialize)]
 struct Row<'a> {
-    series: &'a str,
     version: &'a str,
     time: String,
     action: &'static str,
     reasons: &'a [String],
 }
 
-fn print_plan(g: &GlobalArgs, series: &str, plan: &[Decision], seed: Option<u64>) -> Result<()> {
-    if g.json {
-        let rows: Vec<Row> = plan
-            .iter()
-            .map(|d| Row {
-                series,
-                version: &d.version,
-                time: rfc3339(d.time),
-                action: if d.keep { "keep" } else { "remove" },
-                reasons: &d.reasons,
-            })
-            .collect();
-        super::print_json(&rows)?;
-        if let Some(seed) = seed {
-            eprintln!("weighted thinning used seed {seed} (repeat this plan with --seed {seed})");
-        }
-        return Ok(());
-    }
-    if g.quiet {
-        return Ok(());
-    }
+/// `prune --json`: the plan, and what carrying it out did.
+#[derive(Serialize)]
+struct Report<'a> {
+    series: &'a str,
+    dry_run: bool,
+    /// The seed of a weighted plan (`--seed` repeats it); null without --keep-weighted.
+    seed: Option<u64>,
+    plan: Vec<Row<'a>>,
+    /// The versions removed: none in a dry run.
+    removed: &'a [String],
+    current_moved_to: Option<&'a str>,
+}
+
+fn print_plan(series: &str, plan: &[Decision], seed: Option<u64>) {
     let kept = plan.iter().filter(|d| d.keep).count();
     println!(
         "plan for series {series}: keep {kept}, remove {} of {} versions",
@@ -124,7 +117,6 @@ fn print_plan(g: &GlobalArgs, series: &str, plan: &[Decision], seed: Option<u64>
             d.reasons.join(", ")
         );
     }
-    Ok(())
 }
 
 pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
@@ -134,36 +126,49 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
             "no retention policy given: prune needs at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within, --keep-weighted or --hanoi with a value above zero",
         ));
     }
-    let seed = match (a.keep_weighted, a.seed) {
-        (Some(_), None) => Some(rand::random::<u64>()),
-        _ => None,
-    };
     let repo = g.open().await?;
-    let seed_used = a.seed.or(seed).unwrap_or(0);
-    let done = prune::apply(&repo, &a.name, &policy, seed_used, a.dry_run, None, |w| {
+    let done = prune::apply(&repo, &a.name, &policy, a.seed, a.dry_run, None, |w| {
         eprintln!("warning: {w}")
     })
     .await?;
-    print_plan(g, &a.name, &done.plan, seed)?;
+    if g.json {
+        let (removed, moved) = match &done.removal {
+            Some(r) => (&r.removed[..], r.current_moved_to.as_deref()),
+            None => (&[][..], None),
+        };
+        return super::print_json(&Report {
+            series: &a.name,
+            dry_run: a.dry_run,
+            seed: done.seed,
+            plan: done
+                .plan
+                .iter()
+                .map(|d| Row {
+                    version: &d.version,
+                    time: rfc3339(d.time),
+                    action: if d.keep { "keep" } else { "remove" },
+                    reasons: &d.reasons,
+                })
+                .collect(),
+            removed,
+            current_moved_to: moved,
+        });
+    }
+    if g.quiet {
+        return Ok(());
+    }
+    print_plan(&a.name, &done.plan, done.seed);
     match done.removal {
-        None => {
-            if !g.quiet && !g.json {
-                println!("dry run: nothing was removed");
+        None => println!("dry run: nothing was removed"),
+        Some(r) => println!(
+            "removed {} versions of series {}{}",
+            r.removed.len(),
+            a.name,
+            match &r.current_moved_to {
+                Some(v) => format!("; current is now {v}"),
+                None => String::new(),
             }
-        }
-        Some(r) => {
-            if !g.quiet && !g.json {
-                println!(
-                    "removed {} versions of series {}{}",
-                    r.removed.len(),
-                    a.name,
-                    match &r.current_moved_to {
-                        Some(v) => format!("; current is now {v}"),
-                        None => String::new(),
-                    }
-                );
-            }
-        }
+        ),
     }
     Ok(())
 }
