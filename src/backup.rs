@@ -20,7 +20,7 @@ use crate::pool::Pool;
 use crate::progress;
 use crate::repo::{Repo, hostname};
 use crate::seal::{HEADROOM, TAILROOM};
-use crate::source::{self, Holes, SourceSpec, read_full_at};
+use crate::source::{self, ByOffset, Holes, SourceSpec};
 use crate::store::Requests;
 use crate::sys::{self, Mapped};
 use crate::zfs::ZfsFacts;
@@ -29,7 +29,6 @@ use crate::zfs::stream::{StreamError, StreamInfo, StreamParser};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -219,8 +218,8 @@ type Sender = tokio::sync::mpsc::Sender<io::Result<Piece>>;
 /// already), chunks are mapped instead of read, and so hashed without being copied; a file
 /// that is shorter than a map, whenever it shrank, fails the run through the map's
 /// [`cut_short`](Mapped::cut_short).
-fn read_positional(file: &File, size: u32, total: u64, map: bool, pool: &Pool, tx: &Sender) {
-    let mut holes = Holes::new(file).ok();
+fn read_positional(src: &mut ByOffset, size: u32, total: u64, map: bool, pool: &Pool, tx: &Sender) {
+    let mut holes = Holes::new(&src.file).ok();
     let mut offset = 0;
     while offset < total {
         let len = u64::from(size).min(total - offset);
@@ -234,8 +233,8 @@ fn read_positional(file: &File, size: u32, total: u64, map: bool, pool: &Pool, t
             offset += len;
             continue;
         }
-        if let Some(mapped) = map
-            .then(|| Mapped::new(file, offset, len as usize))
+        if let Some(mapped) = (map && src.mappable())
+            .then(|| Mapped::new(&src.file, offset, len as usize))
             .flatten()
         {
             if tx.blocking_send(Ok(Piece::Mapped(mapped))).is_err() {
@@ -247,7 +246,7 @@ fn read_positional(file: &File, size: u32, total: u64, map: bool, pool: &Pool, t
         let mut buf = pool.take();
         // A reused buffer is overwritten, not cleared: only a longer chunk grows it.
         buf.resize(HEADROOM + len as usize, 0);
-        let n = match read_full_at(file, &mut buf[HEADROOM..], offset) {
+        let n = match src.read_full_at(&mut buf[HEADROOM..], offset) {
             Ok(n) => n,
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
@@ -438,7 +437,9 @@ async fn run(
     let reader_pool = pool.clone();
     let map = !known.is_empty();
     let reader_thread = std::thread::spawn(move || match positional {
-        Some((file, size, total)) => read_positional(&file, size, total, map, &reader_pool, &tx),
+        Some((mut src, size, total)) => {
+            read_positional(&mut src, size, total, map, &reader_pool, &tx)
+        }
         None => read_stream(reader, chunking, seed, &reader_pool, &tx),
     });
 

@@ -28,6 +28,7 @@ pub mod chunk_id;
 pub mod chunker;
 pub mod cli;
 pub mod cpu;
+pub mod devices;
 pub mod direct;
 pub mod error;
 pub mod format;

@@ -22,6 +22,7 @@
 use crate::chunk_id::ChunkId;
 use crate::chunker::is_zero;
 use crate::cpu;
+use crate::devices;
 use crate::direct::{ALIGN, Direct};
 use crate::error::Error;
 use crate::format::FormatError;
@@ -79,12 +80,38 @@ impl Target {
     }
 }
 
-/// The metadata of an in-place target, which must be a regular file or a block device.
+/// The metadata of an in-place target, which must be a regular file or a block device that
+/// nothing else is using: no filesystem mounted on the device (under any of its names, on a
+/// partition of it, or on a device built on it), no loop device reading the file.
 fn in_place_target(path: &Path) -> Result<fs::Metadata> {
     let meta = fs::metadata(path)
         .with_context(|| format!("target {} for an in-place restore", path.display()))?;
     let t = meta.file_type();
-    if t.is_file() || t.is_block_device() {
+    if t.is_block_device() {
+        if let Some(m) = devices::mounts_on(meta.rdev()).first() {
+            let through = if Path::new(&m.source) == path {
+                String::new()
+            } else {
+                format!(" (through {})", m.source)
+            };
+            bail!(
+                "target {} is mounted at {}{through}: unmount it first; nothing was written",
+                path.display(),
+                m.at
+            );
+        }
+        return Ok(meta);
+    }
+    if t.is_file() {
+        let loops = devices::loop_devices_backed_by(&meta);
+        if !loops.is_empty() {
+            bail!(
+                "target {} is in use by loop device {}: detach it first (`losetup -d {}`); nothing was written",
+                path.display(),
+                loops.join(", "),
+                loops.join(" ")
+            );
+        }
         return Ok(meta);
     }
     bail!(
@@ -693,17 +720,6 @@ fn short_partial_name(name: &OsStr) -> OsString {
     OsString::from_vec(short)
 }
 
-/// Devices mounted anywhere, by device path, from /proc/self/mounts.
-fn mount_point_of(dev: &Path) -> Option<String> {
-    let canon = fs::canonicalize(dev).ok()?;
-    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let mut parts = line.split_whitespace();
-        let (src, at) = (parts.next()?, parts.next()?);
-        (fs::canonicalize(src).ok()? == canon).then(|| at.to_string())
-    })
-}
-
 async fn in_place(
     repo: &Arc<Repo>,
     m: &Arc<Manifest>,
@@ -713,19 +729,35 @@ async fn in_place(
 ) -> Result<Counts> {
     // Again: the target may have changed while the manifest was fetched.
     let is_device = in_place_target(path)?.file_type().is_block_device();
-    if is_device && let Some(at) = mount_point_of(path) {
+    let mut open = OpenOptions::new();
+    open.read(true).write(true);
+    if is_device {
+        // Exclusive: the kernel refuses (EBUSY) a device that a filesystem, a swap area, a
+        // RAID or LVM volume or another exclusive user holds, whatever its name.
+        open.custom_flags(libc::O_EXCL);
+    }
+    let mut file = match open.open(path) {
+        Err(e) if is_device && e.raw_os_error() == Some(libc::EBUSY) => bail!(
+            "target {} is in use (mounted, a swap area, part of a RAID or LVM volume, or held by another program): stop that first; nothing was written",
+            path.display()
+        ),
+        opened => {
+            opened.with_context(|| format!("opening target {} for writing", path.display()))?
+        }
+    };
+    if is_device && sys::block_device_read_only(&file).unwrap_or(false) {
         bail!(
-            "target {} is mounted at {at}: unmount it first; nothing was written",
+            "target {} is a read-only device (`blockdev --setrw`, or attach a loop device without -r); nothing was written",
             path.display()
         );
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening target {} for writing", path.display()))?;
+    if is_device {
+        // What was read from the device before may be stale (see `sys::drop_cached`), and a
+        // stale page would pass for a chunk the target already holds.
+        let _ = sys::drop_cached(&file);
+    }
     let size = size_of(&mut file, path)?;
-    if size < m.size {
+    if is_device && size < m.size {
         bail!(
             "target {} is {size} bytes, smaller than version {} of series {:?} ({} bytes); nothing was written",
             path.display(),
@@ -734,9 +766,26 @@ async fn in_place(
             m.size
         );
     }
+    if is_device && size > m.size {
+        eprintln!(
+            "note: target {} is {size} bytes, larger than version {} of series {:?}: its last {} bytes (from byte {}) are left as they are",
+            path.display(),
+            m.version,
+            m.series,
+            size - m.size,
+            m.size
+        );
+    }
     let file = Arc::new(file);
     let began = Arc::new(AtomicBool::new(false));
     let written: Result<Counts> = async {
+        // A regular file takes the version's size; growing it is a change, so a failure from
+        // here on says the target is part-way.
+        if !is_device && size < m.size {
+            began.store(true, Ordering::Relaxed);
+            file.set_len(m.size)
+                .with_context(|| format!("extending {} to {} bytes", path.display(), m.size))?;
+        }
         let counts = write_positional(repo, m, &file, Some(()), opts, pb, path, &began).await?;
         if !is_device && size > m.size {
             file.set_len(m.size)

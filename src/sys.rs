@@ -1,5 +1,6 @@
 //! The few Linux calls std does not offer, as safe functions: finding data and holes (`lseek`
-//! with `SEEK_DATA`/`SEEK_HOLE`), starting write-back early (`sync_file_range`), switching
+//! with `SEEK_DATA`/`SEEK_HOLE`), starting write-back early (`sync_file_range`), dropping a
+//! block device's cached pages (`posix_fadvise`) and asking whether it is read-only (`ioctl`), switching
 //! direct I/O on an open file and growing a pipe (`fcntl`), the process's peak memory, a bound
 //! on glibc's malloc arenas, zeroed memory for Argon2id ([`KdfMemory`]), and read-only maps
 //! of a file ([`Mapped`], with the `SIGBUS` handler that makes them safe against a file that
@@ -44,6 +45,36 @@ pub fn seek_data(file: &File, offset: u64) -> io::Result<Seek> {
 /// The first byte of a hole at or after `offset` (the end of the file counts as one).
 pub fn seek_hole(file: &File, offset: u64) -> io::Result<Seek> {
     lseek(file, offset, libc::SEEK_HOLE)
+}
+
+/// Drops the clean pages of `file` from the page cache, so later reads come from the disk. A
+/// block device needs this before it is read: a filesystem mounted on it writes its files
+/// around the device's own cache, and pages read from the device before (by an earlier
+/// backup) would otherwise be read again as they were.
+pub fn drop_cached(file: &File) -> io::Result<()> {
+    // SAFETY: the descriptor belongs to `file`, which outlives the call; no memory is passed.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// Whether the block device open as `file` is read-only (`BLKROGET`): a write to it fails
+/// however it was opened.
+pub fn block_device_read_only(file: &File) -> io::Result<bool> {
+    // _IO(0x12, 94), from linux/fs.h.
+    const BLKROGET: libc::c_ulong = 0x125e;
+    let mut ro: libc::c_int = 0;
+    // SAFETY: the descriptor belongs to `file`, which outlives the call; BLKROGET writes one
+    // int, to `ro`, which lives on this frame.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKROGET as _, &mut ro as *mut libc::c_int) };
+    if r == 0 {
+        Ok(ro != 0)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Asks the kernel to start writing `len` bytes at `offset` back to the disk, without waiting:

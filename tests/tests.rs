@@ -7,6 +7,7 @@ mod bad_input;
 mod cli_args;
 mod crash;
 mod damage;
+mod devices;
 mod e2e;
 mod format_vectors;
 mod gc;

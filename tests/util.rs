@@ -626,10 +626,18 @@ pub struct LoopDevice {
 
 impl LoopDevice {
     pub fn attach(image: &Path) -> LoopDevice {
+        LoopDevice::attach_with(image, &[])
+    }
+
+    /// [`LoopDevice::attach`] with more options for losetup (`-r`: read-only).
+    pub fn attach_with(image: &Path, options: &[&str]) -> LoopDevice {
         require_tool("losetup");
         // `-f --show` picks a free device and binds it in one step, so tests attaching
         // devices in parallel do not collide.
-        let out = tool("losetup", &["-f", "--show", s(image)]);
+        let mut args = vec!["-f", "--show"];
+        args.extend_from_slice(options);
+        args.push(s(image));
+        let out = tool("losetup", &args);
         let dev = out.trim();
         assert!(
             dev.starts_with("/dev/loop"),

@@ -5,13 +5,14 @@
 //! a command must exit 0. `finish` checks that after the last byte is read, so a source that
 //! failed never becomes a version.
 
+use crate::direct::DirectReads;
 use crate::manifest::{SourceInfo, SourceKind};
 use crate::sys::{self, Seek as Found};
 use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,8 +52,40 @@ pub struct OpenedSource {
     /// Known for files and devices; None for streams.
     pub size: Option<u64>,
     /// Files and devices: the same open file as `reader`, for positional reads.
-    file: Option<File>,
+    file: Option<ByOffset>,
     finish: Finish,
+}
+
+/// A file or device read by offset; a block device around its page cache where it can be
+/// ([`DirectReads`]).
+pub struct ByOffset {
+    pub file: File,
+    direct: Option<DirectReads>,
+}
+
+impl ByOffset {
+    /// Whether chunks may be mapped instead of read: not while a block device is read
+    /// directly, since a map reads its page cache.
+    pub fn mappable(&self) -> bool {
+        self.direct.is_none()
+    }
+
+    /// [`read_full_at`], directly from a block device until a direct read fails; then, and
+    /// for files, through the page cache.
+    pub fn read_full_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if let Some(d) = &mut self.direct {
+            match d.read_full_at(buf, offset) {
+                Ok(n) => return Ok(n),
+                // An alignment the device refuses, or a real failure, which the ordinary
+                // read reports again.
+                Err(_) => {
+                    self.direct = None;
+                    let _ = sys::drop_cached(&self.file);
+                }
+            }
+        }
+        read_full_at(&self.file, buf, offset)
+    }
 }
 
 /// The size of a regular file or block device, read from the open handle.
@@ -118,6 +151,25 @@ pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
                     path.display()
                 );
             }
+            if ft.is_block_device() {
+                // Pages an earlier reader left in the device's cache may be older than the
+                // disk (`sys::drop_cached`). Chunks are read directly ([`ByOffset`]); this is
+                // for where that fails, and a hint only.
+                let _ = sys::drop_cached(&file);
+                if let Ok(meta) = file.metadata() {
+                    let mounts = crate::devices::mounts_on(meta.rdev());
+                    // Bind mounts list one filesystem many times: one warning says it.
+                    if let Some(m) = mounts.iter().find(|m| !m.read_only) {
+                        eprintln!(
+                            "warning: source {} is mounted read-write at {} (as {}): unless that filesystem is frozen (`fsfreeze -f {}`) or idle, the backup may hold a mix of old and new blocks; back up a snapshot, or freeze it for the backup",
+                            path.display(),
+                            m.at,
+                            m.source,
+                            m.at
+                        );
+                    }
+                }
+            }
             if ft.is_file() || ft.is_block_device() {
                 let size = size_of(&mut file, path)?;
                 let kind = if ft.is_block_device() {
@@ -125,9 +177,15 @@ pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
                 } else {
                     SourceKind::File
                 };
-                let positional = file
-                    .try_clone()
-                    .with_context(|| format!("cannot read source {}", path.display()))?;
+                let positional = ByOffset {
+                    file: file
+                        .try_clone()
+                        .with_context(|| format!("cannot read source {}", path.display()))?,
+                    direct: ft
+                        .is_block_device()
+                        .then(|| DirectReads::open(&file))
+                        .flatten(),
+                };
                 return Ok(OpenedSource {
                     info: SourceInfo { kind, description },
                     reader: Box::new(file),
@@ -193,7 +251,7 @@ impl OpenedSource {
 
     /// For a file or device: the open file, for positional reads instead of `reader` (the two
     /// share one file offset, so use one or the other).
-    pub fn take_file(&mut self) -> Option<File> {
+    pub fn take_file(&mut self) -> Option<ByOffset> {
         self.file.take()
     }
 
