@@ -56,11 +56,54 @@ struct Held {
     last_beat: Arc<AtomicI64>,
 }
 
+/// The stale limit `BLOCKVAULT_LOCK_STALE_SECS` sets: whole seconds above zero, else an
+/// error naming it. A limit of zero or below would make every other host's live lock stale,
+/// and gc delete what their backups store; a value that silently meant the default would hide
+/// a typo.
+pub fn stale_secs_from_env() -> Result<i64, String> {
+    match std::env::var("BLOCKVAULT_LOCK_STALE_SECS") {
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_STALE_SECS),
+        Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+            "BLOCKVAULT_LOCK_STALE_SECS={v:?} is not a number of seconds"
+        )),
+        Ok(v) => match v.trim().parse::<i64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "BLOCKVAULT_LOCK_STALE_SECS={v:?} must be a whole number of seconds above zero (the default is {DEFAULT_STALE_SECS}); every host sharing the repository must use the same value"
+            )),
+        },
+    }
+}
+
 fn stale_secs() -> i64 {
-    std::env::var("BLOCKVAULT_LOCK_STALE_SECS")
+    // The CLI refuses a bad value before it opens a repository (`stale_secs_from_env`); a
+    // library caller that set one gets the default.
+    stale_secs_from_env().unwrap_or(DEFAULT_STALE_SECS)
+}
+
+/// This host as its locks name it: the host name, then what tells this machine and process
+/// namespace from another with the same name (a cloned VM, a container): the kernel's boot id
+/// and the pid namespace. A lock is judged by its pid only where all of it matches; a pid
+/// seen from another machine or namespace says nothing about the holder.
+pub fn lock_host() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().replace('-', ""))
         .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_STALE_SECS)
+        .filter(|b| b.len() >= 16);
+    let pid_ns = std::fs::read_link("/proc/self/ns/pid").ok().and_then(|l| {
+        let l = l.to_string_lossy().into_owned();
+        l.strip_prefix("pid:[")?
+            .strip_suffix(']')
+            .map(str::to_string)
+    });
+    match (boot, pid_ns) {
+        (Some(b), Some(ns)) => {
+            let boot: String = b.chars().take(16).collect();
+            format!("{} [boot {boot}, pid-ns {ns}]", hostname())
+        }
+        // Without them this host cannot tell itself from another of the same name.
+        _ => hostname(),
+    }
 }
 
 /// How long without a heartbeat makes a lock stale: no run still going is older than that
@@ -73,7 +116,10 @@ fn is_stale(info: &LockInfo, now: i64, host: &str) -> bool {
     if now - info.heartbeat > stale_secs() {
         return true;
     }
+    // A bare host name (an older client's lock, or a host that cannot name its boot) could
+    // be any machine of that name.
     info.host == host
+        && host.ends_with(']')
         && info.pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{}", info.pid)).exists()
 }
@@ -125,7 +171,7 @@ impl LockEntry {
 /// Every lock object but `skip`, read and judged.
 pub async fn list(repo: &Repo, skip: Option<&str>) -> Result<Vec<LockEntry>> {
     let now = now_unix();
-    let host = hostname();
+    let host = lock_host();
     let mut out = Vec::new();
     for name in repo.store().list(layout::LOCKS).await? {
         if Some(name.as_str()) == skip {
@@ -199,7 +245,7 @@ impl LockGuard {
         let now = now_unix();
         let info = LockInfo {
             mode,
-            host: hostname(),
+            host: lock_host(),
             pid: std::process::id(),
             purpose: purpose.into(),
             created: now,

@@ -5,7 +5,7 @@
 use crate::util::*;
 use serde_json::Value;
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
@@ -99,6 +99,29 @@ fn gc_is_refused_while_a_backup_runs_and_a_backup_while_gc_would() {
     }
     let refused = v.run(&["gc"]);
     refused.error(5, &["locked", "backup of stream"]);
+    // Another machine or container with the same host name sees no process with the
+    // backup's pid; the lock is live all the same (it was taken for stale, and gc deleted
+    // what the backup had stored).
+    require_tool("unshare");
+    let inner = v.cmd(&["gc"]);
+    let mut elsewhere = Command::new("unshare");
+    elsewhere
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, val) in inner.get_envs() {
+        match val {
+            Some(x) => elsewhere.env(k, x),
+            None => elsewhere.env_remove(k),
+        };
+    }
+    run(&mut elsewhere, None).error(5, &["locked", "backup of stream"]);
+    // A stale limit that would make every live lock stale, or a typo, is refused.
+    for bad in ["-1", "0", "1h", ""] {
+        let mut c = v.cmd(&["gc"]);
+        c.env("BLOCKVAULT_LOCK_STALE_SECS", bad);
+        run(&mut c, None).error(2, &["BLOCKVAULT_LOCK_STALE_SECS", "above zero"]);
+    }
     // A dry run takes no lock, so it runs, but says a real gc would not.
     let dry = gc_json(&v, &["--dry-run"]);
     assert!(

@@ -103,6 +103,7 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> Result<()> {
     let mut global = cli.global;
+    crate::lock::stale_secs_from_env().map_err(usage)?;
     // Restore and check only read: on read-only media or with read-only credentials they go
     // on without a lock rather than not at all (`crate::lock`). Not `check --repair`, which
     // deletes chunks and must hold its lock.
