@@ -23,7 +23,7 @@ use crate::lock::Access;
 use crate::manifest::Manifest;
 use crate::objects;
 use crate::seal;
-use crate::store::{Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use anyhow::{Context, Result, anyhow, bail};
 use rand::RngCore;
 use std::collections::BTreeMap;
@@ -526,12 +526,14 @@ impl Repo {
             Some(self.config.zstd_level),
         );
         let digest = *blake3::hash(&bytes).as_bytes();
-        let created = self.store.put_new(&name, bytes).await.with_context(|| {
-            format!(
-                "storing the manifest of series {:?} version {}",
-                m.series, m.version
-            )
-        })?;
+        let created = store::create_manifest(self.store.as_ref(), &name, bytes)
+            .await
+            .with_context(|| {
+                format!(
+                    "storing the manifest of series {:?} version {}",
+                    m.series, m.version
+                )
+            })?;
         Ok(created.then_some(digest))
     }
 

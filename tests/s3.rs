@@ -48,10 +48,11 @@ fn requests(summary: &Value) -> (u64, u64, u64, u64, u64) {
 /// Requests every locked run makes besides its data, on Garage (per type, at most): the lock
 /// (HEAD + PUT, a LIST before and after, DELETE), the conditional-write probe (two PUTs of
 /// the repository's probe object, which Garage accepts both times; once per process), and for a backup the parent (GET current,
-/// GET manifest) and the commit (HEAD + PUT manifest, GET + PUT current; one more HEAD when
-/// a backup of the same series took this second's version name).
+/// GET manifest) and the commit (HEAD + PUT manifest and, since Garage ignores conditional
+/// writes, a GET of it after a wait; GET + PUT current; one more HEAD when a backup of the
+/// same series took this second's version name).
 const OVERHEAD_PUT: u64 = 5;
-const OVERHEAD_GET: u64 = 3;
+const OVERHEAD_GET: u64 = 4;
 const OVERHEAD_HEAD: u64 = 3;
 const OVERHEAD_LIST: u64 = 2;
 const OVERHEAD_DELETE: u64 = 1;
@@ -882,4 +883,66 @@ fn garage_job_file_with_a_password_command() {
     let out = v.path("restored");
     v.restore("img", &[s(&out)]);
     assert_same_contents(&image, &out);
+}
+
+/// Backups of one series that choose the same version name at once (two cron jobs, or two
+/// hosts, in the same second; here the same --time): Garage ignores conditional writes, both
+/// found the name free, and the later manifest replaced the earlier while both reported a
+/// version. Each must end with a version of its own, every one listed and restorable.
+#[test]
+fn garage_backups_racing_for_one_version_name_both_keep_theirs() {
+    let g = garage();
+    let (v, _) = new_vault(g, "same-name", &[]);
+    let sources: Vec<_> = (0..3u64)
+        .map(|i| {
+            let p = v.path(&format!("src{i}"));
+            write_random_file(&p, 60 + i, MIB);
+            p
+        })
+        .collect();
+    let children: Vec<_> = sources
+        .iter()
+        .map(|src| {
+            v.cmd(&[
+                "backup",
+                "--json",
+                "--name",
+                "db",
+                "--time",
+                "2026-11-30T08:00:00Z",
+                s(src),
+            ])
+            // Each finds the name free well before it writes: their HEADs all come before
+            // the first PUT.
+            .env(
+                "BLOCKVAULT_TEST_FAULTS",
+                "only=manifests/,put-latency-ms=1500",
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting a backup")
+        })
+        .collect();
+    let mut made = Vec::new();
+    for (child, src) in children.into_iter().zip(&sources) {
+        let out = child.wait_with_output().expect("waiting for a backup");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: Value = serde_json::from_slice(&out.stdout).expect("backup JSON");
+        made.push((text(&j, "version").to_string(), src));
+    }
+    let mut names: Vec<&str> = made.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 3, "two backups reported one version: {made:?}");
+    assert_eq!(v.versions("db").len(), 3);
+    for (version, src) in &made {
+        let out = v.path(&format!("{version}.out"));
+        v.restore("db", &["--version", version, s(&out)]);
+        assert_same_contents(src, &out);
+    }
 }

@@ -15,6 +15,7 @@
 //! | `fail-reads=P` | each get, get_range, exists or list fails with probability P |
 //! | `short-reads=P` | each get returns its object minus its last byte, with probability P |
 //! | `latency-ms=N` | every operation first sleeps N ms |
+//! | `put-latency-ms=N` | each put or put_new of an object `only` names (any, without it) first sleeps N ms more |
 //! | `seed=S` | the seed of the random choices (default 0), so a failure is reproducible |
 //! | `only=PREFIX` | errors and short reads hit only objects whose names start with PREFIX (`chunks/`) |
 //!
@@ -41,6 +42,7 @@ pub struct FaultPlan {
     pub fail_reads: f64,
     pub short_reads: f64,
     pub latency: Option<Duration>,
+    pub put_latency: Option<Duration>,
     pub seed: u64,
     pub only: Option<String>,
 }
@@ -68,6 +70,7 @@ impl FaultPlan {
                 "fail-reads" => p.fail_reads = prob()?,
                 "short-reads" => p.short_reads = prob()?,
                 "latency-ms" => p.latency = Some(Duration::from_millis(int()?)),
+                "put-latency-ms" => p.put_latency = Some(Duration::from_millis(int()?)),
                 "seed" => p.seed = int()?,
                 "only" => p.only = Some(v.to_string()),
                 _ => return Err(format!("{ENV}: unknown setting {k:?}")),
@@ -108,6 +111,16 @@ impl Faulty {
         }
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
         rng.next_f64() < p
+    }
+
+    /// `put-latency-ms`, for a put of `key`.
+    async fn slow_put(&self, key: &str) {
+        let only = self.plan.only.as_deref();
+        if let Some(d) = self.plan.put_latency
+            && only.is_none_or(|o| key.starts_with(o))
+        {
+            tokio::time::sleep(d).await;
+        }
     }
 
     /// Counts the operation; dies here if asked to die before it. Returns its number.
@@ -180,6 +193,7 @@ impl Store for Faulty {
     }
 
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        self.slow_put(key).await;
         self.write(key, self.inner.put(key, data), true).await
     }
 
@@ -189,11 +203,16 @@ impl Store for Faulty {
     }
 
     async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
+        self.slow_put(key).await;
         self.write(key, self.inner.put_new(key, data), true).await
     }
 
     async fn sync(&self, prefix: &str) -> Result<(), StoreError> {
         self.write(prefix, self.inner.sync(prefix), false).await
+    }
+
+    async fn creates_atomically(&self) -> Result<bool, StoreError> {
+        self.inner.creates_atomically().await
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {

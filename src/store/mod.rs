@@ -169,6 +169,12 @@ pub trait Store: Send + Sync {
     }
     /// Creates `key` only if it does not exist yet; `Ok(false)` when it already did.
     async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError>;
+    /// Whether [`put_new`](Self::put_new) is atomic. Where it is not (an S3 server that
+    /// ignores conditional writes), two creators can both find a key free, and the later
+    /// write replaces the earlier: see [`create_manifest`].
+    async fn creates_atomically(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
     /// [`get`](Self::get) into `buf`, a buffer for reuse whose contents are not kept: the object
     /// is `range` of the buffer that comes back. A local directory reads it around the page
@@ -222,6 +228,37 @@ pub trait Store: Send + Sync {
 
 /// Object names are relative, `/`-separated, and no segment is empty, `.`, `..` or hidden
 /// (hidden names are reserved for a backend's temporary files).
+/// How long a manifest created without an atomic create waits before it reads itself back:
+/// longer than a writer takes from finding a name free to writing it.
+pub const RACE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Creates a manifest at `key` unless the name is taken, like [`Store::put_new`], where that
+/// is not atomic too. Two backups of a series that start in the same second (two cron jobs,
+/// two hosts) choose the same version name; without an atomic create both can find it free
+/// and the later PUT replaces the earlier, whose writer would report a version that is gone.
+/// So the manifest is read back once any writer that found the name free before our write has
+/// written: the one whose bytes are not there lost, and takes the next name, as a writer that
+/// finds the name taken does.
+pub async fn create_manifest(
+    store: &dyn Store,
+    key: &str,
+    data: Vec<u8>,
+) -> Result<bool, StoreError> {
+    if store.creates_atomically().await? {
+        return store.put_new(key, data).await;
+    }
+    if store.exists(key).await? {
+        return Ok(false);
+    }
+    store.put(key, data.clone()).await?;
+    tokio::time::sleep(RACE_WINDOW).await;
+    match store.get(key).await {
+        Ok(stored) => Ok(stored == data),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 1024

@@ -7,9 +7,10 @@
 //! Conditional creation (`If-None-Match: *`) is used for `put_new` only where the server has
 //! been seen to honour it: Garage answers 200 and overwrites. `conditional_writes` probes
 //! once per process, against the repository's own probe object. Where it is not honoured,
-//! `put_new` checks with HEAD and then writes; two racing creators can then both "win". Nothing depends on that being atomic: manifest
-//! names carry the time and lock names are random, so a race needs two writers choosing the
-//! same name in the same second (see format-spec, "Write ordering").
+//! `put_new` checks with HEAD and then writes, and two racing creators could both "win". Lock
+//! and key names are random; manifest names carry the time, so two backups of a series in the
+//! same second choose the same one, and manifests are created through
+//! [`super::create_manifest`], which reads them back (see format-spec, "Write ordering").
 
 use super::{RequestCounter, RequestKind, Requests, Store, StoreError};
 use crate::layout;
@@ -508,6 +509,10 @@ impl Store for S3 {
             return Ok(false);
         }
         self.put(key, data).await.map(|()| true)
+    }
+
+    async fn creates_atomically(&self) -> Result<bool, StoreError> {
+        self.conditional_writes().await
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
