@@ -257,6 +257,50 @@ fn values_wrong_on_their_face_exit_2_and_create_nothing() {
             &["key", "export", "--repo", repo, "--json"][..],
             "no --json form",
         ),
+        // S3: refused before any request, where they were "unreachable after 10 tries".
+        (&["list", "--repo", "s3://"][..], "names no bucket"),
+        (&["list", "--repo", "s3:///p"][..], "names no bucket"),
+        (
+            &[
+                "list",
+                "--repo",
+                "s3://b/p",
+                "--s3-endpoint",
+                "127.0.0.1:3900",
+            ][..],
+            "needs http:// or https://",
+        ),
+        (
+            &["list", "--repo", "s3://b/p", "--s3-endpoint", ""][..],
+            "needs http:// or https://",
+        ),
+        (
+            &["list", "--repo", "s3://b/p", "--s3-endpoint", "ftp://h:1"][..],
+            "needs http:// or https://",
+        ),
+        (
+            &[
+                "list",
+                "--repo",
+                "s3://b/p",
+                "--s3-endpoint",
+                "http://:3900",
+            ][..],
+            "names no host",
+        ),
+        (
+            &[
+                "backup",
+                "--repo",
+                "s3://b/p",
+                "--name",
+                "x",
+                "--storage-class",
+                "bogus",
+                "-",
+            ][..],
+            "unknown storage class",
+        ),
     ] {
         let r = run(blockvault().args(args).current_dir(&v.work), None).code(2);
         let first = r.stderr.lines().next().unwrap_or("");
@@ -268,6 +312,33 @@ fn values_wrong_on_their_face_exit_2_and_create_nothing() {
         );
         assert!(!v.repo.exists(), "`{}` created {repo}", r.what);
         assert_eq!(dir_names(&v.work), Vec::<String>::new(), "{}", r.what);
+    }
+}
+
+/// An endpoint URL with credentials or a token in it is refused without printing them.
+#[test]
+fn an_endpoint_holding_secrets_is_refused_unprinted() {
+    for endpoint in [
+        "http://user:SECRETPW@127.0.0.1:3900",
+        "https://127.0.0.1:3900/?token=SECRETTOK",
+        "user:SECRETPW@127.0.0.1:3900",
+    ] {
+        let r = run(
+            blockvault().args(["list", "--repo", "s3://b/p", "--s3-endpoint", endpoint]),
+            None,
+        )
+        .code(2);
+        let leaks = |t: &str| t.contains("SECRETPW") || t.contains("SECRETTOK");
+        assert!(!leaks(&r.stderr), "{}", r.stderr);
+        let mut c = blockvault();
+        c.args(["list", "--repo", "s3://b/p"])
+            .env("AWS_ENDPOINT_URL", endpoint);
+        let r = run(&mut c, None).code(2);
+        assert!(
+            r.stderr.contains("AWS_ENDPOINT_URL") && !leaks(&r.stderr),
+            "{}",
+            r.stderr
+        );
     }
 }
 

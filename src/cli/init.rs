@@ -46,7 +46,13 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     if let Some(class) = &g.storage_class {
         crate::store::s3::storage_class(Some(class))
             .map_err(|e| usage(format!("--storage-class: {e}")))?;
-        options.insert(OPTION_STORAGE_CLASS.to_string(), class.clone());
+        if loc.starts_with("s3://") {
+            options.insert(OPTION_STORAGE_CLASS.to_string(), class.clone());
+        } else {
+            eprintln!(
+                "warning: --storage-class {class} is for S3 repositories; {loc} is a local directory, which has none (ignored)"
+            );
+        }
     }
     // Everything that can be refused is refused before anything is created: a failed init
     // must not leave a directory that makes the next one say "already exists".

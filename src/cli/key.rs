@@ -285,9 +285,17 @@ async fn export(g: &GlobalArgs, a: ExportArgs) -> Result<()> {
         "# blockvault paper key: the master key of the repository at {loc}\n\
          # (exported {} on {}). Whoever holds it can read every backup there: keep it\n\
          # offline. It opens the repository even when every passphrase and key file is lost:\n\
-         #   blockvault --repo {loc} key recover --paper FILE\n",
+         #   blockvault --repo {loc}{s3} key recover --paper FILE\n",
         rfc3339(now_unix()),
-        hostname()
+        hostname(),
+        // The endpoint too: without it the command would ask AWS.
+        s3 = [
+            ("--s3-endpoint", &g.s3_endpoint),
+            ("--s3-region", &g.s3_region)
+        ]
+        .iter()
+        .filter_map(|(flag, v)| v.as_ref().map(|v| format!(" {flag} {v}")))
+        .collect::<String>()
     );
     // Sized exactly, so the string holding the key never reallocates and leaves a copy.
     let mut text = Zeroizing::new(String::with_capacity(header.len() + paper.len()));

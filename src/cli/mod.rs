@@ -141,6 +141,35 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Refuses an endpoint the S3 client cannot use, or one that carries secrets, which errors
+/// would then print: it is `http://` or `https://`, a host and maybe a port and path.
+fn check_endpoint(raw: &str, from: &str) -> Result<()> {
+    let example = "e.g. http://10.0.0.5:3900 or https://s3.example.com";
+    let Some(rest) = raw
+        .strip_prefix("http://")
+        .or_else(|| raw.strip_prefix("https://"))
+    else {
+        let shown = if raw.contains('@') {
+            "(not shown: it holds a '@')"
+        } else {
+            raw
+        };
+        return Err(usage(format!(
+            "{from} {shown:?} is not an endpoint URL: it needs http:// or https:// and a host, {example}"
+        )));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') || rest.contains(['?', '#']) {
+        return Err(usage(format!(
+            "{from}: an endpoint URL with a user, password, query or fragment is refused (it would be printed in messages); give credentials through AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a profile, {example}"
+        )));
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(usage(format!("{from} {raw:?} names no host, {example}")));
+    }
+    Ok(())
+}
+
 impl GlobalArgs {
     fn repo_location(&self) -> Result<&str> {
         self.repo.as_deref().ok_or_else(|| {
@@ -150,8 +179,19 @@ impl GlobalArgs {
         })
     }
 
+    /// What the command line says about an S3 repository, each part checked before any
+    /// request: a wrong URL, endpoint or storage class is a usage error (exit 2).
     fn s3_options(&self, url: &str) -> Result<S3Options> {
-        let mut o = S3Options::from_url(url).map_err(|e| anyhow!(e))?;
+        let mut o = S3Options::from_url(url).map_err(usage)?;
+        match (&self.s3_endpoint, std::env::var("AWS_ENDPOINT_URL")) {
+            (Some(e), _) => check_endpoint(e, "--s3-endpoint")?,
+            (None, Ok(e)) => check_endpoint(&e, "AWS_ENDPOINT_URL")?,
+            (None, Err(_)) => {}
+        }
+        if let Some(class) = &self.storage_class {
+            crate::store::s3::storage_class(Some(class))
+                .map_err(|e| usage(format!("--storage-class: {e}")))?;
+        }
         o.endpoint = self.s3_endpoint.clone();
         o.region = self.s3_region.clone();
         o.chunk_storage_class = self.storage_class.clone();
@@ -249,7 +289,7 @@ impl GlobalArgs {
         }
         let no_tty = || {
             anyhow!(
-                "no passphrase: set BLOCKVAULT_PASSWORD, or use --password-file or --key-file (there is no terminal to ask on)"
+                "no passphrase: set BLOCKVAULT_PASSWORD, or use --password-file, --password-command or --key-file (there is no terminal to ask on)"
             )
         };
         let first = Zeroizing::new(
