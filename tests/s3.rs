@@ -946,3 +946,63 @@ fn garage_backups_racing_for_one_version_name_both_keep_theirs() {
         assert_same_contents(src, &out);
     }
 }
+
+/// A stop signal ends a run whose requests hang (the server stopped answering) or retry (the
+/// endpoint cannot be reached), where it waited for the SDK's timeouts and retries: ten
+/// minutes for a hung server, half a minute for a closed port, past what a service manager
+/// waits before SIGKILL. Exit 143, and no version recorded.
+#[test]
+fn garage_a_stop_ends_a_run_whose_requests_hang_or_retry() {
+    let server = RestartableGarage::start();
+    let g = &server.server;
+    let (v, prefix) = new_vault(g, "stop-hang", &[]);
+    let big = v.path("big.img");
+    write_random_file(&big, 71, 200 * MIB);
+    let mut child = v
+        .cmd(&["backup", "--name", "disk", "--in-flight", "4", s(&big)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a backup");
+    wait_for_new_chunks(g, &prefix, &mut child, 0, 2);
+    server.pause();
+    std::thread::sleep(Duration::from_secs(1));
+    let t = Instant::now();
+    send_signal(child.id(), "TERM");
+    let status = wait_with_deadline(&mut child, "the stopped backup", Duration::from_secs(40));
+    let took = t.elapsed();
+    server.resume();
+    assert_eq!(status.code(), Some(143), "{status}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the stopped backup took {took:?} to end"
+    );
+    assert!(v.versions("disk").is_empty());
+
+    // Nothing listens: every request is retried with backoff.
+    let closed = format!("http://127.0.0.1:{}", s3_servers::closed_port());
+    let unreachable = vault_with(g, &prefix, |r| {
+        r.args = vec![
+            "--s3-endpoint".into(),
+            closed.clone(),
+            "--s3-region".into(),
+            s3_servers::GARAGE_REGION.into(),
+        ];
+    });
+    let mut child = unreachable
+        .cmd(&["backup", "--name", "disk", s(&big)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a backup");
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    send_signal(child.id(), "TERM");
+    let status = wait_with_deadline(&mut child, "the stopped backup", Duration::from_secs(60));
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(143), "{status}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the backup retrying an unreachable endpoint took {took:?} to stop"
+    );
+}

@@ -647,6 +647,16 @@ impl RestartableGarage {
         assert!(!p.running(), "Garage (pid {}) survived SIGKILL", p.pid);
     }
 
+    /// SIGSTOP: connections stay open and nothing answers, as with a hung server.
+    pub fn pause(&self) {
+        crate::util::send_signal(self.server.process.lock().unwrap().pid, "STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        crate::util::send_signal(self.server.process.lock().unwrap().pid, "CONT");
+    }
+
     /// Starts the server again on the same ports and data; returns how long it took to
     /// answer.
     pub fn restart(&self) -> Duration {

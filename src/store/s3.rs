@@ -469,17 +469,9 @@ fn reason<E: ProvideErrorMetadata + std::error::Error + 'static>(
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-#[async_trait]
-impl Store for S3 {
-    fn describe(&self) -> String {
-        self.shown.clone()
-    }
-
-    fn requests(&self) -> Requests {
-        self.counter.snapshot()
-    }
-
-    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+/// The requests themselves; the [`Store`] methods race each against a stop signal.
+impl S3 {
+    async fn put_raw(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
         let full = self.full(key)?;
         let mut req = self
             .client
@@ -501,7 +493,7 @@ impl Store for S3 {
         req.send().await.map(drop).map_err(|e| self.error(key, e))
     }
 
-    async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
+    async fn put_new_raw(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
         if self.conditional_writes().await? {
             return self.create_if_absent(key, data).await;
         }
@@ -511,11 +503,11 @@ impl Store for S3 {
         self.put(key, data).await.map(|()| true)
     }
 
-    async fn creates_atomically(&self) -> Result<bool, StoreError> {
+    async fn creates_atomically_raw(&self) -> Result<bool, StoreError> {
         self.conditional_writes().await
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+    async fn get_raw(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let full = self.full(key)?;
         self.counter.count(RequestKind::Get);
         let out = self
@@ -529,7 +521,7 @@ impl Store for S3 {
         self.read_body(key, out.body).await
     }
 
-    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    async fn get_range_raw(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         let full = self.full(key)?;
         if len == 0 {
             // A zero-length range cannot be expressed; the object must still exist.
@@ -571,7 +563,7 @@ impl Store for S3 {
         Ok(bytes)
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+    async fn exists_raw(&self, key: &str) -> Result<bool, StoreError> {
         let full = self.full(key)?;
         self.counter.count(RequestKind::Head);
         match self
@@ -590,7 +582,7 @@ impl Store for S3 {
         }
     }
 
-    async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn list_sizes_raw(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let first = self.list_range(prefix, None, None, true).await?;
         let mut out = first.keys;
         if first.more {
@@ -617,7 +609,7 @@ impl Store for S3 {
         Ok(out)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete_raw(&self, key: &str) -> Result<(), StoreError> {
         let full = self.full(key)?;
         self.counter.count(RequestKind::Delete);
         match self
@@ -633,6 +625,84 @@ impl Store for S3 {
                 StoreError::NotFound { .. } => Ok(()),
                 other => Err(other),
             },
+        }
+    }
+}
+
+#[async_trait]
+impl Store for S3 {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn requests(&self) -> Requests {
+        self.counter.snapshot()
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        self.guarded(key, self.put_raw(key, data)).await
+    }
+
+    async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
+        self.guarded(key, self.put_new_raw(key, data)).await
+    }
+
+    async fn creates_atomically(&self) -> Result<bool, StoreError> {
+        self.guarded(layout::PROBE, self.creates_atomically_raw())
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.guarded(key, self.get_raw(key)).await
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        self.guarded(key, self.get_range_raw(key, offset, len))
+            .await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.guarded(key, self.exists_raw(key)).await
+    }
+
+    async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.guarded(&format!("{prefix}*"), self.list_sizes_raw(prefix))
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.guarded(key, self.delete_raw(key)).await
+    }
+}
+
+/// How long a request begun after a stop signal (releasing the lock) may take before the run
+/// ends without it: a stopped run must end well within what a service manager waits before it
+/// kills (systemd: 90 s), and a lock left behind goes stale.
+const STOPPING_LIMIT: Duration = Duration::from_secs(10);
+
+impl S3 {
+    /// Runs one request (with its retries), abandoned when a stop signal comes: a server that
+    /// hangs, or an endpoint that cannot be reached, would otherwise hold a stopped run for the
+    /// SDK's timeouts and retries, minutes on end. A request begun after the stop (the lock's
+    /// release) runs, for at most [`STOPPING_LIMIT`].
+    async fn guarded<T>(
+        &self,
+        key: &str,
+        request: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let remote = |message: &str| StoreError::Remote {
+            store: self.shown.clone(),
+            key: key.to_string(),
+            message: message.to_string(),
+        };
+        if crate::sys::stop_asked().is_some() {
+            return tokio::time::timeout(STOPPING_LIMIT, request)
+                .await
+                .unwrap_or_else(|_| Err(remote("no answer while stopping")));
+        }
+        tokio::select! {
+            r = request => r,
+            _ = crate::interrupt::asked() => Err(remote("abandoned: a stop was asked")),
         }
     }
 }
