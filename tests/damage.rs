@@ -905,3 +905,44 @@ fn repair_keeps_a_chunk_that_reads_well_the_second_time() {
     assert_eq!(v.chunk_objects(), before, "--repair deleted a good chunk");
     v.run(&["check", "--read-data"]).ok();
 }
+
+/// A current pointer whose manifest is gone: with no version left, a restore names the
+/// missing manifest and exits 3 (it said the series had never been backed up, exit 1); with
+/// an older version left, it says which version stands in, and restores that one.
+#[test]
+fn a_restore_names_the_manifest_its_current_pointer_lost() {
+    let v = Vault::new();
+    let first = v.path("first.img");
+    write_random_file(&first, 81, 300_000);
+    let only = text(&v.backup("one", &[s(&first)]), "version").to_string();
+    fs::remove_file(v.repo.join("manifests/one").join(&only)).expect("removing the manifest");
+    let r = v.run(&["restore", "--name", "one", s(&v.path("one.out"))]);
+    r.error(
+        3,
+        &[
+            &format!("manifests/one/{only}"),
+            "series \"one\"",
+            "is missing from the repository",
+        ],
+    );
+
+    let older = text(&v.backup("two", &[s(&first)]), "version").to_string();
+    let second = v.path("second.img");
+    write_random_file(&second, 82, 300_000);
+    let newer = text(
+        &v.backup("two", &[s(&second), "--time", "2099-01-01T00:00:00Z"]),
+        "version",
+    )
+    .to_string();
+    fs::remove_file(v.repo.join("manifests/two").join(&newer)).expect("removing the manifest");
+    let out = v.path("two.out");
+    let r = v.run(&["restore", "--name", "two", s(&out)]).ok();
+    assert!(
+        r.stderr.contains(&format!("names version {newer}"))
+            && r.stderr
+                .contains(&format!("using the newest stored version, {older}")),
+        "{}",
+        r.stderr
+    );
+    assert_same_contents(&first, &out);
+}

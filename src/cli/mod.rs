@@ -393,6 +393,36 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// Where the series' current pointer names a version whose manifest is gone: fails (as
+/// missing data, exit 3) when no version is left, where "series not found" would say there
+/// never was one; otherwise warns that the newest stored version stands in.
+async fn current_manifest_present(repo: &crate::repo::Repo, series: &str) -> Result<()> {
+    let Ok(Some(p)) = repo.current(series).await else {
+        return Ok(());
+    };
+    let versions = repo.list_versions(series).await?;
+    if versions.contains(&p.version) {
+        return Ok(());
+    }
+    let manifest = crate::layout::manifest(series, &p.version);
+    match versions.last() {
+        None => Err(crate::error::Error::Missing {
+            what: format!(
+                "manifest {manifest} (series {series:?}, version {}, which its current pointer names)",
+                p.version
+            ),
+        }
+        .into()),
+        Some(newest) => {
+            eprintln!(
+                "warning: the current pointer of series {series:?} names version {}, whose manifest {manifest} is missing; using the newest stored version, {newest}",
+                p.version
+            );
+            Ok(())
+        }
+    }
+}
+
 /// `--version` as given: a version name, a unique prefix, nothing (the current version) or,
 /// for a ZFS series, `@snap`: the newest version that stores that snapshot (the only one, with
 /// `unique`).
@@ -403,6 +433,9 @@ pub async fn resolve_version(
     unique: bool,
 ) -> Result<String> {
     let Some(snap) = wanted.and_then(|w| w.strip_prefix('@')) else {
+        if wanted.is_none() {
+            current_manifest_present(repo, series).await?;
+        }
         return repo.resolve_version(series, wanted).await;
     };
     repo.resolve_version(series, None).await?;
