@@ -601,10 +601,13 @@ async fn run(
     // `pg_dump db | blockvault backup -` cannot see pg_dump's exit status; a producer that
     // died before writing anything shows up as an empty stream, so do not call that a backup.
     if bytes_read == 0 && info.kind.is_stream() && !opts.allow_empty {
+        let what = match info.kind {
+            SourceKind::Command => format!("command `{}`", info.description),
+            SourceKind::Stdin => "standard input".to_string(),
+            _ => info.description.clone(),
+        };
         bail!(
-            "{} {} produced no data; no version recorded (if an empty backup is what you want, add --allow-empty; in a job file, allow_empty = true)",
-            info.kind.as_str(),
-            info.description
+            "{what} produced no data; no version recorded (if an empty backup is what you want, add --allow-empty; in a job file, allow_empty = true)"
         );
     }
 

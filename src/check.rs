@@ -47,6 +47,7 @@ use crate::layout;
 use crate::lock::LockGuard;
 use crate::manifest::{ChunkRef, Manifest};
 use crate::pool::Pool;
+use crate::progress;
 use crate::repo::Repo;
 use crate::seal::{HEADROOM, TAILROOM};
 use crate::store::{Requests, StoreError};
@@ -77,6 +78,8 @@ pub struct CheckOptions {
     /// Delete the chunk objects that `read_data` finds damaged (read twice), so that a
     /// `backup --heal` from a source that still holds their data stores them again.
     pub repair: bool,
+    /// A bar on a terminal while chunks are read.
+    pub progress: bool,
 }
 
 /// Which referenced chunks `--read-data` fetches: `percent` of them (rounded up), chosen by
@@ -512,11 +515,18 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         let largest_object = (HEADROOM + longest + TAILROOM).next_multiple_of(ALIGN) + ALIGN;
         let buffers = Arc::new(Pool::new(largest_object, in_flight + 2));
         let mut tasks: JoinSet<Result<(ChunkId, Fetched)>> = JoinSet::new();
+        let pb = progress::count_bar(
+            chosen.len() as u64,
+            "reading chunks",
+            "chunks",
+            opts.progress,
+        );
         for id in chosen {
             let permit = sem.clone().acquire_owned().await?;
             while let Some(done) = tasks.try_join_next() {
                 let (id, f) = done.map_err(|e| anyhow!("a check task failed: {e}"))??;
                 fetched.insert(id, f);
+                pb.inc(1);
             }
             // A listing that failed ends the check now, not after every chunk was read.
             chunk_listing.fail_early().await?;
@@ -531,7 +541,9 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         while let Some(done) = tasks.join_next().await {
             let (id, f) = done.map_err(|e| anyhow!("a check task failed: {e}"))??;
             fetched.insert(id, f);
+            pb.inc(1);
         }
+        pb.finish_and_clear();
     }
     let stored = tokio::select! {
         biased;

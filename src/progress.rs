@@ -22,3 +22,17 @@ pub fn bar(total: Option<u64>, what: &str, enabled: bool) -> ProgressBar {
     pb.set_message(what.to_string());
     pb
 }
+
+/// A bar that counts items (`chunks`) instead of bytes.
+pub fn count_bar(total: u64, what: &str, unit: &str, enabled: bool) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let template = format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} eta {{eta}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}

@@ -556,10 +556,25 @@ async fn to_new_file(
         Ok(counts)
     }
     .await;
-    if result.is_err() && !kept {
-        let _ = fs::remove_file(&partial);
+    match result {
+        Err(e) if !kept => {
+            let removed = fs::remove_file(&partial).is_ok();
+            // A stop already says that the partial file is deleted.
+            let stopped = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Interrupted { .. })));
+            if removed && !stopped {
+                Err(e.context(format!(
+                    "nothing was restored to {}; its partial file {} is deleted",
+                    path.display(),
+                    partial.display()
+                )))
+            } else {
+                Err(e)
+            }
+        }
+        other => other,
     }
-    result
 }
 
 /// What the hidden name of a file being restored ends with.

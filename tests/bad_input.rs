@@ -132,7 +132,7 @@ fn cases() -> Vec<Case> {
                     strings(&["s3:///x", "names no bucket"]),
                 )
             },
-            code: 1,
+            code: 2,
             after: None,
         },
         Case {
@@ -485,7 +485,7 @@ fn cases() -> Vec<Case> {
                     strings(&["--in-place", "standard output"]),
                 )
             },
-            code: 1,
+            code: 2,
             after: None,
         },
         Case {
@@ -525,7 +525,7 @@ fn cases() -> Vec<Case> {
             run: |f| {
                 (
                     f.bv(&["backup", "--name", "vm101", "-"]),
-                    strings(&["stdin", "produced no data", "--allow-empty"]),
+                    strings(&["standard input produced no data", "--allow-empty"]),
                 )
             },
             code: 1,
@@ -560,7 +560,7 @@ fn cases() -> Vec<Case> {
             run: |f| {
                 (
                     f.bv(&["backup", "--name", "vm101", "--command", "true"]),
-                    strings(&["command true produced no data"]),
+                    strings(&["command `true` produced no data"]),
                 )
             },
             code: 1,

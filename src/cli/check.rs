@@ -147,6 +147,7 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
                     DEFAULT_IN_FLIGHT_LOCAL
                 }),
             repair: a.repair,
+            progress: g.progress(),
         },
     )
     .await?;

@@ -55,7 +55,11 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     };
     let to_stdout = target_path.as_os_str() == "-";
     let target = match (to_stdout, a.in_place) {
-        (true, true) => bail!("--in-place needs a file or device, not standard output"),
+        (true, true) => {
+            return Err(super::usage(
+                "--in-place needs a file or device, not standard output",
+            ));
+        }
         (true, false) if std::io::stdout().is_terminal() => {
             bail!(
                 "standard output is a terminal: redirect it (`> file`, `| psql`) or give a target file"
@@ -94,12 +98,17 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
         } else {
             println!("{text}")
         }
-    } else if !g.quiet {
+    }
+    let target = if s.target == "-" {
+        "standard output"
+    } else {
+        s.target.as_str()
+    };
+    if !g.json && !g.quiet {
         eprintln!(
-            "restored series {} version {} to {}: {} in {:.1} s ({:.0} MB/s{}); chunks: {} written, {} unchanged, {} zero",
+            "restored series {} version {} to {target}: {} in {:.1} s ({:.0} MB/s{}); chunks: {} written, {} unchanged, {} zero",
             s.series,
             s.version,
-            s.target,
             HumanBytes(s.size),
             s.seconds,
             s.mb_per_s,
@@ -122,8 +131,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     }
     let n = s.damaged.len();
     Err(Error::DamageFound(format!(
-        "{} holds zeros in {n} byte range{} instead of the data of version {} of series {:?} ({}): chunks that failed verification or are missing",
-        s.target,
+        "{target} holds zeros in {n} byte range{} instead of the data of version {} of series {:?} ({}): chunks that failed verification or are missing",
         if n == 1 { "" } else { "s" },
         s.version,
         s.series,

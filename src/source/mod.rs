@@ -143,7 +143,12 @@ pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
                 .metadata()
                 .with_context(|| format!("cannot read source {}", path.display()))?
                 .file_type();
-            let description = path.display().to_string();
+            // Absolute, so that `list` and `show` say which file it was wherever they run;
+            // links are kept (/dev/disk/by-id/... names a disk better than /dev/sdb does).
+            let description = std::path::absolute(path)
+                .unwrap_or_else(|_| path.clone())
+                .display()
+                .to_string();
             if ft.is_dir() {
                 bail!(
                     "source {} is a directory; back up a file, a block device, or a stream (e.g. --command 'tar -C {} -cf - .')",
