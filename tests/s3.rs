@@ -579,7 +579,7 @@ fn moto_backup_storage_class_applies_to_chunks_only() {
         "FROZEN",
         s(&img),
     ])
-    .error(1, &["FROZEN", "STANDARD_IA"]);
+    .error(2, &["FROZEN", "STANDARD_IA"]);
     assert_eq!(m.objects(&prefix), before);
 }
 

@@ -596,7 +596,7 @@ fn a_full_stream_sent_again_heals_its_chunks_without_a_second_version() {
         ])
         .ok()
         .json();
-    let of_d = plan
+    let of_d = plan["plan"]
         .as_array()
         .and_then(|rows| rows.iter().find(|r| r["version"] == versions[2].as_str()))
         .cloned()
