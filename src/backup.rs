@@ -54,6 +54,9 @@ pub struct BackupOptions {
     /// The source must be a ZFS send stream (`--zfs`). Streams from stdin, commands and pipes
     /// are recognised as ZFS by their first record either way, and then validated too.
     pub zfs_required: bool,
+    /// Store a stream as the bytes it is, without looking for a ZFS send stream in it (one
+    /// that starts like one, but is not, or not whole, would fail the run otherwise).
+    pub raw: bool,
     /// The stream must be an incremental from exactly this snapshot GUID (the base that
     /// `--auto-incremental` chose from the repository): a pool whose snapshot of that name is
     /// another snapshot now is caught before anything is committed.
@@ -406,7 +409,7 @@ async fn run(
         .collect();
 
     let zfs_slot: ZfsSlot = Arc::new(Mutex::new(None));
-    let tee = opts.zfs_required || source.info.kind.is_stream();
+    let tee = opts.zfs_required || (source.info.kind.is_stream() && !opts.raw);
     let reader: Box<dyn io::Read + Send> = if tee {
         Box::new(ZfsTee {
             inner: source.take_reader(),
@@ -455,6 +458,7 @@ async fn run(
     });
     let pb = progress::bar(source.size, &format!("backup {series}"), opts.progress);
     let description = source.info.description.clone();
+    let zfs_required = opts.zfs_required;
     let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
     let mut tasks: JoinSet<Result<(usize, ChunkRef, Outcome)>> = JoinSet::new();
     let mut refs: Vec<Option<ChunkRef>> = Vec::new();
@@ -468,10 +472,10 @@ async fn run(
             let piece = item.map_err(|e| {
                 // A ZFS stream error names its own byte offset, which is more exact than the
                 // start of the chunk being cut.
-                let at = if e.kind() == io::ErrorKind::InvalidData {
-                    String::new()
-                } else {
-                    format!(" at byte {bytes_read}")
+                let at = match (e.kind() == io::ErrorKind::InvalidData, zfs_required) {
+                    (false, _) => format!(" at byte {bytes_read}"),
+                    (true, true) => String::new(),
+                    (true, false) => ", which starts like a ZFS send stream (to back up its bytes as they are, add --raw)".to_string(),
                 };
                 anyhow::Error::new(e).context(format!("reading source {description}{at}"))
             })?;
@@ -570,8 +574,13 @@ async fn run(
         })?),
         Ok(Some(Err(e))) => {
             bail!(
-                "{} is not a valid ZFS send stream: {e}; no version recorded",
-                info.description
+                "{} is not a valid ZFS send stream: {e}; no version recorded{}",
+                info.description,
+                if opts.zfs_required {
+                    ""
+                } else {
+                    " (it starts like one: to back up its bytes as they are, add --raw)"
+                }
             )
         }
         Ok(None) if opts.zfs_required => bail!(

@@ -912,3 +912,39 @@ fn input_that_is_not_zfs() {
         assert!(err.what.contains(expected), "{what}: {err}");
     }
 }
+
+/// Bytes that start like a ZFS send stream and are not one (here, a stream cut in half, as a
+/// damaged copy kept in a file would be) fail a stream backup, which says how to store them
+/// anyway: `--raw` stores them as they are, and they restore bit-exact.
+#[test]
+fn raw_stores_what_starts_like_a_zfs_stream_as_bytes() {
+    let whole = stream("big-endian-all-drr-types-base-NATIVE");
+    let cut = whole[..whole.len() / 2].to_vec();
+    let v = crate::util::Vault::new();
+    crate::util::run(
+        &mut v.cmd(&["backup", "--name", "blob", "-"]),
+        Some(cut.clone()),
+    )
+    .error(
+        1,
+        &[
+            "starts like a ZFS send stream",
+            "add --raw",
+            "no version recorded",
+        ],
+    );
+    crate::util::run(
+        &mut v.cmd(&["backup", "--name", "blob", "--raw", "-"]),
+        Some(cut.clone()),
+    )
+    .ok();
+    let out = v.path("blob.out");
+    v.run(&["restore", "--name", "blob", crate::util::s(&out)])
+        .ok();
+    assert!(std::fs::read(&out).expect("the restored bytes") == cut);
+    assert_eq!(
+        v.run(&["backup", "--name", "z", "--raw", "--zfs", "tank/x"])
+            .code,
+        2
+    );
+}

@@ -58,6 +58,11 @@ pub struct BackupArgs {
     /// by default: an empty stream is usually a producer that failed).
     #[arg(long)]
     pub allow_empty: bool,
+    /// Store a stream (standard input, --command, a FIFO) as plain bytes, without looking
+    /// for a ZFS send stream in it: for data that starts like one but is not (a damaged or
+    /// cut copy of a stream kept as a file, say).
+    #[arg(long, conflicts_with = "zfs")]
+    pub raw: bool,
     /// Read and chunk the source and say how many objects and bytes would be uploaded,
     /// without writing anything to the repository.
     #[arg(long)]
@@ -152,6 +157,7 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             allow_empty: a.allow_empty,
             dry_run: a.dry_run,
             zfs_required: a.zfs.is_some(),
+            raw: a.raw,
             zfs_base,
             timeout: a.timeout,
             heal: a.heal,

@@ -448,6 +448,7 @@ async fn run_job(
             allow_empty: job.allow_empty,
             dry_run: a.dry_run,
             zfs_required: matches!(job.source, Source::Zfs(_)),
+            raw: false,
             zfs_base,
             timeout: job.timeout,
             heal: a.heal,
