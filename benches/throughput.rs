@@ -135,6 +135,7 @@ fn pipeline(c: &mut Criterion) {
                     allow_empty: false,
                     dry_run: false,
                     zfs_required: false,
+                    raw: false,
                     zfs_base: None,
                     timeout: None,
                     heal: false,
