@@ -946,3 +946,38 @@ fn a_restore_names_the_manifest_its_current_pointer_lost() {
     );
     assert_same_contents(&first, &out);
 }
+
+/// `list --json` gives null, not "" or 0, for what an unreadable manifest would have said.
+#[test]
+fn list_json_says_null_for_what_a_damaged_manifest_hides() {
+    let v = Vault::new();
+    let src = v.path("a.img");
+    write_random_file(&src, 91, 200_000);
+    let version = text(&v.backup("a", &[s(&src)]), "version").to_string();
+    let manifest = v.repo.join("manifests/a").join(&version);
+    let mut bytes = fs::read(&manifest).expect("the manifest");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&manifest, bytes).expect("damaging the manifest");
+    let r = v.run(&["list", "--json"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let rows = r.json();
+    let row = &rows[0];
+    assert_eq!(row["version"], version.as_str(), "{rows}");
+    assert!(row["damaged"].is_string(), "{rows}");
+    for field in [
+        "time",
+        "size",
+        "source_kind",
+        "source",
+        "host",
+        "chunks",
+        "bytes_new_stored",
+    ] {
+        assert!(
+            row[field].is_null(),
+            "{field} of a damaged manifest: {rows}"
+        );
+    }
+    assert_eq!(row["restorable"], false, "{rows}");
+}

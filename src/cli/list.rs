@@ -28,9 +28,12 @@ pub struct VersionRow {
     pub host: String,
     pub chunks: u64,
     pub bytes_new_stored: u64,
-    /// Why the manifest could not be read; the fields after `current` are then empty.
+    /// Why the manifest could not be read; the fields after `current` are then null in JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub damaged: Option<String>,
+    /// The manifest could not be read at all (not only its ZFS facts).
+    #[serde(skip)]
+    pub unreadable: bool,
     /// Whether a restore of this version can succeed with what is stored: false for a
     /// damaged manifest, and for a ZFS incremental that no chain of stored streams reaches.
     pub restorable: bool,
@@ -132,6 +135,7 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<(Vec<VersionRow>, V
                         version: v,
                         current: is_current,
                         damaged: Some(format!("{e:#}")),
+                        unreadable: true,
                         ..VersionRow::default()
                     });
                     facts.push(None);
@@ -155,6 +159,7 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<(Vec<VersionRow>, V
                 chunks: m.chunks.len() as u64,
                 bytes_new_stored: m.stats.bytes_new_stored,
                 damaged: bad_zfs,
+                unreadable: false,
                 restorable: false,
                 snapshot: zfs.as_ref().map(|z| z.snapshot.clone()),
                 guid: zfs.as_ref().map(|z| hex_guid(z.guid)),
@@ -250,7 +255,27 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
     let repo = g.open().await?;
     let (rows, notes) = rows(&repo, a.name.as_deref()).await?;
     if g.json {
-        super::print_json(&rows)?;
+        // What an unreadable manifest would have said is unknown: null, not "" or 0.
+        let mut out = serde_json::to_value(&rows)?;
+        if let Some(items) = out.as_array_mut() {
+            for (row, item) in rows.iter().zip(items) {
+                if !row.unreadable {
+                    continue;
+                }
+                for field in [
+                    "time",
+                    "size",
+                    "source_kind",
+                    "source",
+                    "host",
+                    "chunks",
+                    "bytes_new_stored",
+                ] {
+                    item[field] = serde_json::Value::Null;
+                }
+            }
+        }
+        super::print_json(&out)?;
         return verdict(&rows, &notes);
     }
     if rows.is_empty() {
