@@ -519,3 +519,37 @@ fn a_backup_time_in_the_future_or_before_the_current_version_is_said() {
     let json = v.backup("d", &[s(&src)]);
     assert_eq!(json["current"], false, "{json}");
 }
+
+/// Standard output closed by its reader (`| head`) before a command prints: the command's
+/// work stands and its exit code says so. println! panicked there, exit 101, after a backup
+/// had been recorded.
+#[test]
+fn a_closed_standard_output_is_no_failure() {
+    let v = Vault::new();
+    let src = v.path("a.img");
+    write_random_file(&src, 5, 100_000);
+    for args in [
+        &["backup", "--name", "a", s(&src)][..],
+        &["backup", "--json", "--name", "a", s(&src)][..],
+        &["list"][..],
+        &["show", "--name", "a"][..],
+        &["prune", "--json", "--name", "a", "--keep-last", "1"][..],
+    ] {
+        let mut child = v
+            .cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting blockvault");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("waiting for blockvault");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        v.versions("a").len(),
+        1,
+        "prune kept one of the two backups"
+    );
+}

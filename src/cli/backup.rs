@@ -169,7 +169,7 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         super::print_json(&s)?;
     } else if !g.quiet {
         if s.dry_run {
-            println!(
+            outln!(
                 "dry run of {} ({}) for series {}: nothing was written; it would upload {} objects ({} stored)",
                 s.source,
                 s.source_kind,
@@ -178,17 +178,23 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
                 HumanBytes(s.bytes_new_stored)
             );
         } else if !s.recorded {
-            println!(
+            outln!(
                 "{} ({}) is already stored in series {} as version {} (the same ZFS stream): no version recorded",
-                s.source, s.source_kind, s.series, s.version
+                s.source,
+                s.source_kind,
+                s.series,
+                s.version
             );
         } else {
-            println!(
+            outln!(
                 "backed up {} ({}) as series {} version {}",
-                s.source, s.source_kind, s.series, s.version
+                s.source,
+                s.source_kind,
+                s.series,
+                s.version
             );
         }
-        println!(
+        outln!(
             "  read {} in {:.1} s ({:.0} MB/s{}); new {} ({} stored); chunks: {} new{}, {} reused, {} zero",
             HumanBytes(s.size),
             s.seconds,
@@ -206,12 +212,12 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             s.chunks_zero
         );
         if !s.dry_run && s.recorded && !s.current {
-            println!(
+            outln!(
                 "  note: this version is older than the series' current version (an earlier --time, or a ZFS snapshot created before the current one's), which stays current: restores without --version pick that one"
             );
         }
         if let Some(z) = &s.zfs {
-            println!(
+            outln!(
                 "  zfs: {} (guid {}), {}{}",
                 z.snapshot,
                 z.guid,
@@ -229,9 +235,13 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         }
         let r = &s.requests;
         if r.total() > 0 {
-            println!(
+            outln!(
                 "  requests: {} PUT, {} GET, {} HEAD, {} LIST, {} DELETE",
-                r.put, r.get, r.head, r.list, r.delete
+                r.put,
+                r.get,
+                r.head,
+                r.list,
+                r.delete
             );
         }
     }
@@ -320,7 +330,7 @@ pub(super) async fn zfs_send_plan(
     match base {
         Some((base, version)) => {
             if say {
-                println!(
+                outln!(
                     "incremental from {} (guid {}), stored as version {version}",
                     base.name,
                     hex_guid(base.guid)
@@ -338,7 +348,7 @@ pub(super) async fn zfs_send_plan(
         }
         None => {
             if say {
-                println!(
+                outln!(
                     "no snapshot of {dataset} before {snapshot} is stored in series {series} with the same GUID: sending a full stream"
                 );
             }

@@ -72,12 +72,12 @@ fn print_text(r: &CheckReport) {
         } else {
             format!(", bytes {}", ranges(&p.ranges))
         };
-        println!("DAMAGED {} ({at}{bytes}): {}", p.object, p.reason);
+        outln!("DAMAGED {} ({at}{bytes}): {}", p.object, p.reason);
     }
     for n in &r.notes {
-        println!("note: {n}");
+        outln!("note: {n}");
     }
-    println!(
+    outln!(
         "checked {} series, {}: {} referenced, {} stored ({} missing, {} not referenced) in {:.1} s{}",
         r.series,
         count(r.versions, "version"),
@@ -93,7 +93,7 @@ fn print_text(r: &CheckReport) {
             (Some(p), Some(seed)) if p < 100.0 => format!(" ({p}% subset, seed {seed})"),
             _ => String::new(),
         };
-        println!(
+        outln!(
             "read {} ({}, {:.0} MB/s){subset}: {} damaged",
             count(r.chunks_read, "chunk"),
             HumanBytes(r.bytes_read),
@@ -102,15 +102,15 @@ fn print_text(r: &CheckReport) {
         );
     }
     if r.chunks_deleted > 0 {
-        println!(
+        outln!(
             "deleted {} (--repair); `backup --heal` of each damaged series, from a source that still holds the data, stores them again",
             count(r.chunks_deleted, "damaged chunk")
         );
     }
     if r.is_ok() {
-        println!("no damage found");
+        outln!("no damage found");
     } else if !r.damaged_versions.is_empty() {
-        println!(
+        outln!(
             "{}: {}",
             count(r.damaged_versions.len() as u64, "damaged version"),
             r.damaged_versions.join(", ")

@@ -66,7 +66,7 @@ pub async fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
         );
     }
     if !g.quiet {
-        println!(
+        outln!(
             "removed version {} of series {}{}",
             a.version,
             a.name,

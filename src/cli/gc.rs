@@ -31,7 +31,7 @@ pub async fn run(g: &GlobalArgs, a: GcArgs) -> Result<()> {
     if !g.quiet {
         let verb = if s.dry_run { "would delete" } else { "deleted" };
         let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-        println!(
+        outln!(
             "{} in {} series reference {}; {} of {} stored chunks {} unreferenced{}",
             plural(s.versions, "version"),
             s.series,
@@ -46,12 +46,12 @@ pub async fn run(g: &GlobalArgs, a: GcArgs) -> Result<()> {
             }
         );
         if let Some(holder) = &s.blocked_by {
-            println!(
+            outln!(
                 "note: gc would not run now (exit 5): {holder}; the chunks a backup still running has stored are among those counted"
             );
         }
         if s.leftovers_deleted > 0 {
-            println!(
+            outln!(
                 "{} temporary files of writes cut short (a crash or a stop): {verb} them, {}",
                 s.leftovers_deleted,
                 HumanBytes(s.leftover_bytes_deleted)

@@ -136,7 +136,7 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             "chunk_size": repo.config.chunker.fixed_size,
         }))?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "created {} repository at {loc}",
             if repo.keys.seal.is_some() {
                 "an encrypted"

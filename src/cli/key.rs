@@ -171,13 +171,13 @@ async fn list(g: &GlobalArgs) -> Result<()> {
     if g.quiet {
         return Ok(());
     }
-    println!("   {:<32}  {:<10}  {:<20}  HOST", "ID", "KIND", "CREATED");
+    outln!("   {:<32}  {:<10}  {:<20}  HOST", "ID", "KIND", "CREATED");
     for e in &entries {
         let r = row(e);
         let mark = if e.in_use { "*" } else { " " };
         match &r.damaged {
-            Some(why) => println!("{mark}  {:<32}  damaged: {why}", r.id),
-            None => println!(
+            Some(why) => outln!("{mark}  {:<32}  damaged: {why}", r.id),
+            None => outln!(
                 "{mark}  {:<32}  {:<10}  {:<20}  {}",
                 r.id,
                 e.kind(),
@@ -186,7 +186,7 @@ async fn list(g: &GlobalArgs) -> Result<()> {
             ),
         }
     }
-    println!("(* opened the repository this time)");
+    outln!("(* opened the repository this time)");
     Ok(())
 }
 
@@ -213,7 +213,7 @@ async fn add(g: &GlobalArgs, a: NewSecretArgs) -> Result<()> {
         }));
     }
     if !g.quiet {
-        println!(
+        outln!(
             "added key {id} ({}) to the repository at {}",
             new.kind(),
             repo.location()
@@ -229,7 +229,7 @@ async fn remove(g: &GlobalArgs, a: RemoveArgs) -> Result<()> {
         return super::print_json(&serde_json::json!({ "removed": a.id }));
     }
     if !g.quiet {
-        println!(
+        outln!(
             "removed key {} from the repository at {}",
             a.id,
             repo.location()
@@ -259,7 +259,7 @@ async fn change(g: &GlobalArgs, a: NewSecretArgs) -> Result<()> {
         }));
     }
     if !g.quiet {
-        println!(
+        outln!(
             "added key {} ({}) and removed key {} from the repository at {}: the old {} no longer opens it",
             done.added,
             new.kind(),
@@ -364,12 +364,12 @@ async fn recover(g: &GlobalArgs, a: RecoverArgs) -> Result<()> {
     }
     if !g.quiet {
         match &done.checked_against {
-            Some(object) => println!(
+            Some(object) => outln!(
                 "added key {} ({kind}) to the repository at {loc} from the paper key (its master key opens {object})",
                 done.added
             ),
             None => {
-                println!(
+                outln!(
                     "added key {} ({kind}) to the repository at {loc} from the paper key",
                     done.added
                 );

@@ -279,7 +279,7 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
         return verdict(&rows, &notes);
     }
     if rows.is_empty() {
-        println!("no backups yet in {}", repo.location());
+        outln!("no backups yet in {}", repo.location());
         return verdict(&rows, &notes);
     }
     let w = rows
@@ -295,9 +295,12 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
         .max()
         .unwrap_or(22)
         .max(22);
-    println!(
+    outln!(
         "{:<w$}  {:<vw$}  {:<20}  {:>10}  SOURCE",
-        "SERIES", "VERSION", "TIME", "SIZE"
+        "SERIES",
+        "VERSION",
+        "TIME",
+        "SIZE"
     );
     for r in &rows {
         let v = if r.current {
@@ -306,9 +309,9 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
             r.version.clone()
         };
         match &r.damaged {
-            Some(why) => println!("{:<w$}  {v:<vw$}  DAMAGED: {why}", r.series),
+            Some(why) => outln!("{:<w$}  {v:<vw$}  DAMAGED: {why}", r.series),
             None => match (&r.snapshot, &r.guid, &r.base_guid) {
-                (Some(snap), Some(guid), Some(base)) => println!(
+                (Some(snap), Some(guid), Some(base)) => outln!(
                     "{:<w$}  {v:<vw$}  {:<20}  {:>10}  zfs {snap} guid {guid} {}{}",
                     r.series,
                     r.time,
@@ -324,7 +327,7 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
                         "  NOT RESTORABLE: its base is not stored"
                     }
                 ),
-                _ => println!(
+                _ => outln!(
                     "{:<w$}  {v:<vw$}  {:<20}  {:>10}  {} {}",
                     r.series,
                     r.time,
@@ -335,6 +338,6 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
             },
         }
     }
-    println!("(* = current version of the series)");
+    outln!("(* = current version of the series)");
     verdict(&rows, &notes)
 }

@@ -1,6 +1,19 @@
 //! The command line: clap definitions, one file per subcommand. Each subcommand turns what
 //! was typed into a validated plan and calls the library; nothing here touches stored bytes.
 
+/// `println!` for what a command prints on standard output. Its reader may go away before
+/// the end (`list | head`, `backup ... | head -c 5`): the rest is dropped, and the command's
+/// exit code stays what its work says. `println!` panicked there (exit 101), after a backup
+/// had been recorded or versions removed.
+macro_rules! outln {
+    () => {
+        $crate::cli::out_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out_line(format_args!($($arg)*))
+    };
+}
+
 mod backup;
 mod check;
 mod forget;
@@ -478,8 +491,21 @@ pub fn peak_memory(bytes: Option<u64>) -> String {
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// One line on standard output, unless a write there failed before (see `outln!`).
+pub fn out_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static GONE: AtomicBool = AtomicBool::new(false);
+    if GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    if writeln!(std::io::stdout().lock(), "{args}").is_err() {
+        GONE.store(true, Ordering::Relaxed);
+    }
 }
 
 pub fn rfc3339(unix: i64) -> String {

@@ -100,16 +100,16 @@ struct Report<'a> {
 
 fn print_plan(series: &str, plan: &[Decision], seed: Option<u64>) {
     let kept = plan.iter().filter(|d| d.keep).count();
-    println!(
+    outln!(
         "plan for series {series}: keep {kept}, remove {} of {} versions",
         plan.len() - kept,
         plan.len()
     );
     if let Some(seed) = seed {
-        println!("weighted thinning used seed {seed} (repeat this plan with --seed {seed})");
+        outln!("weighted thinning used seed {seed} (repeat this plan with --seed {seed})");
     }
     for d in plan {
-        println!(
+        outln!(
             "{:<6}  {:<22}  {:<20}  {}",
             if d.keep { "keep" } else { "remove" },
             d.version,
@@ -159,8 +159,8 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
     }
     print_plan(&a.name, &done.plan, done.seed);
     match done.removal {
-        None => println!("dry run: nothing was removed"),
-        Some(r) => println!(
+        None => outln!("dry run: nothing was removed"),
+        Some(r) => outln!(
             "removed {} versions of series {}{}",
             r.removed.len(),
             a.name,

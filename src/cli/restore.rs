@@ -96,7 +96,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
         if to_stdout {
             eprintln!("{text}")
         } else {
-            println!("{text}")
+            outln!("{text}")
         }
     }
     let target = if s.target == "-" {
@@ -170,14 +170,14 @@ async fn zfs_receive(g: &GlobalArgs, a: &RestoreArgs, dataset: &str) -> Result<(
     }
     if !g.quiet {
         if !s.skipped.is_empty() {
-            println!(
+            outln!(
                 "{} already has the snapshots of {}",
                 s.target,
                 s.skipped.join(", ")
             );
         }
         for r in &s.received {
-            println!(
+            outln!(
                 "received version {} ({}, guid {}) into {}: {} in {:.1} s",
                 r.version,
                 r.snapshot,
@@ -188,9 +188,10 @@ async fn zfs_receive(g: &GlobalArgs, a: &RestoreArgs, dataset: &str) -> Result<(
             );
         }
         if s.received.is_empty() {
-            println!(
+            outln!(
                 "{} is already at version {}: nothing to receive",
-                s.target, s.version
+                s.target,
+                s.version
             );
         }
     }

@@ -201,7 +201,7 @@ pub async fn run(g: &GlobalArgs, a: RunArgs) -> Result<()> {
         .collect();
     let count = |o: &str| reports.iter().filter(|r| r.outcome == o).count();
     if say {
-        println!(
+        outln!(
             "{} job{}: {} backed up, {} dry run, {} skipped, {} failed{}",
             reports.len(),
             if reports.len() == 1 { "" } else { "s" },
@@ -348,9 +348,9 @@ fn print_line(r: &JobReport) {
     if let Some(n) = r.next_due.as_ref().filter(|_| r.outcome != "skipped") {
         line.push_str(&format!("; next due {n}"));
     }
-    println!("{line}");
+    outln!("{line}");
     for w in &r.warnings {
-        println!("[{}] warning: {w}", r.job);
+        outln!("[{}] warning: {w}", r.job);
     }
 }
 
@@ -381,7 +381,7 @@ async fn run_job(
         }
     }
     if !g.quiet && !g.json {
-        println!("[{}] starting: {}", job.name, describe(&job.source));
+        outln!("[{}] starting: {}", job.name, describe(&job.source));
     }
     let recursive = matches!(&job.source, Source::Zfs(z) if z.recursive);
     let (spec, zfs_base, base_version) = match &job.source {

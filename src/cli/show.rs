@@ -107,31 +107,31 @@ pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
             "zfs": zfs,
         }));
     }
-    println!("series:    {}", m.series);
-    println!(
+    outln!("series:    {}", m.series);
+    outln!(
         "version:   {}{}",
         m.version,
         if current { " (current)" } else { "" }
     );
-    println!("time:      {}", rfc3339(m.time));
-    println!("host:      {}", m.host);
-    println!(
+    outln!("time:      {}", rfc3339(m.time));
+    outln!("host:      {}", m.host);
+    outln!(
         "source:    {} {}",
         m.source.kind.as_str(),
         m.source.description
     );
-    println!("size:      {} bytes ({})", m.size, HumanBytes(m.size));
-    println!("chunking:  {chunking}");
-    println!(
+    outln!("size:      {} bytes ({})", m.size, HumanBytes(m.size));
+    outln!("chunking:  {chunking}");
+    outln!(
         "chunks:    {} ({} with data, {} unique, {} zero)",
         m.chunks.len(),
         data,
         unique.len(),
         m.chunks.len() - data
     );
-    println!("parent:    {}", m.parent.as_deref().unwrap_or("none"));
+    outln!("parent:    {}", m.parent.as_deref().unwrap_or("none"));
     if let Some(z) = &zfs {
-        println!(
+        outln!(
             "zfs:       {} guid {}, {}",
             z["snapshot"].as_str().unwrap_or(""),
             z["guid"].as_str().unwrap_or(""),
@@ -149,13 +149,13 @@ pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
             .map(|c| c.iter().filter_map(|v| v.as_str()).collect())
             .unwrap_or_default();
         if chain.is_empty() {
-            println!("restore:   NOT RESTORABLE: no stored chain of streams reaches its base");
+            outln!("restore:   NOT RESTORABLE: no stored chain of streams reaches its base");
         } else {
-            println!("restore:   replays {}", chain.join(" → "));
+            outln!("restore:   replays {}", chain.join(" → "));
         }
     }
     let s = &m.stats;
-    println!(
+    outln!(
         "backup:    {} new chunks ({}, {} stored), {} reused, {} zero, {:.1} s",
         s.chunks_new,
         HumanBytes(s.bytes_new),

@@ -62,14 +62,14 @@ pub async fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<()> {
                 (false, "unreadable") => " (--unreadable removes it)",
                 _ => "",
             };
-            println!("{verb} {state} {}{hint}", e.describe());
+            outln!("{verb} {state} {}{hint}", e.describe());
         }
     }
     if g.json {
         return super::print_json(&rows);
     }
     if !g.quiet && rows.is_empty() {
-        println!("the repository holds no locks");
+        outln!("the repository holds no locks");
     }
     Ok(())
 }
