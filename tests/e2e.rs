@@ -180,6 +180,14 @@ fn ext4_image_versions_restore_bit_exact_and_share_chunks() {
         "bytes new are bounded by the changed chunks: {b2}"
     );
     assert_eq!(text(&b2, "parent"), "2025-01-15T000000Z");
+    // A local directory counts its operations as the S3 requests they stand for: a PUT per
+    // new chunk, the manifest, the pointer and the lock.
+    let puts = n(&b2["requests"], "put");
+    assert!(
+        (n(&b2, "chunks_new") + 3..=n(&b2, "chunks_new") + 4).contains(&puts),
+        "{b2}"
+    );
+    assert!(n(&b2["requests"], "list") >= 2, "the lock's listings: {b2}");
 
     // Both versions restore bit-exact: the current one by default, the first by a prefix.
     let r2 = v.path("restored-v2.img");

@@ -16,7 +16,7 @@
 //! They are fsynced anyway and seldom read soon; the page cache's copy was most of the cost
 //! of storing them.
 
-use super::{Store, StoreError, valid_key};
+use super::{RequestCounter, RequestKind, Requests, Store, StoreError, valid_key};
 use crate::direct::Direct;
 use crate::sys;
 use async_trait::async_trait;
@@ -32,6 +32,9 @@ const DIRECT_MIN: usize = 256 << 10;
 pub struct LocalDir {
     root: Arc<PathBuf>,
     direct: Arc<Direct>,
+    /// Operations by the S3 request each stands for, so summaries say what a run did here
+    /// as they do for a bucket.
+    counter: Arc<RequestCounter>,
 }
 
 impl LocalDir {
@@ -39,6 +42,7 @@ impl LocalDir {
         LocalDir {
             root: Arc::new(root.into()),
             direct: Arc::new(Direct::new()),
+            counter: Arc::default(),
         }
     }
 
@@ -288,7 +292,12 @@ impl Store for LocalDir {
         format!("local directory {}", self.root.display())
     }
 
+    fn requests(&self) -> Requests {
+        self.counter.snapshot()
+    }
+
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        self.counter.count(RequestKind::Put);
         let direct = self.direct.clone();
         self.blocking(key, move |root, path| {
             write_atomic(root, &path, &data, Place::Replace, &direct).map(drop)
@@ -297,6 +306,7 @@ impl Store for LocalDir {
     }
 
     async fn put_unsynced(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        self.counter.count(RequestKind::Put);
         let direct = self.direct.clone();
         self.blocking(key, move |root, path| {
             write_atomic(root, &path, &data, Place::ReplaceUnsynced, &direct).map(drop)
@@ -319,6 +329,7 @@ impl Store for LocalDir {
     }
 
     async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
+        self.counter.count(RequestKind::Put);
         let direct = self.direct.clone();
         self.blocking(key, move |root, path| {
             write_atomic(root, &path, &data, Place::OnlyIfNew, &direct)
@@ -327,6 +338,7 @@ impl Store for LocalDir {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.counter.count(RequestKind::Get);
         self.blocking(key, |_, path| fs::read(path)).await
     }
 
@@ -335,6 +347,7 @@ impl Store for LocalDir {
         key: &str,
         buf: Vec<u8>,
     ) -> Result<(Vec<u8>, std::ops::Range<usize>), StoreError> {
+        self.counter.count(RequestKind::Get);
         let direct = self.direct.clone();
         self.blocking(key, move |_, path| {
             crate::direct::read_whole(&direct, &File::open(path)?, buf)
@@ -343,6 +356,7 @@ impl Store for LocalDir {
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        self.counter.count(RequestKind::Get);
         self.blocking(key, move |_, path| {
             let mut f = File::open(path)?;
             f.seek(SeekFrom::Start(offset))?;
@@ -354,6 +368,7 @@ impl Store for LocalDir {
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.counter.count(RequestKind::Head);
         self.blocking(key, |_, path| match fs::metadata(path) {
             Ok(m) => Ok(m.is_file()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -363,15 +378,18 @@ impl Store for LocalDir {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.counter.count(RequestKind::List);
         let listed = self.listing(prefix, false).await?;
         Ok(listed.into_iter().map(|(k, _)| k).collect())
     }
 
     async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.counter.count(RequestKind::List);
         self.listing(prefix, true).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.counter.count(RequestKind::Delete);
         self.blocking(key, |_, path| match fs::remove_file(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
