@@ -357,6 +357,11 @@ pub async fn apply(
             })
         });
         history.extend(extra);
+        if let Some(h) = &policy.hanoi
+            && let Some(why) = retention::hanoi_mismatch(&history, h)
+        {
+            bail!("series {series:?}: {why}; nothing was removed");
+        }
         let plan =
             retention::plan_keeping(&history, policy, seed.unwrap_or(0), current.as_deref());
         if dry_run {

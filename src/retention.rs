@@ -75,11 +75,12 @@
 //! disc from the version's own time (as s3napback does from the date) rather than from its
 //! position in the list matters: positions shift when older versions are removed, so a
 //! position-based rotation re-run after every backup would collapse to keeping the last two.
-//! With **`--archive-oldest`** (s3napback's `ArchiveOldestDisc`) discs are numbered
-//! `c + disc` instead: each cycle starts on a fresh disc number and the lowest one of the
-//! previous cycle is never written again, so one version per completed cycle is kept for ever
-//! ("hanoi: archived disc N"), besides the D live discs ("hanoi: disc K", K counted from the
-//! newest version's cycle).
+//! With **`--archive-oldest`** (s3napback's `ArchiveOldestDisc`) the top disc (D−1), written
+//! once a cycle, is archived instead of overwritten: the newest version each completed cycle
+//! put on it is kept for ever ("hanoi: archived disc 4 of cycle N"), besides the D live discs,
+//! which are what plain `--hanoi D` keeps. A rotation whose backups come at an interval that
+//! puts every version on one disc (every two days with a period of one day) would keep only
+//! the newest: [`hanoi_mismatch`] says so, and prune refuses.
 
 use crate::layout;
 use serde::Serialize;
@@ -527,35 +528,59 @@ fn weighted(
     }
 }
 
-fn hanoi(sorted: &[&VersionInfo], h: Hanoi, keep: &mut [Vec<String>]) {
+/// The period number and disc of a version made at `t` (module doc).
+fn hanoi_place(h: &Hanoi, t: i64) -> (i64, u32) {
     let discs = h.discs.clamp(1, 62);
     let cycle_len: i64 = 1 << (discs - 1);
-    let period = h.period_secs.max(1);
-    let cycle_of = |t: i64| t.div_euclid(period).div_euclid(cycle_len);
-    let slot_of = |t: i64| {
-        let n = t.div_euclid(period);
-        let disc = i64::from((n.rem_euclid(cycle_len) + 1).trailing_zeros());
-        if h.archive_oldest {
-            n.div_euclid(cycle_len) + disc
-        } else {
-            disc
-        }
-    };
-    // Ascending order, so the last version assigned to a slot is its newest.
-    let mut newest: BTreeMap<i64, usize> = BTreeMap::new();
+    let n = t.div_euclid(h.period_secs.max(1));
+    (n, (n.rem_euclid(cycle_len) + 1).trailing_zeros())
+}
+
+fn hanoi(sorted: &[&VersionInfo], h: Hanoi, keep: &mut [Vec<String>]) {
+    let top = h.discs.clamp(1, 62) - 1;
+    let cycle_len: i64 = 1 << top;
+    // Ascending order, so the last version assigned to a disc (or a cycle) is its newest.
+    let mut live: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut top_of_cycle: BTreeMap<i64, usize> = BTreeMap::new();
     for (i, v) in sorted.iter().enumerate() {
-        newest.insert(slot_of(v.time), i);
+        let (n, disc) = hanoi_place(&h, v.time);
+        live.insert(disc, i);
+        if disc == top {
+            top_of_cycle.insert(n.div_euclid(cycle_len), i);
+        }
     }
-    let current_cycle = sorted.last().map_or(0, |v| cycle_of(v.time));
-    for (slot, i) in newest {
-        keep[i].push(if !h.archive_oldest {
-            format!("hanoi: disc {slot}")
-        } else if slot < current_cycle {
-            format!("hanoi: archived disc {slot}")
-        } else {
-            format!("hanoi: disc {}", slot - current_cycle)
-        });
+    for (disc, &i) in &live {
+        keep[i].push(format!("hanoi: disc {disc}"));
     }
+    if h.archive_oldest {
+        // The top disc is written once a cycle; each write retires the one before, which
+        // stays instead.
+        for (cycle, i) in top_of_cycle {
+            if live.get(&top) != Some(&i) {
+                keep[i].push(format!("hanoi: archived disc {top} of cycle {cycle}"));
+            }
+        }
+    }
+}
+
+/// Why `--hanoi` would not rotate over these versions: they span more than one period, yet
+/// all fall on one disc, because backups come at a multiple of the period that skips every
+/// other disc (every 2 days with the default period of 1 day, say). The rotation would keep
+/// only the newest version, so a prune refuses rather than remove the rest.
+pub fn hanoi_mismatch(versions: &[VersionInfo], h: &Hanoi) -> Option<String> {
+    let places: Vec<(i64, u32)> = versions.iter().map(|v| hanoi_place(h, v.time)).collect();
+    let first = places.first()?;
+    let one_disc = places.iter().all(|p| p.1 == first.1);
+    let periods = places.iter().any(|p| p.0 != first.0);
+    (one_disc && periods).then(|| {
+        format!(
+            "all {} versions fall on disc {} of --hanoi {} with a period of {}: backups come at an interval that skips every other disc, and the rotation would keep only the newest; set --hanoi-every (hanoi_every in a job file) to the interval between backups",
+            versions.len(),
+            first.1,
+            h.discs,
+            show_duration(std::time::Duration::from_secs(h.period_secs.unsigned_abs()))
+        )
+    })
 }
 
 #[cfg(test)]
@@ -934,19 +959,25 @@ mod tests {
         }
     }
 
-    /// With --archive-oldest, disc numbers are cycle + disc, so each completed 16-day cycle
-    /// leaves its disc 0 behind for ever. The year spans epoch days 20454 ..= 20818, cycles
-    /// 1278 ..= 1301: the 23 cycles before the current one each leave their last disc-0 day
-    /// (position 15: days 8, 24, …, 360, exactly 16 apart), and the current cycle's live discs
-    /// hold days 353, 361, 363 and 364 (its own disc 4 is written only at its end): 27 in all.
+    /// With --archive-oldest, the top disc (4), written on the last day of each 16-day
+    /// cycle, keeps what each write would retire: every such day stays, besides exactly what
+    /// plain --hanoi 5 keeps (its live discs, labelled the same). Pruning every day keeps what
+    /// pruning once keeps.
     #[test]
-    fn hanoi_archive_oldest_keeps_one_per_cycle() {
+    fn hanoi_archive_oldest_keeps_the_top_disc_of_every_cycle() {
         let policy = hanoi_policy(5, true);
         let survivors = simulate(365, &policy, |_| 0);
-        let archived: Vec<i64> = (0..23).map(|c| 8 + 16 * c).collect();
-        let mut expected = archived.clone();
-        expected.extend([353, 361, 363, 364]);
+        let h = policy.hanoi.expect("a hanoi policy");
+        let top_days: Vec<i64> = (0..365)
+            .filter(|d| hanoi_place(&h, START + d * DAY).1 == 4)
+            .collect();
+        assert_eq!(top_days.len(), 23, "{top_days:?}");
+        assert!(top_days.windows(2).all(|w| w[1] - w[0] == 16));
+        let plain: Vec<i64> = simulate(365, &hanoi_policy(5, false), |_| 0);
+        let mut expected: Vec<i64> = top_days.clone();
+        expected.extend(plain.iter().copied());
         expected.sort();
+        expected.dedup();
         assert_eq!(survivors, expected);
         let p = plan(&daily_history(365), &policy, 0);
         let marked: Vec<i64> = p
@@ -954,12 +985,39 @@ mod tests {
             .filter(|d| d.reasons.iter().any(|r| r.starts_with("hanoi: archived")))
             .map(|d| (d.time - START) / DAY)
             .collect();
-        assert_eq!(marked, archived);
-        assert_eq!(
-            kept(&p).len(),
-            27,
-            "pruning once keeps what pruning daily kept"
-        );
+        assert_eq!(marked, top_days[..top_days.len() - 1]);
+        let plain_plan = plan(&daily_history(365), &hanoi_policy(5, false), 0);
+        for (a, b) in p.iter().zip(&plain_plan) {
+            if b.keep {
+                assert!(a.keep && a.reasons == b.reasons, "{a:?} against {b:?}");
+            }
+        }
+        assert_eq!(kept(&p).len(), survivors.len());
+    }
+
+    /// Backups every other day with a period of one day all fall on disc 0: the rotation
+    /// would keep one version, and says why instead.
+    #[test]
+    fn a_hanoi_period_that_puts_every_version_on_one_disc_is_named() {
+        let h = Hanoi {
+            discs: 5,
+            archive_oldest: false,
+            period_secs: DAY,
+        };
+        let every = |step: i64, offset: i64| -> Vec<VersionInfo> {
+            (0..20)
+                .map(|i| v(&format!("v{i:02}"), START + offset * DAY + i * step * DAY))
+                .collect()
+        };
+        let skipping = [0, 1]
+            .iter()
+            .find_map(|&o| hanoi_mismatch(&every(2, o), &h))
+            .expect("every other day lands on one disc for one of the two offsets");
+        assert!(skipping.contains("--hanoi-every"), "{skipping}");
+        assert_eq!(hanoi_mismatch(&every(1, 0), &h), None);
+        assert_eq!(hanoi_mismatch(&every(3, 0), &h), None);
+        // One version, or several in one period, are no rotation to speak of.
+        assert_eq!(hanoi_mismatch(&every(2, 0)[..1], &h), None);
     }
 
     /// Weighted thinning to 30, run after every daily backup for a year: the first and last

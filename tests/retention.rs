@@ -589,3 +589,34 @@ fn a_weighted_job_removes_what_its_dry_run_showed() {
     );
     assert_eq!(v.versions("w").len(), 4);
 }
+
+/// Backups every other day, under a Tower-of-Hanoi rotation with a period of one day, all
+/// land on one disc: the rotation would keep only the newest. prune refuses, says why and
+/// how to set the period, and removes nothing; with the period set to two days it rotates.
+#[test]
+fn a_hanoi_period_that_skips_discs_is_refused() {
+    let v = Vault::new();
+    let times: Vec<String> = (0..6)
+        .map(|i| format!("2026-01-{:02}T03:00:00Z", 1 + 2 * i))
+        .collect();
+    let times: Vec<&str> = times.iter().map(String::as_str).collect();
+    history(&v, "vm", &times);
+    v.run(&["prune", "--name", "vm", "--hanoi", "5"]).error(
+        1,
+        &["fall on disc 0", "--hanoi-every", "nothing was removed"],
+    );
+    assert_eq!(v.versions("vm").len(), 6);
+    let plan = plan_rows(v.run(&[
+        "prune",
+        "--json",
+        "--name",
+        "vm",
+        "--hanoi",
+        "3",
+        "--hanoi-every",
+        "2d",
+        "--dry-run",
+    ]));
+    let kept = plan.iter().filter(|(_, a, _)| a == "keep").count();
+    assert!(kept >= 3, "{plan:?}");
+}
