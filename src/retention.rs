@@ -110,16 +110,19 @@ pub struct Within {
 }
 
 impl Within {
-    /// Parses `7d`, `1y6m`, `2d12h` (restic's units: `m` is months).
+    /// Parses `7d`, `2w`, `1y6m`, `2d12h` (restic's units: `m` is months; `w` is 7 days).
     pub fn parse(s: &str) -> Result<Within, String> {
         let bad = |why: &str| {
             Err(format!(
-                "{s:?} is not a duration ({why}); use numbers with units y, m (months), d, h, e.g. 7d or 1y6m"
+                "{s:?} is not a duration ({why}); use numbers with units y, m (months), w, d, h, largest first, e.g. 7d, 2w or 1y6m"
             ))
         };
         let mut w = Within::default();
         let mut num = String::new();
         let mut any = false;
+        // Units come largest first. An `m` after `d` or `h` is someone's minutes (`1h30m`,
+        // as `every` and `--hanoi-every` read it), which would keep 30 months here.
+        let mut last_rank = 0;
         for c in s.trim().chars() {
             if c.is_ascii_digit() {
                 num.push(c);
@@ -129,13 +132,23 @@ impl Within {
                 return bad("a unit needs a number before it");
             };
             num.clear();
-            let slot = match c {
-                'y' => &mut w.years,
-                'm' => &mut w.months,
-                'd' => &mut w.days,
-                'h' => &mut w.hours,
+            let (rank, slot) = match c {
+                'y' => (1, &mut w.years),
+                'm' => (2, &mut w.months),
+                'w' => (3, &mut w.days),
+                'd' => (4, &mut w.days),
+                'h' => (5, &mut w.hours),
                 _ => return bad("unknown unit"),
             };
+            if rank <= last_rank {
+                return bad(if c == 'm' {
+                    "m is months here, and comes before d and h; there are no minutes"
+                } else {
+                    "units go from the largest to the smallest, each once"
+                });
+            }
+            last_rank = rank;
+            let n = if c == 'w' { n.saturating_mul(7) } else { n };
             *slot = slot.saturating_add(n);
             any = true;
         }
@@ -771,9 +784,16 @@ mod tests {
             }
         );
         assert_eq!(w.to_string(), "1y6m2d12h");
-        for bad in ["", "7", "d", "7x", "0d", "-1d", "7 d"] {
+        for bad in ["", "7", "d", "7x", "0d", "-1d", "7 d", "1d1d", "2h1d"] {
             assert!(Within::parse(bad).is_err(), "{bad:?}");
         }
+        // Minutes are what `every` means by m; here m is months, so an m after d or h is
+        // refused rather than read as 30 months.
+        for minutes in ["1h30m", "1d30m", "2d12h5m"] {
+            let e = Within::parse(minutes).expect_err(minutes);
+            assert!(e.contains("there are no minutes"), "{minutes}: {e}");
+        }
+        assert_eq!(Within::parse("2w").unwrap().days, 14);
         // Calendar months: one month before 2026-03-31 is 2026-02-28.
         let m = Within::parse("1m").unwrap();
         assert_eq!(

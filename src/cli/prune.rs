@@ -30,8 +30,8 @@ pub struct PruneArgs {
     /// Keep the newest version of each of the N most recent years that have one.
     #[arg(long, value_name = "N")]
     pub keep_yearly: Option<u32>,
-    /// Keep every version made within DURATION before the newest one (y, m = months, d, h:
-    /// 30d, 1y6m).
+    /// Keep every version made within DURATION before the newest one (y, m = months, w, d,
+    /// h, largest first: 30d, 2w, 1y6m; there are no minutes).
     #[arg(long, value_name = "DURATION", value_parser = Within::parse)]
     pub keep_within: Option<Within>,
     /// Weighted random thinning (s3bdbk): remove versions at random, those crowded closest
