@@ -54,9 +54,9 @@
 //! **`--keep-weighted N`** is s3bdbk's weighted random thinning: while more than N versions
 //! remain, remove one chosen at random with weight (1/Δt)², Δt being the whole time in seconds
 //! since the previous (older) remaining version (at least 1 s), never the oldest nor the
-//! newest (so the planner treats N below 2 as 2; the command line and job files refuse it). Versions that crowd close together go first; run after
-//! every backup, the survivors thin out with age — recent history dense, old history sparse
-//! (see the simulation test). Kept: "weighted: kept"; removed: "weighted: removed, 3rd-densest
+//! newest (so the planner treats N below 2 as 2; the command line and job files refuse it).
+//! Versions that crowd close together go first; run after every backup, the survivors thin
+//! out with age — recent history dense, old history sparse (see the simulation test). Kept: "weighted: kept"; removed: "weighted: removed, 3rd-densest
 //! gap" (its Δt ranked among the candidates of that round, 1 = smallest). The random numbers
 //! come from SplitMix64 seeded with the plan's seed, implemented here rather than taken from
 //! `rand`: a seed printed by a dry run must reproduce the same plan under any later build,
