@@ -15,7 +15,7 @@ use crate::format::lock::LockMode;
 use crate::interrupt;
 use crate::layout;
 use crate::lock::LockGuard;
-use crate::manifest::{BackupStats, ChunkRef, Manifest, SourceKind};
+use crate::manifest::{BackupStats, ChunkRef, Manifest};
 use crate::pool::Pool;
 use crate::progress;
 use crate::repo::{Repo, hostname};
@@ -365,11 +365,7 @@ async fn run(
             .timeout
             .map(crate::retention::show_duration)
             .unwrap_or_default();
-        let what = match source.info.kind {
-            SourceKind::Command => format!("command `{}`", source.info.description),
-            SourceKind::Stdin => "standard input".to_string(),
-            _ => source.info.description.clone(),
-        };
+        let what = source.info.in_words();
         let stop = stop.clone();
         move || {
             stop();
@@ -610,11 +606,7 @@ async fn run(
     // `pg_dump db | blockvault backup -` cannot see pg_dump's exit status; a producer that
     // died before writing anything shows up as an empty stream, so do not call that a backup.
     if bytes_read == 0 && info.kind.is_stream() && !opts.allow_empty {
-        let what = match info.kind {
-            SourceKind::Command => format!("command `{}`", info.description),
-            SourceKind::Stdin => "standard input".to_string(),
-            _ => info.description.clone(),
-        };
+        let what = info.in_words();
         bail!(
             "{what} produced no data; no version recorded (if an empty backup is what you want, add --allow-empty; in a job file, allow_empty = true)"
         );

@@ -28,9 +28,20 @@ pub fn mounts_on(rdev: u64) -> Vec<MountOn> {
     table
         .lines()
         .filter_map(parse_mountinfo)
-        .filter(|(dev, _)| devices.contains(dev))
+        .filter(|(dev, m)| devices.contains(dev) || source_is_one_of(&m.source, &devices))
         .map(|(_, m)| m)
         .collect()
+}
+
+/// Whether a mount's source names one of `devices`: btrfs and bcachefs give mountinfo an
+/// anonymous device number of their own, and only the source says which disk it is.
+fn source_is_one_of(source: &str, devices: &[(u32, u32)]) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    source.starts_with('/')
+        && fs::metadata(source).is_ok_and(|m| {
+            m.file_type().is_block_device()
+                && devices.contains(&(libc::major(m.rdev()), libc::minor(m.rdev())))
+        })
 }
 
 /// `rdev`, its partitions and the devices that hold any of them, transitively (`holders/` in
@@ -129,7 +140,9 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The loop devices (`/dev/loopN`) whose backing file is `file`'s inode.
+/// The loop devices (`/dev/loopN`) whose backing file is `file`'s inode, asked of each
+/// device (`LOOP_GET_STATUS64`: the file's device and inode, whatever name or mount namespace
+/// it was attached by); by the path sysfs gives where a device cannot be opened.
 pub fn loop_devices_backed_by(file: &fs::Metadata) -> Vec<String> {
     let Ok(entries) = fs::read_dir("/sys/block") else {
         return Vec::new();
@@ -138,38 +151,34 @@ pub fn loop_devices_backed_by(file: &fs::Metadata) -> Vec<String> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let loop_dir = e.path().join("loop");
-            // Since Linux 5.x sysfs gives the backing inode and device; the path is for
-            // older kernels (and can be stale: a renamed file keeps its old name there).
-            let inode = fs::read_to_string(loop_dir.join("backing_inode")).ok();
-            let matches = match inode.and_then(|i| i.trim().parse::<u64>().ok()) {
-                Some(ino) => ino == file.ino() && backing_dev_matches(&loop_dir, file),
-                None => fs::read_to_string(loop_dir.join("backing_file"))
+            if !name.starts_with("loop") {
+                return None;
+            }
+            let dev = format!("/dev/{name}");
+            let asked = fs::File::open(&dev)
+                .ok()
+                .and_then(|f| crate::sys::loop_backing(&f).ok());
+            let matches = match asked {
+                Some(Some((device, inode))) => inode == file.ino() && same_dev(device, file.dev()),
+                Some(None) => false,
+                None => fs::read_to_string(e.path().join("loop/backing_file"))
                     .ok()
                     .and_then(|p| fs::metadata(p.trim()).ok())
                     .is_some_and(|m| m.ino() == file.ino() && m.dev() == file.dev()),
             };
-            matches.then(|| format!("/dev/{name}"))
+            matches.then_some(dev)
         })
         .collect();
     found.sort();
     found
 }
 
-/// Whether the loop device's `backing_dev` is `file`'s filesystem (true where sysfs does not
-/// say).
-fn backing_dev_matches(loop_dir: &Path, file: &fs::Metadata) -> bool {
-    match fs::read_to_string(loop_dir.join("backing_dev"))
-        .ok()
-        .and_then(|d| d.trim().parse::<u64>().ok())
-    {
-        // The kernel prints the dev_t in its own encoding: major << 20 | minor.
-        Some(d) => {
-            let (major, minor) = ((d >> 20) as u32, (d & 0xfffff) as u32);
-            libc::major(file.dev()) == major && libc::minor(file.dev()) == minor
-        }
-        None => true,
-    }
+/// Whether the kernel's encoding of a device number (`huge_encode_dev`: minor's low byte,
+/// major, then minor's high bits) names the same device as `st_dev`.
+fn same_dev(kernel: u64, st_dev: u64) -> bool {
+    let major = ((kernel >> 8) & 0xfff) as u32;
+    let minor = ((kernel & 0xff) | ((kernel >> 12) & 0xfff00)) as u32;
+    libc::major(st_dev) == major && libc::minor(st_dev) == minor
 }
 
 #[cfg(test)]
@@ -196,6 +205,17 @@ mod tests {
         assert_eq!(dev, (259, 5));
         assert_eq!(m.at, "/data");
         assert!(parse_mountinfo("garbage").is_none());
+    }
+
+    #[test]
+    fn kernel_device_numbers_are_decoded() {
+        // 259:65536 (an NVMe partition with a large minor) and 8:1.
+        let big = libc::makedev(259, 65_536);
+        // The low byte of 65536 is 0; its high bits go above the major.
+        let kernel = (259u64 << 8) | (65_536u64 << 12);
+        assert!(same_dev(kernel, big));
+        assert!(same_dev(0x801, libc::makedev(8, 1)));
+        assert!(!same_dev(0x801, libc::makedev(8, 2)));
     }
 
     #[test]

@@ -144,6 +144,10 @@ impl DirectReads {
     /// Fills `out` from `offset` (a multiple of [`ALIGN`]), stopping early only at the end of
     /// the device; returns how much it read.
     pub fn read_full_at(&mut self, out: &mut [u8], offset: u64) -> io::Result<usize> {
+        debug_assert!(
+            offset.is_multiple_of(ALIGN as u64),
+            "unaligned direct read at {offset}"
+        );
         let at = self.buf.as_ptr().align_offset(ALIGN);
         let mut n = 0;
         while n < out.len() {

@@ -121,7 +121,7 @@ fn is_stale(info: &LockInfo, now: i64, host: &str) -> bool {
     info.host == host
         && host.ends_with(']')
         && info.pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{}", info.pid)).exists()
+        && !crate::sys::process_exists(info.pid)
 }
 
 fn mode_word(mode: LockMode) -> &'static str {

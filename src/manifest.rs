@@ -67,8 +67,19 @@ impl SourceKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceInfo {
     pub kind: SourceKind,
-    /// The path or command line as given.
+    /// The path (absolute) or command line.
     pub description: String,
+}
+
+impl SourceInfo {
+    /// The source in a sentence: "command `pg_dump db`", "standard input", or its path.
+    pub fn in_words(&self) -> String {
+        match self.kind {
+            SourceKind::Command => format!("command `{}`", self.description),
+            SourceKind::Stdin => "standard input".to_string(),
+            _ => self.description.clone(),
+        }
+    }
 }
 
 /// What the backup that made this version did, for `show` and for cost reports.

@@ -508,12 +508,14 @@ async fn to_new_file(
     pb: &indicatif::ProgressBar,
 ) -> Result<Counts> {
     let (partial, file) = create_partial(path)?;
+    // Held (with its lock) until the partial file is renamed or removed: a restore that
+    // found it unlocked would take it for a crashed one's leftover.
+    let file = Arc::new(file);
     let mut kept = false;
     let result = async {
         // Extending leaves a hole: zero chunks are never written and cost no disk space.
         file.set_len(m.size)
             .with_context(|| format!("sizing {}", partial.display()))?;
-        let file = Arc::new(file);
         let began = Arc::new(AtomicBool::new(false));
         let counts = write_positional(repo, m, &file, None, opts, pb, &partial, &began).await?;
         file.sync_all()
@@ -558,8 +560,9 @@ async fn to_new_file(
     .await;
     match result {
         Err(e) if !kept => {
-            let removed = fs::remove_file(&partial).is_ok();
-            // A stop already says that the partial file is deleted.
+            let removed = same_file(&file, &partial) && fs::remove_file(&partial).is_ok();
+            drop(file);
+            // A stop's message already says that the partial file is deleted.
             let stopped = e
                 .chain()
                 .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Interrupted { .. })));
@@ -631,8 +634,10 @@ fn create_fresh(path: &Path) -> io::Result<File> {
 /// Removes what a crashed restore left at `path`, unless a running restore holds it.
 fn remove_leftover(path: &Path) -> io::Result<()> {
     // Non-blocking, so that a FIFO planted there does not wait for a writer.
+    // Writable: NFS emulates flock with POSIX locks, whose exclusive kind needs it.
     let opened = OpenOptions::new()
         .read(true)
+        .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path);
     let held = match opened {
@@ -668,7 +673,7 @@ fn lock_partial(f: &File) -> io::Result<bool> {
         Err(fs::TryLockError::Error(e))
             if matches!(
                 e.raw_os_error(),
-                Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::EINVAL)
+                Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::EINVAL | libc::EBADF)
             ) =>
         {
             Ok(true)

@@ -141,7 +141,7 @@ impl Within {
                 _ => return bad("unknown unit"),
             };
             if rank <= last_rank {
-                return bad(if c == 'm' {
+                return bad(if c == 'm' && last_rank > 2 {
                     "m is months here, and comes before d and h; there are no minutes"
                 } else {
                     "units go from the largest to the smallest, each once"
@@ -581,14 +581,24 @@ fn hanoi(sorted: &[&VersionInfo], h: Hanoi, keep: &mut [Vec<String>]) {
 /// other disc (every 2 days with the default period of 1 day, say). The rotation would keep
 /// only the newest version, so a prune refuses rather than remove the rest.
 pub fn hanoi_mismatch(versions: &[VersionInfo], h: &Hanoi) -> Option<String> {
+    // One disc has nothing to rotate.
+    if h.discs <= 1 {
+        return None;
+    }
+    let cycle_len: i64 = 1 << (h.discs.clamp(1, 62) - 1);
     let places: Vec<(i64, u32)> = versions.iter().map(|v| hanoi_place(h, v.time)).collect();
-    let first = places.first()?;
-    let one_disc = places.iter().all(|p| p.1 == first.1);
-    let periods = places.iter().any(|p| p.0 != first.0);
+    // The newest cycle's worth of periods: older versions on other discs (from before the
+    // backups became sparser) do not make the rotation work now.
+    let newest = places.iter().map(|p| p.0).max()?;
+    let recent: Vec<&(i64, u32)> = places.iter().filter(|p| p.0 > newest - cycle_len).collect();
+    let first = recent.first()?;
+    let one_disc = recent.iter().all(|p| p.1 == first.1);
+    let periods = recent.iter().any(|p| p.0 != first.0);
     (one_disc && periods).then(|| {
         format!(
-            "all {} versions fall on disc {} of --hanoi {} with a period of {}: backups come at an interval that skips every other disc, and the rotation would keep only the newest; set --hanoi-every (hanoi_every in a job file) to the interval between backups",
-            versions.len(),
+            "the {} versions of the last {} periods all fall on disc {} of --hanoi {} with a period of {}: backups come at an interval that skips every other disc, and the rotation would keep only the newest of them; set --hanoi-every (hanoi_every in a job file) to the interval between backups",
+            recent.len(),
+            cycle_len,
             first.1,
             h.discs,
             show_duration(std::time::Duration::from_secs(h.period_secs.unsigned_abs()))
@@ -1036,8 +1046,23 @@ mod tests {
         assert!(skipping.contains("--hanoi-every"), "{skipping}");
         assert_eq!(hanoi_mismatch(&every(1, 0), &h), None);
         assert_eq!(hanoi_mismatch(&every(3, 0), &h), None);
-        // One version, or several in one period, are no rotation to speak of.
+        // One version, or several in one period, are no rotation to speak of; nor is one disc.
         assert_eq!(hanoi_mismatch(&every(2, 0)[..1], &h), None);
+        let one = Hanoi { discs: 1, ..h };
+        assert_eq!(hanoi_mismatch(&every(1, 0), &one), None);
+        // Daily backups that became every other day: the old versions on other discs do not
+        // hide it.
+        let skipping_from = [0, 1]
+            .iter()
+            .map(|&o| {
+                let mut vs: Vec<VersionInfo> = (0..20)
+                    .map(|i| v(&format!("d{i:02}"), START + i * DAY))
+                    .collect();
+                vs.extend((0..20).map(|i| v(&format!("e{i:02}"), START + (21 + o + 2 * i) * DAY)));
+                hanoi_mismatch(&vs, &h)
+            })
+            .find_map(|x| x);
+        assert!(skipping_from.is_some());
     }
 
     /// Weighted thinning to 30, run after every daily backup for a year: the first and last

@@ -61,6 +61,58 @@ pub fn drop_cached(file: &File) -> io::Result<()> {
     }
 }
 
+/// The file a loop device reads, as (device, inode) of that file (`LOOP_GET_STATUS64`);
+/// `None` when the device is bound to nothing (ENXIO).
+pub fn loop_backing(dev: &File) -> io::Result<Option<(u64, u64)>> {
+    // struct loop_info64 (linux/loop.h): 232 bytes, the backing file's dev and inode first.
+    #[repr(C)]
+    struct LoopInfo64 {
+        lo_device: u64,
+        lo_inode: u64,
+        rest: [u8; 216],
+    }
+    const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+    let mut info = LoopInfo64 {
+        lo_device: 0,
+        lo_inode: 0,
+        rest: [0; 216],
+    };
+    // SAFETY: the descriptor belongs to `dev`, which outlives the call; the kernel writes
+    // one struct loop_info64 (232 bytes, the size of `info`) into `info` on this frame.
+    let r = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_GET_STATUS64 as _,
+            &mut info as *mut LoopInfo64,
+        )
+    };
+    if r == 0 {
+        return Ok(Some((info.lo_device, info.lo_inode)));
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENXIO) {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+/// Whether a process `pid` exists in this process's pid namespace (`kill(pid, 0)`): one that
+/// exists but belongs to someone else answers EPERM. Unlike a look in `/proc`, this asks the
+/// namespace the caller is in, whichever `/proc` is mounted.
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        // 0 and negative numbers name process groups, not a process.
+        return false;
+    }
+    // SAFETY: signal 0 delivers nothing; only integers pass.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Whether the block device open as `file` is read-only (`BLKROGET`): a write to it fails
 /// however it was opened.
 pub fn block_device_read_only(file: &File) -> io::Result<bool> {

@@ -552,4 +552,18 @@ fn a_closed_standard_output_is_no_failure() {
         1,
         "prune kept one of the two backups"
     );
+    // A write that fails otherwise (a full disk under `> file`) is a failure, not dropped.
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("opening /dev/full");
+    let out = v
+        .cmd(&["list", "--json"])
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("running blockvault");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("writing to standard output"), "{stderr}");
 }

@@ -216,6 +216,21 @@ fn in_place_sizes_a_smaller_version_and_a_smaller_file() {
 
     let small = v.path("small.img");
     write_random_file(&small, 7, 2 * MIB);
+    let small_dev = LoopDevice::attach(&small);
+    key_file_run(
+        &v,
+        None,
+        &["restore", "--name", "img", "--in-place", small_dev.path()],
+    )
+    .error(
+        1,
+        &[
+            small_dev.path(),
+            "smaller than version",
+            "nothing was written",
+        ],
+    );
+    drop(small_dev);
     key_file_run(
         &v,
         None,

@@ -271,7 +271,9 @@ pub async fn run(g: &GlobalArgs, a: ListArgs) -> Result<()> {
                     "chunks",
                     "bytes_new_stored",
                 ] {
-                    item[field] = serde_json::Value::Null;
+                    if let Some(value) = item.get_mut(field) {
+                        *value = serde_json::Value::Null;
+                    }
                 }
             }
         }

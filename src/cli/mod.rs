@@ -138,7 +138,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     ) {
         crate::interrupt::enable();
     }
-    match cli.command {
+    let done = match cli.command {
         Command::Init(a) => init::run(g, a).await,
         Command::Backup(a) => backup::run(g, a).await,
         Command::List(a) => list::run(g, a).await,
@@ -151,6 +151,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Key(a) => key::run(g, a).await,
         Command::Run(a) => run::run(g, a).await,
         Command::Unlock(a) => unlock::run(g, a).await,
+    };
+    // The work's own failure comes first; an output that failed under it is secondary.
+    match (done, output_failure()) {
+        (Ok(()), Some(e)) => Err(e),
+        (done, _) => done,
     }
 }
 
@@ -198,7 +203,9 @@ impl GlobalArgs {
         let mut o = S3Options::from_url(url).map_err(usage)?;
         match (&self.s3_endpoint, std::env::var("AWS_ENDPOINT_URL")) {
             (Some(e), _) => check_endpoint(e, "--s3-endpoint")?,
-            (None, Ok(e)) => check_endpoint(&e, "AWS_ENDPOINT_URL")?,
+            // The SDK reads an empty variable as unset.
+            (None, Ok(e)) if !e.is_empty() => check_endpoint(&e, "AWS_ENDPOINT_URL")?,
+            (None, Ok(_)) => {}
             (None, Err(_)) => {}
         }
         if let Some(class) = &self.storage_class {
@@ -495,16 +502,30 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
+/// Standard output's fate: its reader went away (the rest is dropped, no failure), or a write
+/// failed otherwise (a full disk under `> file`: the command fails at its end).
+static OUTPUT: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
+
 /// One line on standard output, unless a write there failed before (see `outln!`).
 pub fn out_line(args: std::fmt::Arguments) {
     use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static GONE: AtomicBool = AtomicBool::new(false);
-    if GONE.load(Ordering::Relaxed) {
+    let mut failed = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+    if failed.is_some() {
         return;
     }
-    if writeln!(std::io::stdout().lock(), "{args}").is_err() {
-        GONE.store(true, Ordering::Relaxed);
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{args}") {
+        *failed = Some(e);
+    }
+}
+
+/// The error of a write to standard output that failed other than by its reader going away.
+fn output_failure() -> Option<anyhow::Error> {
+    let failed = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+    match failed.as_ref() {
+        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Some(anyhow!(
+            "writing to standard output: {e} (what was printed is incomplete)"
+        )),
+        _ => None,
     }
 }
 

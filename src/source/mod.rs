@@ -61,6 +61,8 @@ pub struct OpenedSource {
 pub struct ByOffset {
     pub file: File,
     direct: Option<DirectReads>,
+    /// The source's name, for a warning.
+    shown: String,
 }
 
 impl ByOffset {
@@ -78,8 +80,12 @@ impl ByOffset {
                 Ok(n) => return Ok(n),
                 // An alignment the device refuses, or a real failure, which the ordinary
                 // read reports again.
-                Err(_) => {
+                Err(e) => {
                     self.direct = None;
+                    eprintln!(
+                        "warning: direct reads of block device {} failed ({e}); reading it through the page cache from here on, which a filesystem mounted on it may have left stale",
+                        self.shown
+                    );
                     let _ = sys::drop_cached(&self.file);
                 }
             }
@@ -156,23 +162,19 @@ pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
                     path.display()
                 );
             }
-            if ft.is_block_device() {
-                // Pages an earlier reader left in the device's cache may be older than the
-                // disk (`sys::drop_cached`). Chunks are read directly ([`ByOffset`]); this is
-                // for where that fails, and a hint only.
-                let _ = sys::drop_cached(&file);
-                if let Ok(meta) = file.metadata() {
-                    let mounts = crate::devices::mounts_on(meta.rdev());
-                    // Bind mounts list one filesystem many times: one warning says it.
-                    if let Some(m) = mounts.iter().find(|m| !m.read_only) {
-                        eprintln!(
-                            "warning: source {} is mounted read-write at {} (as {}): unless that filesystem is frozen (`fsfreeze -f {}`) or idle, the backup may hold a mix of old and new blocks; back up a snapshot, or freeze it for the backup",
-                            path.display(),
-                            m.at,
-                            m.source,
-                            m.at
-                        );
-                    }
+            if ft.is_block_device()
+                && let Ok(meta) = file.metadata()
+            {
+                let mounts = crate::devices::mounts_on(meta.rdev());
+                // Bind mounts list one filesystem many times: one warning says it.
+                if let Some(m) = mounts.iter().find(|m| !m.read_only) {
+                    eprintln!(
+                        "warning: source {} is mounted read-write at {} (as {}): unless that filesystem is frozen (`fsfreeze -f {}`) or idle, the backup may hold a mix of old and new blocks; back up a snapshot, or freeze it for the backup",
+                        path.display(),
+                        m.at,
+                        m.source,
+                        m.at
+                    );
                 }
             }
             if ft.is_file() || ft.is_block_device() {
@@ -190,7 +192,13 @@ pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
                         .is_block_device()
                         .then(|| DirectReads::open(&file))
                         .flatten(),
+                    shown: description.clone(),
                 };
+                if ft.is_block_device() && positional.direct.is_none() {
+                    // Without direct reads, at least what can be dropped of the device's
+                    // cache (`sys::drop_cached`) is read again from the disk.
+                    let _ = sys::drop_cached(&file);
+                }
                 return Ok(OpenedSource {
                     info: SourceInfo { kind, description },
                     reader: Box::new(file),

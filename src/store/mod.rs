@@ -228,8 +228,11 @@ pub trait Store: Send + Sync {
 
 /// Object names are relative, `/`-separated, and no segment is empty, `.`, `..` or hidden
 /// (hidden names are reserved for a backend's temporary files).
-/// How long a manifest created without an atomic create waits before it reads itself back:
-/// longer than a writer takes from finding a name free to writing it.
+/// How long at least a manifest created without an atomic create waits before it reads
+/// itself back (three times its own PUT's time when that is longer): longer than another
+/// writer takes from finding the name free to the end of its PUT. A writer slower than that
+/// (a PUT stalled in retries) can still replace it: the race is narrowed, not closed, on a
+/// store without conditional writes.
 pub const RACE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Creates a manifest at `key` unless the name is taken, like [`Store::put_new`], where that
@@ -250,8 +253,10 @@ pub async fn create_manifest(
     if store.exists(key).await? {
         return Ok(false);
     }
+    let put_started = std::time::Instant::now();
     store.put(key, data.clone()).await?;
-    tokio::time::sleep(RACE_WINDOW).await;
+    // A rival whose PUT of a manifest as large takes as long must have landed by then too.
+    tokio::time::sleep(RACE_WINDOW.max(3 * put_started.elapsed())).await;
     match store.get(key).await {
         Ok(stored) => Ok(stored == data),
         Err(e) if e.is_not_found() => Ok(false),

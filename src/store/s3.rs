@@ -700,10 +700,23 @@ impl S3 {
                 .await
                 .unwrap_or_else(|_| Err(remote("no answer while stopping")));
         }
+        tokio::pin!(request);
         tokio::select! {
-            r = request => r,
-            _ = crate::interrupt::asked() => Err(remote("abandoned: a stop was asked")),
+            r = &mut request => return r,
+            _ = crate::interrupt::asked() => {}
         }
+        // A version's commit (its manifest, then the pointer) may reach the server all the
+        // same: it gets its chance to answer, so that the run can say what it recorded.
+        if key.starts_with(layout::MANIFESTS) || key.starts_with(layout::CURRENT) {
+            return tokio::time::timeout(STOPPING_LIMIT, request)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(remote(
+                        "no answer within 10 s of a stop: it may have been stored all the same (list shows whether the version was recorded)",
+                    ))
+                });
+        }
+        Err(remote("abandoned: a stop was asked"))
     }
 }
 
