@@ -154,7 +154,13 @@ pub async fn load_series(
             Ok((m, Ok(zfs))) => Loaded {
                 info: VersionInfo {
                     name,
-                    time: m.time,
+                    // A ZFS version is as new as its snapshot: one of an older snapshot backed
+                    // up later is not the newest, for prune nor for the pointer after it.
+                    time: zfs
+                        .as_ref()
+                        .and_then(|z| i64::try_from(z.creation).ok())
+                        .filter(|&c| c > 0)
+                        .unwrap_or(m.time),
                     needs: None,
                 },
                 readable: true,

@@ -583,7 +583,8 @@ fn a_full_stream_sent_again_heals_its_chunks_without_a_second_version() {
         "{older}"
     );
     assert_eq!(current(), Some(format!("{ds}@d")));
-    // Newest by its backup time, @b does not push @d out of a prune that keeps one version.
+    // Newest by its backup time, @b is older by its snapshot: a prune that keeps one version
+    // keeps @d, by that rule and not only as the current version, and removes @b.
     let plan = v
         .run(&[
             "prune",
@@ -602,7 +603,16 @@ fn a_full_stream_sent_again_heals_its_chunks_without_a_second_version() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(of_d["action"], "keep", "{plan}");
-    assert!(of_d.to_string().contains("current version"), "{plan}");
+    assert!(of_d.to_string().contains("last 1"), "{plan}");
+    let of_b = plan["plan"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["version"] == text(&older, "version"))
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(of_b["action"], "remove", "{plan}");
     let target = pool.ds("r");
     v.run(&["restore", "--name", &ds, "--zfs-receive", &target])
         .ok();
