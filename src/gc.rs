@@ -76,8 +76,7 @@ pub struct GcSummary {
     pub leftovers_deleted: u64,
     pub leftover_bytes_deleted: u64,
     /// `--dry-run`: the lock that would keep a real gc from running now (a backup still
-    /// going, whose new chunks are among those counted as unreferenced).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// going, whose new chunks are among those counted as unreferenced); null when none.
     pub blocked_by: Option<String>,
     pub seconds: f64,
     pub requests: Requests,
