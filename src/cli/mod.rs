@@ -413,16 +413,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Where the series' current pointer names a version whose manifest is gone: fails (as
-/// missing data, exit 3) when no version is left, where "series not found" would say there
-/// never was one; otherwise warns that the newest stored version stands in.
-async fn current_manifest_present(repo: &crate::repo::Repo, series: &str) -> Result<()> {
+/// The version a restore or show without `--version` uses: the one the series' current
+/// pointer names. Where its manifest is gone, fails (as missing data, exit 3) when no version
+/// is left, where "series not found" would say there never was one, and otherwise warns
+/// that the newest stored version stands in. `None` without a readable pointer: the caller
+/// resolves as for any series.
+async fn current_version(repo: &crate::repo::Repo, series: &str) -> Result<Option<String>> {
     let Ok(Some(p)) = repo.current(series).await else {
-        return Ok(());
+        return Ok(None);
     };
     let versions = repo.list_versions(series).await?;
     if versions.contains(&p.version) {
-        return Ok(());
+        return Ok(Some(p.version));
     }
     let manifest = crate::layout::manifest(series, &p.version);
     match versions.last() {
@@ -438,7 +440,7 @@ async fn current_manifest_present(repo: &crate::repo::Repo, series: &str) -> Res
                 "warning: the current pointer of series {series:?} names version {}, whose manifest {manifest} is missing; using the newest stored version, {newest}",
                 p.version
             );
-            Ok(())
+            Ok(Some(newest.clone()))
         }
     }
 }
@@ -453,8 +455,10 @@ pub async fn resolve_version(
     unique: bool,
 ) -> Result<String> {
     let Some(snap) = wanted.and_then(|w| w.strip_prefix('@')) else {
-        if wanted.is_none() {
-            current_manifest_present(repo, series).await?;
+        if wanted.is_none()
+            && let Some(v) = current_version(repo, series).await?
+        {
+            return Ok(v);
         }
         return repo.resolve_version(series, wanted).await;
     };
