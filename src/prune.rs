@@ -321,16 +321,25 @@ pub struct Pruned {
     pub seed: Option<u64>,
 }
 
+/// Where a weighted plan's seed comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Seed<'a> {
+    /// `--seed`: repeats a printed plan.
+    Given(u64),
+    /// [`retention::seed_of`] the stored versions, but `leaving_out` (the version the job run
+    /// that prunes has just made): a dry run and the real run after it then agree.
+    Stored { leaving_out: Option<&'a str> },
+}
+
 /// Plans `policy` over `series` and, unless `dry_run`, removes every version the plan does
 /// not keep, under a shared lock. A dry run writes nothing, not even a lock (as backup
 /// `--dry-run`). `extra` joins the history for planning only: a version a job is about to
-/// make, so its dry run shows the plan the real run would follow. A weighted plan without a
-/// `seed` takes one from the stored versions, so a dry run and the real run agree.
+/// make, so its dry run shows the plan the real run would follow.
 pub async fn apply(
     repo: &Arc<Repo>,
     series: &str,
     policy: &Policy,
-    seed: Option<u64>,
+    seed: Seed<'_>,
     dry_run: bool,
     extra: Option<VersionInfo>,
     warn: impl FnMut(String),
@@ -357,10 +366,15 @@ pub async fn apply(
             Some(_) => None,
         };
         let mut history = loaded.as_ref().map(Series::infos).unwrap_or_default();
-        let seed = policy.weighted.map(|_| {
-            seed.unwrap_or_else(|| {
-                retention::seed_of(series, history.iter().map(|v| v.name.as_str()))
-            })
+        let seed = policy.weighted.map(|_| match seed {
+            Seed::Given(s) => s,
+            Seed::Stored { leaving_out } => retention::seed_of(
+                series,
+                history
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .filter(|n| Some(*n) != leaving_out),
+            ),
         });
         history.extend(extra);
         if let Some(h) = &policy.hanoi

@@ -127,7 +127,11 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
         ));
     }
     let repo = g.open().await?;
-    let done = prune::apply(&repo, &a.name, &policy, a.seed, a.dry_run, None, |w| {
+    let seed = match a.seed {
+        Some(s) => prune::Seed::Given(s),
+        None => prune::Seed::Stored { leaving_out: None },
+    };
+    let done = prune::apply(&repo, &a.name, &policy, seed, a.dry_run, None, |w| {
         eprintln!("warning: {w}")
     })
     .await?;

@@ -8,7 +8,7 @@ use crate::interrupt;
 use crate::jobs::{self, Config, Job, Source, ZfsSource};
 use crate::prune;
 use crate::repo::Repo;
-use crate::retention::{self, VersionInfo};
+use crate::retention::VersionInfo;
 use crate::source::SourceSpec;
 use crate::zfs;
 use anyhow::{Context, Result, anyhow, bail};
@@ -586,25 +586,15 @@ async fn prune_after(
         .filter(|b| !b.dry_run && b.recorded)
         .map(|b| b.version.clone());
     let done = async {
-        // A weighted plan's seed comes from the versions stored before this run, whichever
-        // run it is, so a dry run and the real run after it remove the same versions.
-        let seed = match policy.weighted {
-            None => None,
-            Some(_) => {
-                let stored = repo.list_versions(&job.name).await?;
-                let before = stored.iter().map(String::as_str);
-                Some(retention::seed_of(
-                    &job.name,
-                    before.filter(|v| Some(*v) != made.as_deref()),
-                ))
-            }
-        };
         // A dry run plans as if this run's version existed, so it shows the real run's plan.
         let extra = a.dry_run.then(|| VersionInfo {
             name: "(this run)".to_string(),
             time: now,
             needs: base_version,
         });
+        let seed = prune::Seed::Stored {
+            leaving_out: made.as_deref(),
+        };
         let warn = |w| eprintln!("warning: {w}");
         prune::apply(repo, &job.name, policy, seed, a.dry_run, extra, warn).await
     }
