@@ -251,22 +251,19 @@ fn a_dangling_symlink_target_is_replaced_only_with_force() {
     assert_same_contents(&src, &link);
 }
 
-/// A file that appears at the target while the version is being restored (another program,
-/// another restore) is not replaced without --force: the rename refuses, the file stays as it
-/// is, and the restored version is kept under the name the error gives.
-#[test]
-fn a_target_that_appears_during_the_restore_is_left_alone() {
-    let (v, src) = vault_with_image();
-    let out = v.path("out.img");
+/// A restore of "img" to `out`, slowed by store latency, once it has created its partial
+/// file; and that file's name.
+fn slow_restore_begun(v: &Vault, out: &Path) -> (std::process::Child, PathBuf) {
     let mut cmd = key_file_cmd(
-        &v,
+        v,
         Some("latency-ms=100"),
-        &["restore", "--name", "img", s(&out)],
+        &["restore", "--name", "img", s(out)],
     );
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().expect("starting blockvault");
-    let partial = v.path(".out.img.blockvault-partial");
+    let name = out.file_name().expect("a file name").to_string_lossy();
+    let partial = out.with_file_name(format!(".{name}.blockvault-partial"));
     let started = std::time::Instant::now();
     while !partial.exists() {
         assert!(
@@ -275,6 +272,17 @@ fn a_target_that_appears_during_the_restore_is_left_alone() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    (child, partial)
+}
+
+/// A file that appears at the target while the version is being restored (another program,
+/// another restore) is not replaced without --force: the rename refuses, the file stays as it
+/// is, and the restored version is kept under the name the error gives.
+#[test]
+fn a_target_that_appears_during_the_restore_is_left_alone() {
+    let (v, src) = vault_with_image();
+    let out = v.path("out.img");
+    let (child, partial) = slow_restore_begun(&v, &out);
     fs::write(&out, b"someone else's").expect("writing the target meanwhile");
     let done = child.wait_with_output().expect("waiting for blockvault");
     let stderr = String::from_utf8_lossy(&done.stderr);
@@ -295,23 +303,7 @@ fn a_target_that_appears_during_the_restore_is_left_alone() {
 fn a_second_restore_of_the_same_target_stops_and_leaves_the_first_alone() {
     let (v, src) = vault_with_image();
     let out = v.path("out.img");
-    let mut cmd = key_file_cmd(
-        &v,
-        Some("latency-ms=100"),
-        &["restore", "--name", "img", s(&out)],
-    );
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let first = cmd.spawn().expect("starting blockvault");
-    let partial = v.path(".out.img.blockvault-partial");
-    let started = std::time::Instant::now();
-    while !partial.exists() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "the restore never created its partial file"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let (first, partial) = slow_restore_begun(&v, &out);
     let second = restore(&v, &[s(&out)]);
     assert_eq!(second.code, 1, "{}", second.stderr);
     assert!(

@@ -124,6 +124,16 @@ fn wait_for_new_chunks(
     }
 }
 
+/// A backup of `big` to series "disk" running in the background (4 chunks in flight, so that
+/// it is still storing chunks when a test steps in).
+fn big_backup(v: &Vault, big: &std::path::Path) -> Child {
+    v.cmd(&["backup", "--name", "disk", "--in-flight", "4", s(big)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a backup")
+}
+
 /// Waits for a child with a deadline; kills it and panics when the deadline passes.
 fn wait_with_deadline(child: &mut Child, what: &str, limit: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
@@ -365,12 +375,7 @@ fn garage_stopped_backup_removes_its_lock() {
     let (v, prefix) = new_vault(g, "stopped", &[]);
     let big = v.path("big.img");
     write_random_file(&big, 3, 200 * MIB);
-    let mut child = v
-        .cmd(&["backup", "--name", "disk", "--in-flight", "4", s(&big)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = big_backup(&v, &big);
     let stored = wait_for_new_chunks(g, &prefix, &mut child, 0, 2);
     let locks = |g: &Server| {
         g.objects(&prefix)
@@ -958,12 +963,7 @@ fn garage_a_stop_ends_a_run_whose_requests_hang_or_retry() {
     let (v, prefix) = new_vault(g, "stop-hang", &[]);
     let big = v.path("big.img");
     write_random_file(&big, 71, 200 * MIB);
-    let mut child = v
-        .cmd(&["backup", "--name", "disk", "--in-flight", "4", s(&big)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting a backup");
+    let mut child = big_backup(&v, &big);
     wait_for_new_chunks(g, &prefix, &mut child, 0, 2);
     server.pause();
     std::thread::sleep(Duration::from_secs(1));
