@@ -145,10 +145,10 @@ pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
         SourceSpec::Path(path) => {
             let mut file = File::open(path)
                 .with_context(|| format!("cannot open source {}", path.display()))?;
-            let ft = file
+            let meta = file
                 .metadata()
-                .with_context(|| format!("cannot read source {}", path.display()))?
-                .file_type();
+                .with_context(|| format!("cannot read source {}", path.display()))?;
+            let ft = meta.file_type();
             // Absolute, so that `list` and `show` say which file it was wherever they run;
             // links are kept (/dev/disk/by-id/... names a disk better than /dev/sdb does).
             let description = std::path::absolute(path)
@@ -162,9 +162,7 @@ pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
                     path.display()
                 );
             }
-            if ft.is_block_device()
-                && let Ok(meta) = file.metadata()
-            {
+            if ft.is_block_device() {
                 let mounts = crate::devices::mounts_on(meta.rdev());
                 // Bind mounts list one filesystem many times: one warning says it.
                 if let Some(m) = mounts.iter().find(|m| !m.read_only) {
