@@ -21,7 +21,7 @@ use crate::progress;
 use crate::repo::{Repo, hostname};
 use crate::seal::{HEADROOM, TAILROOM};
 use crate::source::{self, ByOffset, Holes, SourceSpec};
-use crate::store::Requests;
+use crate::store::{Claim, Requests};
 use crate::sys::{self, Mapped};
 use crate::zfs::ZfsFacts;
 use crate::zfs::facts::hex_guid;
@@ -860,8 +860,14 @@ async fn commit_manifest(repo: &Repo, m: &mut Manifest) -> Result<[u8; 32]> {
         if n > 1 {
             m.version = format!("{base}-{n}");
         }
-        if let Some(digest) = repo.save_manifest(m).await? {
-            return Ok(digest);
+        match repo.save_manifest(m).await? {
+            (Claim::Created, digest) => return Ok(digest),
+            (Claim::Taken, _) => {}
+            // Said, since the version this backup reports is not the name it first wrote.
+            (Claim::Replaced, _) => eprintln!(
+                "note: another backup of series {:?} stored version {} at the same moment and replaced this one's manifest; this backup takes the next name",
+                m.series, m.version
+            ),
         }
     }
     bail!(

@@ -132,9 +132,9 @@ pub struct CheckReport {
     pub chunks_unreferenced: u64,
     pub chunks_read: u64,
     pub chunks_damaged: u64,
-    /// Damaged chunk objects deleted by `--repair`.
-    pub chunks_deleted: u64,
-    /// Damaged chunk objects still stored that `--repair` would delete: proven bad, not
+    /// Damaged chunk objects moved to `quarantine/` by `--repair`.
+    pub chunks_quarantined: u64,
+    /// Damaged chunk objects still stored that `--repair` would move aside: proven bad, not
     /// merely written by a newer blockvault.
     pub chunks_repairable: u64,
     /// Stored bytes fetched by --read-data.
@@ -245,33 +245,38 @@ enum Fetched {
         stored: u64,
         /// The object is proven bad (it fails authentication, a checksum or its id, or is cut
         /// short), not merely of a format or cipher newer than this build reads: only such
-        /// an object may be deleted by `--repair`.
+        /// an object may be moved aside by `--repair`.
         proven: bool,
     },
-    /// Damaged, and deleted by `--repair`.
-    Deleted {
+    /// Damaged, and moved to `quarantine/` by `--repair`.
+    Quarantined {
         reason: String,
         stored: u64,
     },
 }
 
-/// `--repair`: reads each damaged chunk again, and deletes it when it is still damaged. A
-/// damaged object is of no use (no restore can open it; `--allow-damage` writes zeros for it
-/// as for a missing one), but a missing one is something a backup can mend: `backup --heal`
-/// stores it again from a source that still holds its data. The second read keeps a fault on
+/// `--repair`: reads each damaged chunk again, and moves it to `quarantine/` when it is still
+/// damaged. A damaged object is of no use (no restore can open it; `--allow-damage` writes
+/// zeros for it as for a missing one), but a missing one is something a backup can mend:
+/// `backup --heal` stores it again from a source that still holds its data. Moved, not
+/// deleted: the object is the evidence of what went wrong (a disk, memory, a bug), and a
+/// judgement made by this host's memory and CPU should not be able to destroy data. The second read keeps a fault on
 /// the way (a flaky disk or link) from costing a good object. Left alone: a chunk whose
 /// plaintext length differs from a manifest's (the manifest's fault, not the object's), and
 /// one written by a newer blockvault (a format version or cipher this build does not know:
 /// readable by that one). The caller holds the exclusive lock, so no backup is deciding
 /// meanwhile that the chunk is stored.
-async fn delete_damaged(repo: &Arc<Repo>, fetched: &mut HashMap<ChunkId, Fetched>) -> Result<u64> {
+async fn quarantine_damaged(
+    repo: &Arc<Repo>,
+    fetched: &mut HashMap<ChunkId, Fetched>,
+) -> Result<u64> {
     let damaged: Vec<ChunkId> = fetched
         .iter()
         .filter(|(_, f)| matches!(f, Fetched::Damaged { proven: true, .. }))
         .map(|(id, _)| *id)
         .collect();
     let buffers = Arc::new(Pool::new(0, 2));
-    let mut deleted = 0;
+    let mut moved = 0;
     for id in damaged {
         interrupt::check()?;
         let again = fetch(repo, id, &buffers).await?;
@@ -288,15 +293,26 @@ async fn delete_damaged(repo: &Arc<Repo>, fetched: &mut HashMap<ChunkId, Fetched
             }
         };
         let name = layout::chunk(&id);
-        repo.store()
+        let aside = layout::quarantined(&name);
+        let store = repo.store();
+        let bytes = store
+            .get(&name)
+            .await
+            .context("reading a damaged chunk to move it aside (--repair)")?;
+        // Copied before the original goes: a failure in between leaves two copies, never none.
+        store
+            .put(&aside, bytes)
+            .await
+            .context("moving a damaged chunk aside (--repair)")?;
+        store
             .delete(&name)
             .await
-            .context("deleting a damaged chunk (--repair)")?;
-        eprintln!("deleted damaged chunk {name}: {reason}");
-        fetched.insert(id, Fetched::Deleted { reason, stored });
-        deleted += 1;
+            .context("removing a damaged chunk moved aside (--repair)")?;
+        eprintln!("moved damaged chunk {name} to {aside}: {reason}");
+        fetched.insert(id, Fetched::Quarantined { reason, stored });
+        moved += 1;
     }
-    Ok(deleted)
+    Ok(moved)
 }
 
 async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
@@ -557,8 +573,8 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         fetched.entry(*id).or_insert(Fetched::Missing);
     }
     if opts.repair {
-        report.chunks_deleted = delete_damaged(repo, &mut fetched).await?;
-        report.chunks_stored -= report.chunks_deleted.min(report.chunks_stored);
+        report.chunks_quarantined = quarantine_damaged(repo, &mut fetched).await?;
+        report.chunks_stored -= report.chunks_quarantined.min(report.chunks_stored);
     }
     for f in fetched.values() {
         match f {
@@ -573,7 +589,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 report.chunks_repairable += u64::from(*proven);
                 report.bytes_read += stored;
             }
-            Fetched::Deleted { stored, .. } => {
+            Fetched::Quarantined { stored, .. } => {
                 report.chunks_read += 1;
                 report.chunks_damaged += 1;
                 report.bytes_read += stored;
@@ -600,9 +616,12 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                     "it is missing from the repository".to_string(),
                 ),
                 Some(Fetched::Damaged { reason, .. }) => ("chunk_damaged", reason.clone()),
-                Some(Fetched::Deleted { reason, .. }) => (
+                Some(Fetched::Quarantined { reason, .. }) => (
                     "chunk_damaged",
-                    format!("{reason}; deleted by --repair (`backup --heal` stores it again)"),
+                    format!(
+                        "{reason}; moved to {} by --repair (`backup --heal` stores it again)",
+                        layout::QUARANTINE
+                    ),
                 ),
             };
             bad.entry(id)

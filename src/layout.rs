@@ -3,6 +3,7 @@
 //! ```text
 //! config  keys/<key-id>  chunks/<2 hex>/<64 hex>  manifests/<series>/<version>
 //! current/<series>  locks/<lock-id>  probe/conditional-write (S3 only)
+//! quarantine/<object name>
 //! ```
 //! Series names are escaped into one path segment (`tank/vm` → `tank%2Fvm`) so that a
 //! series name can never reach into another series' objects or climb out of the repository.
@@ -18,6 +19,14 @@ pub const LOCKS: &str = "locks/";
 /// An object S3 stores create (and keep) to learn whether the server honours conditional
 /// writes; readers ignore it, and init does not count it as content.
 pub const PROBE: &str = "probe/conditional-write";
+/// Where `check --repair` moves damaged objects: never read again by blockvault, kept for
+/// whoever wants to know what went wrong or recover bytes by hand.
+pub const QUARANTINE: &str = "quarantine/";
+
+/// Where a damaged object named `name` is kept once moved aside.
+pub fn quarantined(name: &str) -> String {
+    format!("{QUARANTINE}{name}")
+}
 
 pub fn chunk(id: &ChunkId) -> String {
     let hex = id.to_hex();

@@ -113,7 +113,9 @@ pub fn stale_limit() -> Duration {
 }
 
 fn is_stale(info: &LockInfo, now: i64, host: &str) -> bool {
-    if now - info.heartbeat > stale_secs() {
+    // Saturating: the heartbeat is whatever the lock object says, i64::MIN included. One in
+    // the future is live, since another host's clock may run ahead (format-spec 12).
+    if now.saturating_sub(info.heartbeat) > stale_secs() {
         return true;
     }
     // A bare host name (an older client's lock, or a host that cannot name its boot) could
@@ -136,11 +138,24 @@ fn describe(info: &LockInfo, name: &str) -> String {
     let since = jiff::Timestamp::from_second(info.created)
         .map(|t| t.to_string())
         .unwrap_or_default();
+    let ahead = info.heartbeat.saturating_sub(now_unix());
+    // Such a lock never goes stale here: whoever meets it needs to know why.
+    let future = if ahead > FUTURE_NOTED {
+        format!(
+            "; its last heartbeat is {ahead} s in the future (that host's clock runs ahead, or the lock was planted: `unlock --all` removes it once no run holds it)"
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{mode} lock {name} held by {} on host {} (pid {}) since {since}",
+        "{mode} lock {name} held by {} on host {} (pid {}) since {since}{future}",
         info.purpose, info.host, info.pid
     )
 }
+
+/// A heartbeat further ahead of this host's clock than this is pointed out: more than clocks
+/// kept in step drift apart.
+const FUTURE_NOTED: i64 = 60;
 
 /// What a lock object says, as far as this process can tell.
 #[derive(Debug, Clone)]
@@ -358,5 +373,33 @@ impl Drop for LockGuard {
         if let Some(held) = &self.held {
             held.heartbeat.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(heartbeat: i64) -> LockInfo {
+        LockInfo {
+            mode: LockMode::Exclusive,
+            host: "elsewhere".into(),
+            pid: 1,
+            purpose: "gc".into(),
+            created: 0,
+            heartbeat,
+        }
+    }
+
+    #[test]
+    fn heartbeats_from_any_time_are_judged_without_overflow() {
+        let now = 1_800_000_000;
+        assert!(is_stale(&lock(i64::MIN), now, "here"));
+        assert!(is_stale(&lock(now - stale_secs() - 1), now, "here"));
+        assert!(!is_stale(&lock(now), now, "here"));
+        // Another host's clock ahead of ours: live, and said to be ahead when shown.
+        assert!(!is_stale(&lock(i64::MAX), now, "here"));
+        assert!(describe(&lock(i64::MAX), "locks/x").contains("in the future"));
+        assert!(!describe(&lock(now_unix()), "locks/x").contains("in the future"));
     }
 }

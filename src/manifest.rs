@@ -110,6 +110,7 @@ pub struct Manifest {
     pub parent: Option<String>,
     pub stats: BackupStats,
     /// Later, optional facts about the source that older readers may ignore.
+    #[serde(deserialize_with = "crate::format::ascending_map")]
     pub extra: BTreeMap<String, String>,
 }
 

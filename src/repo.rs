@@ -514,9 +514,9 @@ impl Repo {
         seal::open_chunk_owned(&self.keys, id, &layout::chunk(id), bytes)
     }
 
-    /// Stores a manifest under its series and version. `Ok(None)` if that version name is
-    /// taken; otherwise the digest a `current` pointer records.
-    pub async fn save_manifest(&self, m: &Manifest) -> Result<Option<[u8; 32]>> {
+    /// Stores a manifest under its series and version: whether that name is now this
+    /// manifest's, and the digest a `current` pointer records.
+    pub async fn save_manifest(&self, m: &Manifest) -> Result<(store::Claim, [u8; 32])> {
         let name = layout::manifest(&m.series, &m.version);
         let bytes = seal::seal(
             Kind::Manifest,
@@ -526,7 +526,7 @@ impl Repo {
             Some(self.config.zstd_level),
         );
         let digest = *blake3::hash(&bytes).as_bytes();
-        let created = store::create_manifest(self.store.as_ref(), &name, bytes)
+        let claim = store::create_manifest(self.store.as_ref(), &name, bytes)
             .await
             .with_context(|| {
                 format!(
@@ -534,7 +534,7 @@ impl Repo {
                     m.series, m.version
                 )
             })?;
-        Ok(created.then_some(digest))
+        Ok((claim, digest))
     }
 
     pub async fn load_manifest(&self, series: &str, version: &str) -> Result<(Manifest, [u8; 32])> {

@@ -504,6 +504,23 @@ fn decompress_into(
 ) -> Result<usize, FormatError> {
     let bad = |e: std::io::Error| FormatError::Payload(format!("zstd: {e}"));
     out.clear();
+    // One frame and nothing after it (format-spec 4.5): the decoder would go on into a
+    // second frame, and readers that stop after the first would see another payload.
+    match zstd::zstd_safe::find_frame_compressed_size(body) {
+        Ok(n) if n == body.len() => {}
+        Ok(n) => {
+            return Err(FormatError::Payload(format!(
+                "{} bytes after the zstd frame",
+                body.len() - n
+            )));
+        }
+        Err(code) => {
+            return Err(FormatError::Payload(format!(
+                "zstd: {}",
+                zstd::zstd_safe::get_error_name(code)
+            )));
+        }
+    }
     if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(body) {
         if n > max_len as u64 {
             return Err(FormatError::TooLarge(max_len));
@@ -632,6 +649,22 @@ mod tests {
             Err(FormatError::TooLarge(9_999))
         );
         assert_eq!(open(Kind::Chunk, None, "c", &s, 10_000).unwrap(), big);
+    }
+
+    #[test]
+    fn a_body_of_more_than_one_frame_is_refused() {
+        let data = vec![1u8; 10_000];
+        let sealed = seal(Kind::Chunk, None, "c", &data, Some(1));
+        let (header, rest) = sealed.split_at(HEADER_LEN);
+        let mut body = rest[..rest.len() - CHECKSUM_LEN].to_vec();
+        body.extend(zstd::bulk::compress(b"more", 1).unwrap());
+        let mut forged = header.to_vec();
+        forged.extend_from_slice(&body);
+        forged.extend_from_slice(&checksum(header, "c", &body));
+        assert_eq!(
+            open(Kind::Chunk, None, "c", &forged, 20_000),
+            Err(FormatError::Payload("13 bytes after the zstd frame".into()))
+        );
     }
 
     #[test]

@@ -449,11 +449,12 @@ fn plant_series(repo: &Path, from: &str, version: &str, to: &[&str]) {
         for name in to {
             let mut copy = m.clone();
             copy.series = name.to_string();
-            let digest = repo
-                .save_manifest(&copy)
-                .await
-                .expect("storing a manifest")
-                .expect("the version name is free in a new series");
+            let (claim, digest) = repo.save_manifest(&copy).await.expect("storing a manifest");
+            assert_eq!(
+                claim,
+                blockvault::store::Claim::Created,
+                "the version name is free in a new series"
+            );
             repo.set_current(name, version, digest)
                 .await
                 .expect("setting a current pointer");

@@ -718,8 +718,8 @@ fn allow_damage_refuses_zfs_receive() {
 }
 
 /// The way back from a damaged or lost chunk: a plain backup trusts that the chunks of the
-/// version before are stored, so it mends nothing; `check --read-data --repair` deletes the
-/// damaged object, and `backup --heal` stores both chunks again from the source, after which
+/// version before are stored, so it mends nothing; `check --read-data --repair` moves the
+/// damaged object to quarantine/, and `backup --heal` stores both chunks again from the source, after which
 /// every version, the oldest too, is whole.
 #[test]
 fn a_damaged_and_a_lost_chunk_are_healed() {
@@ -745,15 +745,23 @@ fn a_damaged_and_a_lost_chunk_are_healed() {
         "{line}"
     );
 
+    let damaged = fs::read(&objects[0]).expect("reading the damaged object");
     let repaired = v.run(&["check", "--read-data", "--repair"]).code(3);
     assert!(
         repaired
             .stdout_text()
-            .contains("deleted 1 damaged chunk (--repair)"),
+            .contains("moved 1 damaged chunk to quarantine/ (--repair)"),
         "{}",
         repaired.stdout_text()
     );
     assert!(!objects[0].exists(), "the damaged object is still there");
+    // Kept aside, byte for byte, for whoever wants to know what went wrong.
+    let aside = v.repo.join("quarantine").join(
+        objects[0]
+            .strip_prefix(&v.repo)
+            .expect("a chunk inside the repository"),
+    );
+    assert_eq!(fs::read(&aside).ok(), Some(damaged), "{}", aside.display());
 
     let healed = v.backup("img", &["--heal", s(&source)]);
     assert_eq!(
@@ -973,6 +981,7 @@ fn list_json_says_null_for_what_a_damaged_manifest_hides() {
         "host",
         "chunks",
         "bytes_new_stored",
+        "parent",
     ] {
         assert_eq!(
             row.get(field),

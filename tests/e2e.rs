@@ -226,6 +226,7 @@ fn ext4_image_versions_restore_bit_exact_and_share_chunks() {
     assert_eq!(rows[0]["time"], "2025-01-01T00:00:00Z");
     assert_eq!(rows[2]["version"], v2.as_str());
     assert_eq!(rows[2]["current"], true);
+    assert_eq!(rows[2]["parent"], b2["parent"], "{rows:?}");
     assert_eq!(rows[0]["current"], false);
 
     // A backup without --time is named after now, and its time is UTC.

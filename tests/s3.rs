@@ -597,6 +597,22 @@ fn moto_init_storage_class_is_the_repository_default() {
     write_random_file(&img, 42, 12 * MIB);
     v.backup("disk", &[s(&img)]);
     assert_storage_classes(m, &prefix, "STANDARD_IA", 3);
+
+    // An archive class, whose chunks no GET reads until they are thawed: said when chunks
+    // go there, and a restore fails naming a chunk, writing no target.
+    let (v, prefix) = new_vault(m, "class-archive", &["--storage-class", "DEEP_ARCHIVE"]);
+    let run = v.run(&["backup", "--name", "disk", s(&img)]).ok();
+    assert!(
+        run.stderr.contains("storage class DEEP_ARCHIVE") && run.stderr.contains("thawed"),
+        "{}",
+        run.stderr
+    );
+    assert_storage_classes(m, &prefix, "DEEP_ARCHIVE", 3);
+    let out = v.path("archived.out");
+    let failed = v.run(&["restore", "--name", "disk", s(&out)]);
+    eprintln!("restore from DEEP_ARCHIVE: {}", failed.stderr);
+    failed.error(1, &["chunks/"]);
+    assert!(!out.exists());
 }
 
 #[track_caller]
@@ -893,11 +909,14 @@ fn garage_job_file_with_a_password_command() {
 /// Backups of one series that choose the same version name at once (two cron jobs, or two
 /// hosts, in the same second; here the same --time): Garage ignores conditional writes, both
 /// found the name free, and the later manifest replaced the earlier while both reported a
-/// version. Each must end with a version of its own, every one listed and restorable.
+/// version. Each must end with a version of its own, every one listed and restorable, and a
+/// backup whose manifest was replaced says so.
 #[test]
 fn garage_backups_racing_for_one_version_name_both_keep_theirs() {
     let g = garage();
     let (v, _) = new_vault(g, "same-name", &[]);
+    let meet = v.path("barrier");
+    std::fs::create_dir(&meet).expect("creating the barrier directory");
     let sources: Vec<_> = (0..3u64)
         .map(|i| {
             let p = v.path(&format!("src{i}"));
@@ -917,11 +936,11 @@ fn garage_backups_racing_for_one_version_name_both_keep_theirs() {
                 "2026-11-30T08:00:00Z",
                 s(src),
             ])
-            // Each finds the name free well before it writes: their HEADs all come before
-            // the first PUT.
+            // None writes its manifest before all three have found the name free, however
+            // slowly each starts.
             .env(
                 "BLOCKVAULT_TEST_FAULTS",
-                "only=manifests/,put-latency-ms=1500",
+                format!("only=manifests/,barrier=3,barrier-dir={}", s(&meet)),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -930,13 +949,14 @@ fn garage_backups_racing_for_one_version_name_both_keep_theirs() {
         })
         .collect();
     let mut made = Vec::new();
+    let mut replaced = 0;
     for (child, src) in children.into_iter().zip(&sources) {
         let out = child.wait_with_output().expect("waiting for a backup");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        if stderr.contains("replaced this one's manifest") {
+            replaced += 1;
+        }
         let j: Value = serde_json::from_slice(&out.stdout).expect("backup JSON");
         made.push((text(&j, "version").to_string(), src));
     }
@@ -944,6 +964,11 @@ fn garage_backups_racing_for_one_version_name_both_keep_theirs() {
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 3, "two backups reported one version: {made:?}");
+    // Only the last of the three writes survives the first round.
+    assert!(
+        replaced >= 2,
+        "{replaced} backups noticed their manifest replaced: {made:?}"
+    );
     assert_eq!(v.versions("db").len(), 3);
     for (version, src) in &made {
         let out = v.path(&format!("{version}.out"));

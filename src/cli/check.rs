@@ -26,8 +26,9 @@ pub struct CheckArgs {
     /// Objects fetched at once [default: 8 from a local directory, 16 from S3].
     #[arg(long, value_name = "N", value_parser = super::parse_in_flight)]
     pub in_flight: Option<usize>,
-    /// With --read-data: delete the chunks found damaged (each is read twice first), so that
-    /// `backup --heal` of a source that still holds their data stores them again.
+    /// With --read-data: move the chunks found damaged to quarantine/ (each is read twice
+    /// first), so that `backup --heal` of a source that still holds their data stores them
+    /// again.
     /// Needs the exclusive lock, as gc, and the whole repository: a chunk is shared by every
     /// series that holds its data.
     #[arg(long, requires = "read_data", conflicts_with = "name")]
@@ -101,10 +102,12 @@ fn print_text(r: &CheckReport) {
             r.chunks_damaged
         );
     }
-    if r.chunks_deleted > 0 {
+    if r.chunks_quarantined > 0 {
         outln!(
-            "deleted {} (--repair); `backup --heal` of each damaged series, from a source that still holds the data, stores them again",
-            count(r.chunks_deleted, "damaged chunk")
+            "moved {} to {} (--repair); `backup --heal` of each damaged series, from a source that still holds the data, stores them again; delete {} yourself once you no longer need them",
+            count(r.chunks_quarantined, "damaged chunk"),
+            crate::layout::QUARANTINE,
+            crate::layout::QUARANTINE
         );
     }
     if r.is_ok() {
@@ -168,8 +171,8 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
         ),
     };
     let repair = if report.chunks_repairable > 0 {
-        "; `check --read-data --repair` deletes damaged chunks, and then `backup --heal` stores them again"
-    } else if report.chunks_missing + report.chunks_deleted > 0 {
+        "; `check --read-data --repair` moves damaged chunks aside, and then `backup --heal` stores them again"
+    } else if report.chunks_missing + report.chunks_quarantined > 0 {
         "; `backup --heal` of a source that still holds the data stores missing chunks again"
     } else {
         ""

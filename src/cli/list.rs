@@ -28,6 +28,9 @@ pub struct VersionRow {
     pub host: String,
     pub chunks: u64,
     pub bytes_new_stored: u64,
+    /// The version this backup compared its chunks against (null for a first backup, or
+    /// when the manifest is unreadable).
+    pub parent: Option<String>,
     /// Why the manifest could not be read; the fields after `current` are then null in JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub damaged: Option<String>,
@@ -158,6 +161,7 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<(Vec<VersionRow>, V
                 host: m.host,
                 chunks: m.chunks.len() as u64,
                 bytes_new_stored: m.stats.bytes_new_stored,
+                parent: m.parent,
                 damaged: bad_zfs,
                 unreadable: false,
                 restorable: false,

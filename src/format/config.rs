@@ -32,5 +32,6 @@ pub struct Config {
     pub chunker: ChunkerDefaults,
     pub zstd_level: i32,
     /// Later, optional settings (a default storage class, ...) that older readers may ignore.
+    #[serde(deserialize_with = "crate::format::ascending_map")]
     pub options: BTreeMap<String, String>,
 }

@@ -106,7 +106,13 @@ impl Header {
         if bytes[0..4] != MAGIC {
             return Err(FormatError::BadMagic);
         }
-        if bytes[4] > FORMAT_VERSION || bytes[4] == 0 {
+        if bytes[4] == 0 {
+            // No blockvault ever wrote it: a damaged header, not one from a newer release.
+            return Err(FormatError::Payload(
+                "format version 0 does not exist".into(),
+            ));
+        }
+        if bytes[4] > FORMAT_VERSION {
             return Err(FormatError::UnsupportedVersion {
                 found: bytes[4],
                 supported: FORMAT_VERSION,
@@ -168,6 +174,11 @@ mod tests {
         assert!(matches!(
             Header::parse(&b, Kind::Chunk),
             Err(FormatError::UnsupportedVersion { .. })
+        ));
+        b[4] = 0;
+        assert!(matches!(
+            Header::parse(&b, Kind::Chunk),
+            Err(FormatError::Payload(_))
         ));
         assert_eq!(
             Header::parse(b"BVL", Kind::Chunk),

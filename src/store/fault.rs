@@ -15,7 +15,8 @@
 //! | `fail-reads=P` | each get, get_range, exists or list fails with probability P |
 //! | `short-reads=P` | each get returns its object minus its last byte, with probability P |
 //! | `latency-ms=N` | every operation first sleeps N ms |
-//! | `put-latency-ms=N` | each put or put_new of an object `only` names (any, without it) first sleeps N ms more |
+//! | `barrier=N` | the first put or put_new of an object `only` names (any, without it) waits until N processes with this setting have reached theirs, or a minute has passed |
+//! | `barrier-dir=PATH` | where those processes meet: each leaves a file there (needed with `barrier`) |
 //! | `seed=S` | the seed of the random choices (default 0), so a failure is reproducible |
 //! | `only=PREFIX` | errors and short reads hit only objects whose names start with PREFIX (`chunks/`) |
 //!
@@ -28,7 +29,7 @@ use crate::retention::SplitMix64;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 pub const ENV: &str = "BLOCKVAULT_TEST_FAULTS";
@@ -42,7 +43,8 @@ pub struct FaultPlan {
     pub fail_reads: f64,
     pub short_reads: f64,
     pub latency: Option<Duration>,
-    pub put_latency: Option<Duration>,
+    /// `barrier` and `barrier-dir`.
+    pub barrier: Option<(u64, std::path::PathBuf)>,
     pub seed: u64,
     pub only: Option<String>,
 }
@@ -50,6 +52,7 @@ pub struct FaultPlan {
 impl FaultPlan {
     pub fn parse(spec: &str) -> Result<FaultPlan, String> {
         let mut p = FaultPlan::default();
+        let (mut barrier_count, mut barrier_dir) = (None, None);
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (k, v) = item
                 .split_once('=')
@@ -70,12 +73,18 @@ impl FaultPlan {
                 "fail-reads" => p.fail_reads = prob()?,
                 "short-reads" => p.short_reads = prob()?,
                 "latency-ms" => p.latency = Some(Duration::from_millis(int()?)),
-                "put-latency-ms" => p.put_latency = Some(Duration::from_millis(int()?)),
+                "barrier" => barrier_count = Some(int()?),
+                "barrier-dir" => barrier_dir = Some(std::path::PathBuf::from(v)),
                 "seed" => p.seed = int()?,
                 "only" => p.only = Some(v.to_string()),
                 _ => return Err(format!("{ENV}: unknown setting {k:?}")),
             }
         }
+        p.barrier = match (barrier_count, barrier_dir) {
+            (Some(n), Some(dir)) => Some((n, dir)),
+            (None, None) => None,
+            _ => return Err(format!("{ENV}: barrier and barrier-dir go together")),
+        };
         Ok(p)
     }
 }
@@ -84,6 +93,7 @@ pub struct Faulty {
     inner: Arc<dyn Store>,
     plan: FaultPlan,
     ops: AtomicU64,
+    barrier_passed: AtomicBool,
     rng: Mutex<SplitMix64>,
 }
 
@@ -94,6 +104,7 @@ impl Faulty {
             inner,
             plan,
             ops: AtomicU64::new(0),
+            barrier_passed: AtomicBool::new(false),
             rng: Mutex::new(SplitMix64(seed)),
         }
     }
@@ -113,13 +124,24 @@ impl Faulty {
         rng.next_f64() < p
     }
 
-    /// `put-latency-ms`, for a put of `key`.
-    async fn slow_put(&self, key: &str) {
+    /// `barrier`, for a put of `key`: lets processes that race in a test all get this far
+    /// (past their checks that a name is free, say) before any of them writes.
+    async fn before_put(&self, key: &str) {
         let only = self.plan.only.as_deref();
-        if let Some(d) = self.plan.put_latency
-            && only.is_none_or(|o| key.starts_with(o))
+        let Some((n, dir)) = &self.plan.barrier else {
+            return;
+        };
+        if only.is_some_and(|o| !key.starts_with(o))
+            || self.barrier_passed.swap(true, Ordering::SeqCst)
         {
-            tokio::time::sleep(d).await;
+            return;
+        }
+        // A barrier that cannot be joined leaves the test to fail on what it asserts.
+        let _ = std::fs::write(dir.join(std::process::id().to_string()), b"");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let arrived = || std::fs::read_dir(dir).map_or(0, |d| d.count() as u64);
+        while arrived() < *n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -193,7 +215,7 @@ impl Store for Faulty {
     }
 
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
-        self.slow_put(key).await;
+        self.before_put(key).await;
         self.write(key, self.inner.put(key, data), true).await
     }
 
@@ -203,7 +225,7 @@ impl Store for Faulty {
     }
 
     async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
-        self.slow_put(key).await;
+        self.before_put(key).await;
         self.write(key, self.inner.put_new(key, data), true).await
     }
 
@@ -264,6 +286,9 @@ mod tests {
         assert!(FaultPlan::parse("fail-writes=2").is_err());
         assert!(FaultPlan::parse("explode=1").is_err());
         assert!(FaultPlan::parse("die-at").is_err());
+        assert!(FaultPlan::parse("barrier=3").is_err());
+        let p = FaultPlan::parse("barrier=3,barrier-dir=/tmp/meet").unwrap();
+        assert_eq!(p.barrier, Some((3, "/tmp/meet".into())));
     }
 
     #[tokio::test]

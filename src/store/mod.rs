@@ -226,14 +226,24 @@ pub trait Store: Send + Sync {
     }
 }
 
-/// Object names are relative, `/`-separated, and no segment is empty, `.`, `..` or hidden
-/// (hidden names are reserved for a backend's temporary files).
 /// How long at least a manifest created without an atomic create waits before it reads
 /// itself back (three times its own PUT's time when that is longer): longer than another
 /// writer takes from finding the name free to the end of its PUT. A writer slower than that
 /// (a PUT stalled in retries) can still replace it: the race is narrowed, not closed, on a
 /// store without conditional writes.
 pub const RACE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What became of [`create_manifest`]'s write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The manifest is stored under the name.
+    Created,
+    /// Another writer's manifest had the name before ours was written.
+    Taken,
+    /// Ours was written, then replaced by another writer's that had found the name free too
+    /// (a store without conditional writes).
+    Replaced,
+}
 
 /// Creates a manifest at `key` unless the name is taken, like [`Store::put_new`], where that
 /// is not atomic too. Two backups of a series that start in the same second (two cron jobs,
@@ -246,24 +256,36 @@ pub async fn create_manifest(
     store: &dyn Store,
     key: &str,
     data: Vec<u8>,
-) -> Result<bool, StoreError> {
+) -> Result<Claim, StoreError> {
+    let claim = |created| {
+        if created {
+            Claim::Created
+        } else {
+            Claim::Taken
+        }
+    };
     if store.creates_atomically().await? {
-        return store.put_new(key, data).await;
+        return store.put_new(key, data).await.map(claim);
     }
     if store.exists(key).await? {
-        return Ok(false);
+        return Ok(Claim::Taken);
     }
     let put_started = std::time::Instant::now();
     store.put(key, data.clone()).await?;
     // A rival whose PUT of a manifest as large takes as long must have landed by then too.
     tokio::time::sleep(RACE_WINDOW.max(3 * put_started.elapsed())).await;
     match store.get(key).await {
-        Ok(stored) => Ok(stored == data),
-        Err(e) if e.is_not_found() => Ok(false),
+        Ok(stored) if stored == data => Ok(Claim::Created),
+        // Gone is as lost as replaced: a rival's write cannot remove it, but whatever did
+        // leaves no manifest of ours to report.
+        Ok(_) => Ok(Claim::Replaced),
+        Err(e) if e.is_not_found() => Ok(Claim::Replaced),
         Err(e) => Err(e),
     }
 }
 
+/// Object names are relative, `/`-separated, and no segment is empty, `.`, `..` or hidden
+/// (hidden names are reserved for a backend's temporary files).
 pub fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 1024

@@ -102,6 +102,8 @@ pub struct S3 {
     chunk_class: std::sync::RwLock<Option<StorageClass>>,
     counter: RequestCounter,
     conditional: OnceCell<bool>,
+    /// Whether the user was told that chunks go to an archive class.
+    archive_noted: std::sync::atomic::AtomicBool,
 }
 
 /// A listing's range of keys: after the first (excluded), up to the second (included).
@@ -219,6 +221,7 @@ impl S3 {
             chunk_class: std::sync::RwLock::new(chunk_class),
             counter: RequestCounter::default(),
             conditional: OnceCell::new(),
+            archive_noted: Default::default(),
         })
     }
 
@@ -482,12 +485,25 @@ impl S3 {
         // Only chunk data goes to colder storage: listing and planning read manifests,
         // pointers and locks, which must stay instantly readable.
         if key.starts_with(layout::CHUNKS) {
-            req = req.set_storage_class(
-                self.chunk_class
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            );
+            let class = self
+                .chunk_class
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            // Said once, when it first matters: the class may be the repository's default,
+            // set at init or by whoever rewrote the config (format-spec 13), and a restore
+            // will fail on these chunks until they are thawed.
+            if let Some(c @ (StorageClass::Glacier | StorageClass::DeepArchive)) = &class
+                && !self
+                    .archive_noted
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                eprintln!(
+                    "note: new chunks are stored in S3 storage class {}: no restore can read them until they are restored (thawed) through S3",
+                    c.as_str()
+                );
+            }
+            req = req.set_storage_class(class);
         }
         self.counter.count(RequestKind::Put);
         req.send().await.map(drop).map_err(|e| self.error(key, e))
