@@ -609,9 +609,11 @@ fn moto_init_storage_class_is_the_repository_default() {
     );
     assert_storage_classes(m, &prefix, "DEEP_ARCHIVE", 3);
     let out = v.path("archived.out");
-    let failed = v.run(&["restore", "--name", "disk", s(&out)]);
-    eprintln!("restore from DEEP_ARCHIVE: {}", failed.stderr);
-    failed.error(1, &["chunks/"]);
+    let failed = v.run(&["restore", "--name", "disk", s(&out)]).error(
+        1,
+        &["chunks/", "archive storage class", "restore (thaw) it through S3"],
+    );
+    assert!(!failed.stderr.contains("access denied"), "{}", failed.stderr);
     assert!(!out.exists());
 }
 

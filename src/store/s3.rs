@@ -267,6 +267,10 @@ impl S3 {
         };
         let message = match (code.as_deref(), status) {
             (Some("NoSuchBucket"), _) => format!("bucket {:?} does not exist", self.bucket),
+            // A 403 too, but about the object's storage class, not about permission.
+            (Some("InvalidObjectState"), _) => format!(
+                "the object is in an archive storage class (GLACIER or DEEP_ARCHIVE): restore (thaw) it through S3 first, then run this again: {why}"
+            ),
             // Credentials the server does not accept: no answer about what they may do.
             (Some("InvalidAccessKeyId") | Some("SignatureDoesNotMatch"), _) => {
                 format!(
