@@ -491,6 +491,9 @@ fn checksum(header: &[u8], name: &str, body: &[u8]) -> [u8; CHECKSUM_LEN] {
     *h.finalize().as_bytes()
 }
 
+/// The magic number a Zstandard frame begins with, 0xFD2FB528 little-endian (RFC 8878).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
 /// Decompresses into `out` (replacing what it held) without trusting the frame: the output
 /// is capped at `max_len` whatever the frame header claims, so a hostile object cannot make
 /// us allocate without bound. The output is `out[start..]`, and `start` is returned: it puts
@@ -504,6 +507,13 @@ fn decompress_into(
 ) -> Result<usize, FormatError> {
     let bad = |e: std::io::Error| FormatError::Payload(format!("zstd: {e}"));
     out.clear();
+    // A Zstandard frame (RFC 8878), not a skippable or legacy one (format-spec 4.5): a lone
+    // skippable frame would otherwise open as an empty payload.
+    if !body.starts_with(&ZSTD_MAGIC) {
+        return Err(FormatError::Payload(
+            "the body does not begin with a zstd frame".into(),
+        ));
+    }
     // One frame and nothing after it (format-spec 4.5): the decoder would go on into a
     // second frame, and readers that stop after the first would see another payload.
     match zstd::zstd_safe::find_frame_compressed_size(body) {
@@ -665,6 +675,26 @@ mod tests {
             open(Kind::Chunk, None, "c", &forged, 20_000),
             Err(FormatError::Payload("13 bytes after the zstd frame".into()))
         );
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_zstd_frame_is_refused() {
+        // A skippable frame alone decoded to an empty payload, and so opened as the chunk
+        // whose plaintext is empty.
+        let k = Keys::unencrypted(&[9; 32]);
+        let id = k.id.id_of(b"");
+        let skippable = [0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, b'B', b'V', b'L', b'T'];
+        let name = crate::layout::chunk(&id);
+        let forged = frame(Kind::Chunk, None, &name, Codec::Zstd, &skippable, &[0; 24]);
+        let refused = Err(FormatError::Payload(
+            "the body does not begin with a zstd frame".into(),
+        ));
+        assert_eq!(open_chunk(&k, &id, &name, &forged), refused);
+        assert_eq!(open(Kind::Chunk, None, &name, &forged, 100), refused);
+        // The same payload in a Zstandard frame opens.
+        let empty = zstd::bulk::compress(b"", 3).unwrap();
+        let fine = frame(Kind::Chunk, None, &name, Codec::Zstd, &empty, &[0; 24]);
+        assert_eq!(open_chunk(&k, &id, &name, &fine), Ok(Vec::new()));
     }
 
     #[test]
