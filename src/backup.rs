@@ -704,7 +704,7 @@ async fn run(
         ))
     })?;
     if let Some(lock) = lock {
-        lock.ensure_fresh()?;
+        lock.ensure_fresh().await?;
     }
     let digest = commit_manifest(repo, &mut manifest).await?;
     let current = match repo.current(series).await {

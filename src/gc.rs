@@ -148,7 +148,7 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
             // Stopped between batches: what was deleted was garbage, and the rest stays so.
             interrupt::check()?;
             if let Some(lock) = lock {
-                lock.ensure_fresh()?;
+                lock.ensure_fresh().await?;
             }
             let mut tasks = JoinSet::new();
             for (key, _) in batch {

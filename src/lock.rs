@@ -28,9 +28,19 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// A lock without a heartbeat for this long is stale. Heartbeats come every
-/// `HEARTBEAT_SECS`, so a live holder is never this far behind.
+/// [`heartbeat_interval`], so a live holder is never this far behind.
 pub const DEFAULT_STALE_SECS: i64 = 30 * 60;
 pub const HEARTBEAT_SECS: u64 = 120;
+
+/// Every `HEARTBEAT_SECS`, or a quarter of the stale limit when that is shorter: a holder must
+/// beat well within half the limit to commit (`ensure_fresh`), however low the limit is set.
+fn heartbeat_interval() -> Duration {
+    Duration::from_secs(
+        u64::try_from(stale_secs() / 4)
+            .unwrap_or(1)
+            .clamp(1, HEARTBEAT_SECS),
+    )
+}
 
 /// What the command taking a lock will do to the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,6 +64,9 @@ struct Held {
     heartbeat: tokio::task::JoinHandle<()>,
     /// Unix seconds of the last heartbeat the store accepted.
     last_beat: Arc<AtomicI64>,
+    /// Set when a heartbeat found the lock gone (`unlock --all` elsewhere): it is not put
+    /// back, since a gc may already have run believing nobody held it.
+    removed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The stale limit `BLOCKVAULT_LOCK_STALE_SECS` sets: whole seconds above zero, else an
@@ -110,6 +123,16 @@ pub fn lock_host() -> String {
 /// without a heartbeat newer.
 pub fn stale_limit() -> Duration {
     Duration::from_secs(u64::try_from(stale_secs()).unwrap_or(0))
+}
+
+/// Whether the lock's holder is another process running on this host. Then it is no leftover,
+/// whatever anyone says: removing its lock would let a gc delete what it is writing.
+pub fn held_by_running_process_here(info: &LockInfo) -> bool {
+    let host = lock_host();
+    info.host == host
+        && host.ends_with(']')
+        && info.pid != std::process::id()
+        && crate::sys::process_exists(info.pid)
 }
 
 fn is_stale(info: &LockInfo, now: i64, host: &str) -> bool {
@@ -300,14 +323,20 @@ impl LockGuard {
             .into());
         }
         let last_beat = Arc::new(AtomicI64::new(now));
+        let removed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let heartbeat = {
             let repo = repo.clone();
             let name = name.clone();
             let last_beat = last_beat.clone();
+            let removed = removed.clone();
             tokio::spawn(async move {
                 let mut info = info;
                 loop {
-                    tokio::time::sleep(Duration::from_secs(HEARTBEAT_SECS)).await;
+                    tokio::time::sleep(heartbeat_interval()).await;
+                    if let Ok(false) = repo.store().exists(&name).await {
+                        removed.store(true, Ordering::Relaxed);
+                        return;
+                    }
                     info.heartbeat = now_unix();
                     // A missed heartbeat only brings staleness closer; the next one may succeed.
                     if repo
@@ -327,15 +356,17 @@ impl LockGuard {
                 name,
                 heartbeat,
                 last_beat,
+                removed,
             }),
         })
     }
 
-    /// Fails if our lock may have looked stale to others: no heartbeat reached the store for
-    /// half the stale limit. A backup checks this before committing its manifest, so a gc that
-    /// judged this lock stale (and may have swept chunks this backup reuses) never sees a
-    /// manifest appear that references them.
-    pub fn ensure_fresh(&self) -> Result<()> {
+    /// Fails if our lock may have looked stale to others, or was not there for them: no
+    /// heartbeat reached the store for half the stale limit, or the lock was removed
+    /// (`unlock --all`). A backup checks this before committing its manifest, so a gc that
+    /// ran past this lock (and may have swept chunks this backup reuses) never sees a manifest
+    /// appear that references them.
+    pub async fn ensure_fresh(&self) -> Result<()> {
         // Only readers go without a lock, and they commit nothing; a writer that got here
         // without one must not commit either.
         let Some(held) = &self.held else {
@@ -345,6 +376,18 @@ impl LockGuard {
             }
             .into());
         };
+        let gone = held.removed.load(Ordering::Relaxed)
+            || matches!(self.repo.store().exists(&held.name).await, Ok(false));
+        if gone {
+            return Err(Error::Locked {
+                repo: self.repo.location(),
+                holder: format!(
+                    "this process's own lock {} was removed while it ran (`unlock --all`?), so a gc may have deleted chunks it relies on; nothing was committed",
+                    held.name
+                ),
+            }
+            .into());
+        }
         let since = now_unix() - held.last_beat.load(Ordering::Relaxed);
         if since > stale_secs() / 2 {
             return Err(Error::Locked {

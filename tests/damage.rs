@@ -664,15 +664,18 @@ fn damaged_lock() {
 }
 
 /// A live lock (a backup waiting on its standard input) is kept by `unlock` and blocks gc;
-/// once its process is gone, `unlock` removes it as stale.
+/// `unlock --all` keeps it too while its process runs on this host. Removed all the same (by
+/// `unlock --all` on another host), the backup must not commit: a gc may have deleted its
+/// chunks meanwhile. It fails, and records nothing.
 #[test]
 fn unlock_keeps_live_locks() {
+    use std::io::Write;
     let v = Vault::new();
     let mut child = v
         .cmd(&["backup", "--name", "waiting", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("starting a backup");
     let started = std::time::Instant::now();
@@ -689,12 +692,47 @@ fn unlock_keeps_live_locks() {
     assert_eq!(listed[0]["removed"], false);
     assert!(text(&listed[0], "description").contains("backup of waiting"));
     v.run(&["gc"]).error(5, &["locked", "backup of waiting"]);
-    let _ = child.kill();
-    let _ = child.wait();
-    let removed = v.run(&["unlock", "--json"]).ok().json();
-    assert_eq!(removed[0]["state"], "stale", "{removed}");
-    assert_eq!(removed[0]["removed"], true);
+    let all = v.run(&["unlock", "--all"]).ok().stdout_text();
+    assert!(all.contains("is running on this host"), "{all}");
+    assert_eq!(
+        dir_names(&locks).len(),
+        1,
+        "unlock --all removed a running backup's lock"
+    );
+
+    for name in dir_names(&locks) {
+        fs::remove_file(locks.join(name)).expect("removing the lock");
+    }
+    let mut stdin = child.stdin.take().expect("the backup's standard input");
+    stdin
+        .write_all(&random_bytes(3, MIB as usize))
+        .expect("feeding the backup");
+    drop(stdin);
+    let out = child.wait_with_output().expect("waiting for the backup");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("was removed while it ran"), "{stderr}");
+    assert!(v.versions("waiting").is_empty());
     v.run(&["gc"]).ok();
+}
+
+/// With a stale limit below the usual two-minute heartbeat, heartbeats come often enough for
+/// a backup that outlasts half the limit to commit (it failed, saying the repository was
+/// locked by its own lock).
+#[test]
+fn a_low_stale_limit_still_lets_a_long_backup_commit() {
+    let v = Vault::new();
+    let mut c = v.cmd(&[
+        "backup",
+        "--json",
+        "--name",
+        "slow",
+        "--command",
+        "head -c 100000 /dev/urandom; sleep 5",
+    ]);
+    c.env("BLOCKVAULT_LOCK_STALE_SECS", "6");
+    run(&mut c, None).ok();
+    assert_eq!(v.versions("slow").len(), 1);
 }
 
 /// A ZFS stream with holes cannot be received: the combination is a usage error.

@@ -570,6 +570,25 @@ fn the_passphrase_may_come_from_a_command() {
     with("echo not the passphrase").error(4, &["wrong passphrase"]);
     with("exit 7").error(1, &["password command", "failed", "exit status: 7"]);
     with("true").error(1, &["printed no passphrase"]);
+
+    // Standard input is the data of `backup -`, not the command's: one that reads it (ssh
+    // without -n) used to eat the start of the backup, recorded with exit 0.
+    let data = random_bytes(5, 3 * MIB as usize);
+    let mut c = v.cmd(&[
+        "--password-command",
+        &format!("echo '{PASSWORD}'; cat > /dev/null"),
+        "backup",
+        "--name",
+        "piped",
+        "-",
+    ]);
+    c.env_remove("BLOCKVAULT_PASSWORD");
+    run(&mut c, Some(data.clone())).ok();
+    let out = v.run(&["restore", "--name", "piped", "-"]).ok();
+    assert!(
+        out.stdout == data,
+        "the restored stream differs from what was piped in"
+    );
 }
 
 /// Anyone who can write to `keys/` can plant a key object whose derivation asks Argon2 for the

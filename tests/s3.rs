@@ -611,9 +611,17 @@ fn moto_init_storage_class_is_the_repository_default() {
     let out = v.path("archived.out");
     let failed = v.run(&["restore", "--name", "disk", s(&out)]).error(
         1,
-        &["chunks/", "archive storage class", "restore (thaw) it through S3"],
+        &[
+            "chunks/",
+            "archive storage class",
+            "restore (thaw) it through S3",
+        ],
     );
-    assert!(!failed.stderr.contains("access denied"), "{}", failed.stderr);
+    assert!(
+        !failed.stderr.contains("access denied"),
+        "{}",
+        failed.stderr
+    );
     assert!(!out.exists());
 }
 

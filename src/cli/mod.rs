@@ -336,7 +336,14 @@ fn password_from_command(command: &str) -> Result<Zeroizing<String>> {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(command)
-        .stdin(std::process::Stdio::inherit())
+        // A terminal it may prompt on; anything else is not its to read: standard input may
+        // be the data of `backup -`, and a command that reads it (ssh without -n) would eat
+        // the start of the backup.
+        .stdin(if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        })
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("cannot run the password command `{command}`"))?;

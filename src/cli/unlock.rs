@@ -13,8 +13,9 @@ pub struct UnlockArgs {
     /// by a newer blockvault that may still be running).
     #[arg(long)]
     pub unreadable: bool,
-    /// Remove every lock, live ones too: only when no blockvault uses the repository on any
-    /// host. A backup whose lock is removed may then have its new chunks swept by gc.
+    /// Remove every lock, live ones too, except those of processes running on this host:
+    /// only when no blockvault uses the repository on any other host. A backup whose lock is
+    /// removed fails before it commits (a gc may have swept its new chunks).
     #[arg(long)]
     pub all: bool,
     /// Say what would be removed, remove nothing.
@@ -37,7 +38,7 @@ pub async fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<()> {
         let (state, remove) = match &e.state {
             LockState::Stale(_) => ("stale", true),
             LockState::Unreadable(_) => ("unreadable", a.unreadable || a.all),
-            LockState::Live(_) => ("live", a.all),
+            LockState::Live(i) => ("live", a.all && !lock::held_by_running_process_here(i)),
         };
         if remove && !a.dry_run {
             repo.store()
@@ -57,9 +58,16 @@ pub async fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<()> {
                 (true, true) => "would remove",
                 (false, _) => "kept",
             };
-            let hint = match (remove, state) {
-                (false, "live") => " (--all removes it; only if it is not really running)",
-                (false, "unreadable") => " (--unreadable removes it)",
+            let running_here = match &e.state {
+                LockState::Live(i) => lock::held_by_running_process_here(i).then_some(i.pid),
+                _ => None,
+            };
+            let hint = match (remove, state, running_here) {
+                (false, "live", Some(pid)) => &*format!(
+                    " (its process {pid} is running on this host: stop it, and its lock goes with it)"
+                ),
+                (false, "live", None) => " (--all removes it; only if it is not really running)",
+                (false, "unreadable", _) => " (--unreadable removes it)",
                 _ => "",
             };
             outln!("{verb} {state} {}{hint}", e.describe());
