@@ -571,6 +571,25 @@ fn command_source_success_and_failure() {
     let again = v.path("again.tar");
     v.restore("etc", &[s(&again)]);
     assert_same_contents(&expected, &again);
+
+    // The producer of a pipeline fails (`pg_dump db | gzip`): the pipeline's status used to be
+    // gzip's, and a cut dump was recorded with exit 0.
+    v.run(&[
+        "backup",
+        "--name",
+        "piped",
+        "--command",
+        "(head -c 100000 /dev/urandom; exit 4) | gzip -1",
+    ])
+    .error(1, &["exit status: 4", "no version recorded"]);
+    assert!(v.versions("piped").is_empty());
+
+    // The passphrase stays ours: the command's environment does not carry it.
+    v.backup("env", &["--command", "env"]);
+    let env = v.run(&["restore", "--name", "env", "-"]).ok();
+    let env = String::from_utf8_lossy(&env.stdout);
+    assert!(env.contains("PATH="), "{env}");
+    assert!(!env.contains("BLOCKVAULT_PASSWORD"), "{env}");
 }
 
 /// SIGKILL in the middle of a backup: the earlier version still restores, the next backup

@@ -44,8 +44,8 @@ pub struct BackupArgs {
     /// with their snapshots and properties; `restore --zfs-receive` recreates the tree.
     #[arg(long, requires = "zfs")]
     pub recursive: bool,
-    /// Back up the standard output of this shell command; if it exits non-zero, no version is
-    /// recorded.
+    /// Back up the standard output of this shell command (bash -o pipefail, else sh); if it,
+    /// or any part of its pipeline, exits non-zero, no version is recorded.
     #[arg(long, value_name = "COMMAND")]
     pub command: Option<String>,
     /// Record the version as made at this time (RFC 3339, e.g. 2026-01-01T03:00:00Z).
@@ -96,12 +96,14 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
     crate::layout::validate_series(&series).map_err(super::usage)?;
     let spec = match (&a.command, &a.source) {
         _ if a.zfs.is_some() => SourceSpec::Stdin, // replaced below, once the repository is open
-        (Some(c), _) if c.trim().is_empty() => bail!("--command is empty"),
+        (Some(c), _) if c.trim().is_empty() => {
+            return Err(super::usage("--command is empty".to_string()));
+        }
         (Some(c), _) => SourceSpec::Command(c.clone()),
         (None, Some(p)) if p.as_os_str() == "-" => {
             if std::io::stdin().is_terminal() {
                 bail!(
-                    "standard input is a terminal: pipe the data to back up into blockvault (e.g. `pg_dump db | blockvault backup --name db -`)"
+                    "standard input is a terminal: pipe the data to back up into blockvault (e.g. `tar -cf - dir | blockvault backup --name dir -`), or give it a --command"
                 );
             }
             SourceSpec::Stdin

@@ -132,11 +132,7 @@ pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
             file: None,
             finish: Finish::Stream,
         }),
-        SourceSpec::Command(cmd) => {
-            let mut c = Command::new("sh");
-            c.arg("-c").arg(cmd);
-            spawn(c, cmd.clone(), own_group)
-        }
+        SourceSpec::Command(cmd) => spawn(shell(cmd), cmd.clone(), own_group),
         SourceSpec::ZfsSend(args) => {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let (c, shown) = crate::zfs::cmd::command(&args);
@@ -223,8 +219,29 @@ pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
     }
 }
 
+/// The shell a `--command` runs in: bash with `pipefail` where there is one, so that in
+/// `pg_dump db | gzip` a failing pg_dump fails the backup instead of recording a cut dump
+/// (the pipeline's status would otherwise be gzip's); else `sh`, which may not know
+/// `pipefail` (Debian's dash does not).
+fn shell(cmd: &str) -> Command {
+    let bash = Path::new("/bin/bash");
+    let mut c = if bash.exists() {
+        let mut c = Command::new(bash);
+        c.args(["-o", "pipefail"]);
+        c
+    } else {
+        Command::new("sh")
+    };
+    c.arg("-c").arg(cmd);
+    c
+}
+
 fn spawn(mut c: Command, shown: String, own_group: bool) -> Result<OpenedSource> {
-    c.stdin(Stdio::null()).stdout(Stdio::piped());
+    // The passphrase is ours, not the command's: in its environment it would reach every
+    // program it runs (ssh's SendEnv, a crash dump).
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .env_remove("BLOCKVAULT_PASSWORD");
     if own_group {
         c.process_group(0);
     }
