@@ -560,7 +560,11 @@ async fn run(
             )));
         }
     };
-    finished.map_err(|e| anyhow!("waiting for source {}: {e}", info.description))??;
+    // Named by series, as other failures are: in a cron mail, the command alone may not say
+    // which backup it was.
+    finished
+        .map_err(|e| anyhow!("waiting for source {}: {e}", info.description))?
+        .with_context(|| format!("backup of series {series:?}"))?;
     let zfs = match zfs_slot.lock().map(|mut s| s.take()) {
         Ok(Some(Ok(Some(stream)))) => Some(ZfsFacts::from_stream(&stream).ok_or_else(|| {
             anyhow!(
@@ -608,7 +612,7 @@ async fn run(
     if bytes_read == 0 && info.kind.is_stream() && !opts.allow_empty {
         let what = info.in_words();
         bail!(
-            "{what} produced no data; no version recorded (if an empty backup is what you want, add --allow-empty; in a job file, allow_empty = true)"
+            "backup of series {series:?}: {what} produced no data; no version recorded (if an empty backup is what you want, add --allow-empty; in a job file, allow_empty = true)"
         );
     }
 

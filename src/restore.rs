@@ -1058,7 +1058,15 @@ async fn to_stdout(
     };
     outcome?;
     match written {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Error::OutputClosed.into()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            // Not a failure of ours (`| head` means it), but a reader that died halfway
+            // (`| psql` on an error) would otherwise go unnoticed.
+            eprintln!(
+                "note: the reader of standard output closed it before the end of version {} of series {:?}; the rest was not written",
+                m.version, m.series
+            );
+            Err(Error::OutputClosed.into())
+        }
         Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(Error::Damaged {
             what: format!("version {} of series {:?}", m.version, m.series),
             source: FormatError::Payload(e.to_string()),

@@ -553,6 +553,19 @@ fn a_closed_standard_output_is_no_failure() {
         1,
         "prune kept one of the two backups"
     );
+    // A restore to standard output whose reader goes away is no failure either, but it is
+    // said: the reader may have died halfway (`| psql` on an error).
+    let mut child = v
+        .cmd(&["restore", "--name", "a", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting blockvault");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waiting for blockvault");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("closed it before the end"), "{stderr}");
     // A write that fails otherwise (a full disk under `> file`) is a failure, not dropped.
     let full = fs::OpenOptions::new()
         .write(true)

@@ -172,11 +172,11 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
     } else if !g.quiet {
         if s.dry_run {
             outln!(
-                "dry run of {} ({}) for series {}: nothing was written; it would upload {} objects ({} stored)",
+                "dry run of {} ({}) for series {}: nothing was written; it would upload {} ({} stored)",
                 s.source,
                 s.source_kind,
                 s.series,
-                s.chunks_new,
+                super::count(s.chunks_new, "object"),
                 HumanBytes(s.bytes_new_stored)
             );
         } else if !s.recorded {

@@ -81,8 +81,8 @@ fn print_text(r: &CheckReport) {
     outln!(
         "checked {} series, {}: {} referenced, {} stored ({} missing, {} not referenced) in {:.1} s{}",
         r.series,
-        count(r.versions, "version"),
-        count(r.chunks_referenced, "chunk"),
+        super::count(r.versions, "version"),
+        super::count(r.chunks_referenced, "chunk"),
         r.chunks_stored,
         r.chunks_missing,
         r.chunks_unreferenced,
@@ -96,7 +96,7 @@ fn print_text(r: &CheckReport) {
         };
         outln!(
             "read {} ({}, {:.0} MB/s){subset}: {} damaged",
-            count(r.chunks_read, "chunk"),
+            super::count(r.chunks_read, "chunk"),
             HumanBytes(r.bytes_read),
             r.mb_per_s,
             r.chunks_damaged
@@ -105,7 +105,7 @@ fn print_text(r: &CheckReport) {
     if r.chunks_quarantined > 0 {
         outln!(
             "moved {} to {} (--repair); `backup --heal` of each damaged series, from a source that still holds the data, stores them again; delete {} yourself once you no longer need them",
-            count(r.chunks_quarantined, "damaged chunk"),
+            super::count(r.chunks_quarantined, "damaged chunk"),
             crate::layout::QUARANTINE,
             crate::layout::QUARANTINE
         );
@@ -115,15 +115,10 @@ fn print_text(r: &CheckReport) {
     } else if !r.damaged_versions.is_empty() {
         outln!(
             "{}: {}",
-            count(r.damaged_versions.len() as u64, "damaged version"),
+            super::count(r.damaged_versions.len() as u64, "damaged version"),
             r.damaged_versions.join(", ")
         );
     }
-}
-
-/// "1 chunk", "2 chunks".
-fn count(n: u64, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
@@ -179,7 +174,7 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
     };
     Err(Error::DamageFound(format!(
         "the repository at {location} is damaged: {} found{versions} (see the report above){repair}",
-        count(report.problems.len() as u64, "problem")
+        super::count(report.problems.len() as u64, "problem")
     ))
     .into())
 }

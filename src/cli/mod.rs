@@ -379,6 +379,11 @@ fn read_secret_file(path: &Path, what: &str, max: u64) -> Result<Zeroizing<Vec<u
 
 /// An error in what was typed, found after clap's parse: `main` prints it as it prints clap's
 /// own and exits 2.
+/// "1 chunk", "2 chunks".
+pub fn count(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 pub fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
     clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{msg}\n")).into()
 }

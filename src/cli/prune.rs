@@ -165,8 +165,8 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
     match done.removal {
         None => outln!("dry run: nothing was removed"),
         Some(r) => outln!(
-            "removed {} versions of series {}{}",
-            r.removed.len(),
+            "removed {} of series {}{}",
+            super::count(r.removed.len() as u64, "version"),
             a.name,
             match &r.current_moved_to {
                 Some(v) => format!("; current is now {v}"),

@@ -300,10 +300,10 @@ fn print_line(r: &JobReport) {
         (_, Some(b)) => {
             if b.dry_run {
                 line.push_str(&format!(
-                    "dry run: read {} from {}; would upload {} objects ({} stored)",
+                    "dry run: read {} from {}; would upload {} ({} stored)",
                     HumanBytes(b.size),
                     b.source,
-                    b.chunks_new,
+                    super::count(b.chunks_new, "object"),
                     HumanBytes(b.bytes_new_stored)
                 ));
             } else {
