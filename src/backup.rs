@@ -105,6 +105,37 @@ async fn before<T>(
     }
 }
 
+/// Opens the source on a thread of its own, raced against the deadline and a stop signal:
+/// opening can wait for ever (a FIFO waits in open(2) for a writer), and a backup must still
+/// honour its timeout and a Ctrl-C. A thread left blocked goes when the process ends.
+async fn open_source(
+    spec: &SourceSpec,
+    opts: &BackupOptions,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<source::OpenedSource> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (spec, own_group) = (spec.clone(), opts.timeout.is_some());
+    std::thread::spawn(move || {
+        let _ = tx.send(source::open(&spec, own_group));
+    });
+    let series = &opts.series;
+    match before(deadline, rx).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(_)) => bail!("opening the source of series {series:?}: its thread ended early"),
+        Err(stopped) => Err(stopped
+            .error(|| {
+                let t = opts
+                    .timeout
+                    .map(crate::retention::show_duration)
+                    .unwrap_or_default();
+                anyhow!("its source did not open within the timeout ({t})")
+            })
+            .context(format!(
+                "backup of series {series:?} failed; no version recorded"
+            ))),
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ZfsSummary {
     pub snapshot: String,
@@ -340,7 +371,6 @@ async fn run(
     let requests_before = repo.store().requests();
     let series = opts.series.as_str();
     let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
-    let mut source = source::open(spec, opts.timeout.is_some())?;
     // Past the deadline a command source's process group is killed, which also ends a read of
     // its output or a wait for its exit; and the pipeline below stops waiting for anything
     // else (a file, stdin, the store). Whichever sees the deadline first stops the source
@@ -349,6 +379,7 @@ async fn run(
     let deadline = opts
         .timeout
         .and_then(|t| tokio::time::Instant::now().checked_add(t));
+    let mut source = open_source(spec, opts, deadline).await?;
     let fired = Arc::new(AtomicBool::new(false));
     let stop = {
         let (fired, group) = (fired.clone(), source.process_group());

@@ -203,6 +203,37 @@ fn a_stopped_stream_backup_does_not_record_what_it_read_before() {
     assert!(locks(&v).is_empty(), "the lock was left behind");
 }
 
+/// A FIFO nobody writes to blocks the backup in open(2): it still honours --timeout, and a
+/// stop signal ends it cleanly, where it waited for ever and only a second signal (leaving its
+/// lock behind) ended it.
+#[test]
+fn a_fifo_without_a_writer_honours_the_timeout_and_a_stop() {
+    let v = Vault::new();
+    let fifo = v.path("fifo");
+    tool("mkfifo", &[s(&fifo)]);
+    let timed = spawn(v.cmd(&["backup", "--name", "fifo", "--timeout", "2s", s(&fifo)]));
+    let (status, stderr) = ended_within(timed, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not open within the timeout (2s)")
+            && stderr.contains("no version recorded"),
+        "{stderr}"
+    );
+    assert!(locks(&v).is_empty(), "the lock was left behind");
+
+    let child = spawn(v.cmd(&["backup", "--name", "fifo", s(&fifo)]));
+    wait_until(
+        "the backup to take its lock",
+        Duration::from_secs(60),
+        || !locks(&v).is_empty(),
+    );
+    send(&child, "TERM");
+    let (status, stderr) = ended_within(child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(locks(&v).is_empty(), "the lock was left behind");
+    assert!(v.versions("fifo").is_empty());
+}
+
 /// A repository with one 8 MiB version of 64 KiB chunks (128 of them), and the source it came
 /// from.
 fn vault_with_a_version() -> (Vault, std::path::PathBuf) {
