@@ -447,6 +447,17 @@ async fn run(
     } else {
         source.take_reader()
     };
+    let pb = progress::bar(source.size, &format!("backup {series}"), opts.progress);
+    // A stream counts its bytes as they come; a file or device, chunk by chunk below.
+    let counted = source.size.is_none();
+    let reader: Box<dyn io::Read + Send> = if counted {
+        Box::new(progress::Counting {
+            inner: reader,
+            bar: pb.clone(),
+        })
+    } else {
+        reader
+    };
     let seed = repo.keys.gear_seed;
     // A file or device is read positionally, skipping holes; a ZFS stream must pass through
     // the tee, which sees the bytes in order.
@@ -483,7 +494,6 @@ async fn run(
         pool,
         source: source.info.description.clone(),
     });
-    let pb = progress::bar(source.size, &format!("backup {series}"), opts.progress);
     let description = source.info.description.clone();
     let zfs_required = opts.zfs_required;
     let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
@@ -507,7 +517,9 @@ async fn run(
                 anyhow::Error::new(e).context(format!("reading source {description}{at}"))
             })?;
             bytes_read += u64::from(piece.len());
-            pb.set_position(bytes_read);
+            if !counted {
+                pb.set_position(bytes_read);
+            }
             let index = refs.len();
             refs.push(None);
             let permit = before(deadline, sem.clone().acquire_owned())

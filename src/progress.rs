@@ -11,16 +11,34 @@ pub fn bar(total: Option<u64>, what: &str, enabled: bool) -> ProgressBar {
         Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
     };
+    // Decimal units, as the summaries' MB and MB/s.
     let template = if total.is_some() {
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+        "{msg} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} eta {eta}"
     } else {
-        "{msg} {bytes} {binary_bytes_per_sec} {elapsed}"
+        "{msg} {decimal_bytes} {decimal_bytes_per_sec} {elapsed}"
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(what.to_string());
+    // Redrawn while nothing arrives too: a stalled producer shows its time passing.
+    pb.enable_steady_tick(std::time::Duration::from_millis(500));
     pb
+}
+
+/// A reader that counts what it reads into a bar: a slow stream shows its progress as it
+/// comes, not a chunk (megabytes) at a time.
+pub struct Counting<R> {
+    pub inner: R,
+    pub bar: ProgressBar,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
 }
 
 /// A bar that counts items (`chunks`) instead of bytes.

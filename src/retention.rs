@@ -206,6 +206,11 @@ pub fn parse_period(s: &str) -> Result<i64, String> {
     let n: i64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a period (try 1d, 12h, 30m or 1w)"))?;
+    if unit.starts_with(['.', ',']) {
+        return Err(format!(
+            "{s:?}: whole numbers only (90m, not 1.5h; 90s, not 1.5m)"
+        ));
+    }
     let secs = match unit.trim() {
         "m" | "min" => 60,
         "h" => 3600,
@@ -629,6 +634,8 @@ mod tests {
         ] {
             assert!(parse_timeout(bad).is_err(), "{bad:?} was taken");
         }
+        let e = parse_timeout("1.5s").unwrap_err();
+        assert!(e.contains("whole numbers only"), "{e}");
         for (secs, shown) in [
             (90, "90s"),
             (2700, "45m"),

@@ -197,10 +197,10 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             );
         }
         outln!(
-            "  read {} in {:.1} s ({:.0} MB/s{}); new {} ({} stored); chunks: {} new{}, {} reused, {} zero",
+            "  read {} in {:.1} s ({}{}); new {} ({} stored); chunks: {} new{}, {} reused, {} zero",
             HumanBytes(s.size),
             s.seconds,
-            s.mb_per_s,
+            super::rate(s.mb_per_s),
             super::peak_memory(s.peak_rss_bytes),
             HumanBytes(s.bytes_new),
             HumanBytes(s.bytes_new_stored),

@@ -95,10 +95,10 @@ fn print_text(r: &CheckReport) {
             _ => String::new(),
         };
         outln!(
-            "read {} ({}, {:.0} MB/s){subset}: {} damaged",
+            "read {} ({}, {}){subset}: {} damaged",
             super::count(r.chunks_read, "chunk"),
             HumanBytes(r.bytes_read),
-            r.mb_per_s,
+            super::rate(r.mb_per_s),
             r.chunks_damaged
         );
     }

@@ -379,6 +379,15 @@ fn read_secret_file(path: &Path, what: &str, max: u64) -> Result<Zeroizing<Vec<u
 
 /// An error in what was typed, found after clap's parse: `main` prints it as it prints clap's
 /// own and exits 2.
+/// A throughput in MB/s (10^6 bytes), with a decimal where a whole number would say 0.
+pub fn rate(mb_per_s: f64) -> String {
+    if mb_per_s < 9.95 {
+        format!("{mb_per_s:.1} MB/s")
+    } else {
+        format!("{mb_per_s:.0} MB/s")
+    }
+}
+
 /// "1 chunk", "2 chunks".
 pub fn count(n: u64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })

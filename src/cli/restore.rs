@@ -106,12 +106,12 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     };
     if !g.json && !g.quiet {
         eprintln!(
-            "restored series {} version {} to {target}: {} in {:.1} s ({:.0} MB/s{}); chunks: {} written, {} unchanged, {} zero",
+            "restored series {} version {} to {target}: {} in {:.1} s ({}{}); chunks: {} written, {} unchanged, {} zero",
             s.series,
             s.version,
             HumanBytes(s.size),
             s.seconds,
-            s.mb_per_s,
+            super::rate(s.mb_per_s),
             super::peak_memory(s.peak_rss_bytes),
             s.chunks_written,
             s.chunks_unchanged,
