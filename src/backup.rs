@@ -114,26 +114,35 @@ async fn open_source(
     deadline: Option<tokio::time::Instant>,
 ) -> Result<source::OpenedSource> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let what = spec.in_words();
     let (spec, own_group) = (spec.clone(), opts.timeout.is_some());
     std::thread::spawn(move || {
         let _ = tx.send(source::open(&spec, own_group));
     });
-    let series = &opts.series;
     match before(deadline, rx).await {
         Ok(Ok(opened)) => opened,
-        Ok(Err(_)) => bail!("opening the source of series {series:?}: its thread ended early"),
+        Ok(Err(_)) => bail!("opening source {what}: its thread ended early"),
         Err(stopped) => Err(stopped
             .error(|| {
-                let t = opts
-                    .timeout
-                    .map(crate::retention::show_duration)
-                    .unwrap_or_default();
-                anyhow!("its source did not open within the timeout ({t})")
+                anyhow!(
+                    "source {what} did not open within the timeout ({})",
+                    timeout_words(opts)
+                )
             })
-            .context(format!(
-                "backup of series {series:?} failed; no version recorded"
-            ))),
+            .context(failed(&opts.series))),
     }
+}
+
+/// The context of a backup that fails after it began: which series, and that nothing counts.
+fn failed(series: &str) -> String {
+    format!("backup of series {series:?} failed; no version recorded")
+}
+
+/// The run's timeout as the user would write it (`90s`, `2h`).
+fn timeout_words(opts: &BackupOptions) -> String {
+    opts.timeout
+        .map(crate::retention::show_duration)
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -392,10 +401,7 @@ async fn run(
         }
     };
     let timed_out = {
-        let t = opts
-            .timeout
-            .map(crate::retention::show_duration)
-            .unwrap_or_default();
+        let t = timeout_words(opts);
         let what = source.info.in_words();
         let stop = stop.clone();
         move || {
@@ -576,9 +582,7 @@ async fn run(
             Some(n) => e.context(n),
             None => e,
         };
-        return Err(e.context(format!(
-            "backup of series {series:?} failed; no version recorded"
-        )));
+        return Err(e.context(failed(series)));
     }
     let _ = reader_thread.join();
     let info = source.info.clone();
@@ -592,15 +596,11 @@ async fn run(
     // After a stop signal, how the command ended says nothing: the signal killed its group.
     let finished = match (finished, interrupt::check()) {
         (Err(Stopped::Asked(e)), _) | (_, Err(e)) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "backup of series {series:?} failed; no version recorded"
-            )));
+            return Err(anyhow::Error::new(e).context(failed(series)));
         }
         (Ok(finished), Ok(())) if !fired.load(Ordering::SeqCst) => finished,
         _ => {
-            return Err(timed_out().context(format!(
-                "backup of series {series:?} failed; no version recorded"
-            )));
+            return Err(timed_out().context(failed(series)));
         }
     };
     // Named by series, as other failures are: in a cron mail, the command alone may not say

@@ -223,7 +223,7 @@ pub async fn check(repo: Arc<Repo>, opts: CheckOptions) -> Result<CheckReport> {
         LockMode::Shared
     };
     let lock = LockGuard::acquire(&repo, mode, "check").await?;
-    let result = run(&repo, &opts).await;
+    let result = run(&repo, &opts, &lock).await;
     lock.release().await;
     result.map(|mut r| {
         r.requests = repo.store().requests().since(requests_before);
@@ -269,6 +269,7 @@ enum Fetched {
 async fn quarantine_damaged(
     repo: &Arc<Repo>,
     fetched: &mut HashMap<ChunkId, Fetched>,
+    lock: &LockGuard,
 ) -> Result<u64> {
     let damaged: Vec<ChunkId> = fetched
         .iter()
@@ -293,12 +294,30 @@ async fn quarantine_damaged(
             }
         };
         let name = layout::chunk(&id);
-        let aside = layout::quarantined(&name);
         let store = repo.store();
         let bytes = store
             .get(&name)
             .await
             .context("reading a damaged chunk to move it aside (--repair)")?;
+        // The bytes moved are checked once more: had the two reads above been the faulty
+        // ones, a good chunk would leave chunks/.
+        let mut copy = bytes.clone();
+        if let Ok(plain_len) = repo.verify_chunk(&id, &mut copy) {
+            let stored = bytes.len() as u64;
+            let plain_len = u32::try_from(plain_len).unwrap_or(u32::MAX);
+            fetched.insert(id, Fetched::Ok { plain_len, stored });
+            continue;
+        }
+        // An earlier quarantine of the same chunk (damaged again after a heal) is kept.
+        let mut aside = layout::quarantined(&name);
+        let mut n = 1;
+        while store.exists(&aside).await? {
+            n += 1;
+            aside = format!("{}.{n}", layout::quarantined(&name));
+        }
+        // As gc before each batch: a lock that another process may have judged stale (or
+        // that was removed) no longer keeps backups from counting on this chunk.
+        lock.ensure_fresh().await?;
         // Copied before the original goes: a failure in between leaves two copies, never none.
         store
             .put(&aside, bytes)
@@ -315,7 +334,7 @@ async fn quarantine_damaged(
     Ok(moved)
 }
 
-async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
+async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<CheckReport> {
     let started = Instant::now();
     let in_flight = opts.in_flight.max(1);
     let mut report = CheckReport {
@@ -573,7 +592,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         fetched.entry(*id).or_insert(Fetched::Missing);
     }
     if opts.repair {
-        report.chunks_quarantined = quarantine_damaged(repo, &mut fetched).await?;
+        report.chunks_quarantined = quarantine_damaged(repo, &mut fetched, lock).await?;
         report.chunks_stored -= report.chunks_quarantined.min(report.chunks_stored);
     }
     for f in fetched.values() {

@@ -16,11 +16,14 @@
 //!    lock was taken and before its manifest is committed. No gc can run in between, so no
 //!    chunk it decided to reuse can disappear before its manifest names it.
 //! 3. **Stale locks.** A lock with no heartbeat for the stale limit (30 min by default;
-//!    heartbeats come every 2 min), or held by a dead process on this host, is ignored. A
-//!    backup that is alive but cannot heartbeat (a network partition) refuses to commit
-//!    once its last accepted heartbeat is older than half the stale limit
-//!    (`LockGuard::ensure_fresh`). So a gc that ignored its lock never sees that backup's
-//!    manifest appear. gc checks its own lock the same way before every batch of deletes.
+//!    heartbeats come every 2 min, or every quarter of a shorter limit), or held by a dead
+//!    process on this host, is ignored. A backup that is alive but cannot heartbeat (a
+//!    network partition) refuses to commit once its last accepted heartbeat is older than
+//!    half the stale limit, and so does one whose lock was removed (`unlock --all`
+//!    elsewhere; `LockGuard::ensure_fresh`). So a gc that ignored its lock never sees that
+//!    backup's manifest appear. gc checks its own lock the same way before every batch of
+//!    deletes. One window is left: a removal between a heartbeat's check that the lock is
+//!    there and its rewrite, which puts the lock back unnoticed.
 //! 4. **Mark from every manifest, or not at all.** If any manifest cannot be listed, read or
 //!    authenticated, gc stops before deleting anything, so a damaged manifest never turns
 //!    into deleted chunks.

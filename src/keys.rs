@@ -145,6 +145,24 @@ impl Default for Argon2Cost {
     }
 }
 
+/// Whether a key object's Argon2id cost is within what a reader accepts (format-spec 7.2);
+/// one beyond is refused before any work.
+pub fn argon2_within_caps(kdf: &Kdf) -> bool {
+    match kdf {
+        Kdf::Argon2id {
+            memory_kib,
+            passes,
+            lanes,
+            ..
+        } => {
+            *memory_kib <= MAX_ARGON2_MEMORY_KIB
+                && *passes <= MAX_ARGON2_PASSES
+                && *lanes <= MAX_ARGON2_LANES
+        }
+        Kdf::KeyFile { .. } => true,
+    }
+}
+
 fn kek(secret: &Secret, kdf: &Kdf) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     let mut out = Zeroizing::new([0u8; 32]);
     match (secret, kdf) {
@@ -157,10 +175,7 @@ fn kek(secret: &Secret, kdf: &Kdf) -> Result<Zeroizing<[u8; 32]>, KeyError> {
                 salt,
             },
         ) => {
-            if *memory_kib > MAX_ARGON2_MEMORY_KIB
-                || *passes > MAX_ARGON2_PASSES
-                || *lanes > MAX_ARGON2_LANES
-            {
+            if !argon2_within_caps(kdf) {
                 return Err(KeyError::Format(FormatError::Payload(format!(
                     "Argon2id cost out of range (m={memory_kib} KiB, t={passes}, p={lanes})"
                 ))));

@@ -77,6 +77,10 @@ pub fn unescape_series(escaped: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = escaped.get(i + 1..i + 3)?;
+            // Two hex digits exactly: from_str_radix alone would take `+A`.
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -193,6 +197,14 @@ mod tests {
         );
         let id = ChunkId([0xab; 32]);
         assert!(chunk(&id).starts_with("chunks/ab/abab"));
+    }
+
+    #[test]
+    fn escapes_are_two_hex_digits() {
+        assert_eq!(unescape_series("a%2Fb").as_deref(), Some("a/b"));
+        for bad in ["%+A", "%-1", "% 1", "%2", "%zz"] {
+            assert_eq!(unescape_series(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

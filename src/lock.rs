@@ -67,6 +67,8 @@ struct Held {
     /// Set when a heartbeat found the lock gone (`unlock --all` elsewhere): it is not put
     /// back, since a gc may already have run believing nobody held it.
     removed: Arc<std::sync::atomic::AtomicBool>,
+    /// Asks the heartbeat to end between beats, never in the middle of one.
+    stop: Arc<tokio::sync::Notify>,
 }
 
 /// The stale limit `BLOCKVAULT_LOCK_STALE_SECS` sets: whole seconds above zero, else an
@@ -128,11 +130,23 @@ pub fn stale_limit() -> Duration {
 /// Whether the lock's holder is another process running on this host. Then it is no leftover,
 /// whatever anyone says: removing its lock would let a gc delete what it is writing.
 pub fn held_by_running_process_here(info: &LockInfo) -> bool {
-    let host = lock_host();
-    info.host == host
-        && host.ends_with(']')
-        && info.pid != std::process::id()
-        && crate::sys::process_exists(info.pid)
+    holder_here(info, &lock_host()) == Some(true)
+}
+
+/// For a lock taken on this host by another process: whether that process still runs. None
+/// for a lock of another host, or of this process. A process with the holder's pid that
+/// started after the lock was taken is not the holder (pids are reused).
+fn holder_here(info: &LockInfo, host: &str) -> Option<bool> {
+    // A bare host name (an older client's lock, or a host that cannot name its boot) could
+    // be any machine of that name.
+    if info.host != host || !host.ends_with(']') || info.pid == std::process::id() {
+        return None;
+    }
+    if !crate::sys::process_exists(info.pid) {
+        return Some(false);
+    }
+    // A second of slack: both times are rounded down to whole seconds.
+    Some(crate::sys::process_started(info.pid).is_none_or(|t| t <= info.created + 1))
 }
 
 fn is_stale(info: &LockInfo, now: i64, host: &str) -> bool {
@@ -141,12 +155,7 @@ fn is_stale(info: &LockInfo, now: i64, host: &str) -> bool {
     if now.saturating_sub(info.heartbeat) > stale_secs() {
         return true;
     }
-    // A bare host name (an older client's lock, or a host that cannot name its boot) could
-    // be any machine of that name.
-    info.host == host
-        && host.ends_with(']')
-        && info.pid != std::process::id()
-        && !crate::sys::process_exists(info.pid)
+    holder_here(info, host) == Some(false)
 }
 
 fn mode_word(mode: LockMode) -> &'static str {
@@ -324,15 +333,20 @@ impl LockGuard {
         }
         let last_beat = Arc::new(AtomicI64::new(now));
         let removed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(tokio::sync::Notify::new());
         let heartbeat = {
             let repo = repo.clone();
             let name = name.clone();
             let last_beat = last_beat.clone();
             let removed = removed.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let mut info = info;
                 loop {
-                    tokio::time::sleep(heartbeat_interval()).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(heartbeat_interval()) => {}
+                        _ = stop.notified() => return,
+                    }
                     if let Ok(false) = repo.store().exists(&name).await {
                         removed.store(true, Ordering::Relaxed);
                         return;
@@ -357,6 +371,7 @@ impl LockGuard {
                 heartbeat,
                 last_beat,
                 removed,
+                stop,
             }),
         })
     }
@@ -404,7 +419,18 @@ impl LockGuard {
 
     pub async fn release(mut self) {
         if let Some(held) = self.held.take() {
-            held.heartbeat.abort();
+            // A beat under way is let finish before the delete: aborted, its write could still
+            // land after it (a blocking thread, a PUT the server already has) and leave a
+            // fresh lock behind for the stale limit. Bounded, as a hung store must not keep
+            // the process from ending.
+            held.stop.notify_one();
+            let mut heartbeat = held.heartbeat;
+            if tokio::time::timeout(Duration::from_secs(10), &mut heartbeat)
+                .await
+                .is_err()
+            {
+                heartbeat.abort();
+            }
             // A lock left behind by a failed delete goes stale by itself.
             let _ = self.repo.store().delete(&held.name).await;
         }
@@ -432,6 +458,31 @@ mod tests {
             created: 0,
             heartbeat,
         }
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_the_holder() {
+        let host = lock_host();
+        assert!(
+            host.ends_with(']'),
+            "this host cannot name its boot: {host}"
+        );
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("starting sleep");
+        let mut info = lock(now_unix());
+        info.host = host.clone();
+        info.pid = child.id();
+        info.created = now_unix();
+        assert_eq!(holder_here(&info, &host), Some(true));
+        // Taken long before that process started: its pid was reused, the holder is gone.
+        info.created = 1_000_000_000;
+        assert_eq!(holder_here(&info, &host), Some(false));
+        assert!(is_stale(&info, now_unix(), &host));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(holder_here(&info, &host), Some(false));
     }
 
     #[test]

@@ -11,11 +11,11 @@ pub fn bar(total: Option<u64>, what: &str, enabled: bool) -> ProgressBar {
         Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
     };
-    // Decimal units, as the summaries' MB and MB/s.
+    // The summaries' units: sizes in binary (GiB), rates in MB/s.
     let template = if total.is_some() {
-        "{msg} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} eta {eta}"
+        "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {decimal_bytes_per_sec} eta {eta}"
     } else {
-        "{msg} {decimal_bytes} {decimal_bytes_per_sec} {elapsed}"
+        "{msg} {binary_bytes} {decimal_bytes_per_sec} {elapsed}"
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
         pb.set_style(style.progress_chars("=> "));

@@ -828,6 +828,7 @@ async fn unlock(
             memory_kib, passes, ..
         } = obj.kdf
             && cost > NOTICE_COST
+            && keys::argon2_within_caps(&obj.kdf)
         {
             eprintln!(
                 "note: trying key object {name}, which asks Argon2id for {} MiB and {passes} passes ({}x the cost of the keys blockvault writes): this may take minutes. blockvault writes no such key; if nobody here made it, someone with write access to the store may have planted it (`blockvault key list`, `key remove`)",

@@ -113,6 +113,26 @@ pub fn process_exists(pid: u32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// When the process `pid` started, in Unix seconds (rounded down), from /proc: its start in
+/// clock ticks after boot, and the boot time. None when it is gone or /proc says otherwise.
+pub fn process_started(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: fields are counted after its end.
+    let after = stat.rsplit_once(')')?.1;
+    // Field 22 of the whole line is the 20th after the name (state is the 1st).
+    let ticks: i64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: i64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a constant.
+    let hz = i64::from(u32::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?);
+    (hz > 0).then(|| boot + ticks / hz)
+}
+
 /// Whether the block device open as `file` is read-only (`BLKROGET`): a write to it fails
 /// however it was opened.
 pub fn block_device_read_only(file: &File) -> io::Result<bool> {

@@ -554,7 +554,8 @@ fn a_closed_standard_output_is_no_failure() {
         "prune kept one of the two backups"
     );
     // A restore to standard output whose reader goes away is no failure either, but it is
-    // said: the reader may have died halfway (`| psql` on an error).
+    // said: the reader may have died halfway (`| psql` on an error). (The version's 100,000
+    // bytes are more than a pipe holds, so the write does meet the closed end.)
     let mut child = v
         .cmd(&["restore", "--name", "a", "-"])
         .stdout(std::process::Stdio::piped())

@@ -728,9 +728,10 @@ fn a_low_stale_limit_still_lets_a_long_backup_commit() {
         "--name",
         "slow",
         "--command",
-        "head -c 100000 /dev/urandom; sleep 5",
+        "head -c 100000 /dev/urandom; sleep 7",
     ]);
-    c.env("BLOCKVAULT_LOCK_STALE_SECS", "6");
+    // Heartbeats every 3 s; the commit needs one within 6 s: it failed with 120 s.
+    c.env("BLOCKVAULT_LOCK_STALE_SECS", "12");
     run(&mut c, None).ok();
     assert_eq!(v.versions("slow").len(), 1);
 }

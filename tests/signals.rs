@@ -216,6 +216,7 @@ fn a_fifo_without_a_writer_honours_the_timeout_and_a_stop() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("did not open within the timeout (2s)")
+            && stderr.contains(&format!("source {} did not open", s(&fifo)))
             && stderr.contains("no version recorded"),
         "{stderr}"
     );

@@ -30,14 +30,13 @@ pub async fn run(g: &GlobalArgs, a: GcArgs) -> Result<()> {
     }
     if !g.quiet {
         let verb = if s.dry_run { "would delete" } else { "deleted" };
-        let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         outln!(
-            "{} in {} series reference {}; {} of {} stored chunks {} unreferenced{}",
-            plural(s.versions, "version"),
+            "{} in {} series reference {}; {} of {} {} unreferenced{}",
+            super::count(s.versions, "version"),
             s.series,
-            plural(s.chunks_referenced, "chunk"),
+            super::count(s.chunks_referenced, "chunk"),
             s.chunks_deleted,
-            s.chunks_stored,
+            super::count(s.chunks_stored, "stored chunk"),
             if s.chunks_deleted == 1 { "was" } else { "were" },
             if s.chunks_deleted == 0 {
                 String::new()

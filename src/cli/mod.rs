@@ -333,9 +333,7 @@ impl GlobalArgs {
 /// The first line a password command prints; it must exit 0. Its standard error passes
 /// through, so a prompt of its own (a GPG agent's, say) still reaches the user.
 fn password_from_command(command: &str) -> Result<Zeroizing<String>> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
+    let out = crate::source::shell(command)
         // A terminal it may prompt on; anything else is not its to read: standard input may
         // be the data of `backup -`, and a command that reads it (ssh without -n) would eat
         // the start of the backup.
@@ -377,8 +375,6 @@ fn read_secret_file(path: &Path, what: &str, max: u64) -> Result<Zeroizing<Vec<u
     Ok(buf)
 }
 
-/// An error in what was typed, found after clap's parse: `main` prints it as it prints clap's
-/// own and exits 2.
 /// A throughput in MB/s (10^6 bytes), with a decimal where a whole number would say 0.
 pub fn rate(mb_per_s: f64) -> String {
     if mb_per_s < 9.95 {
@@ -393,6 +389,8 @@ pub fn count(n: u64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
+/// An error in what was typed, found after clap's parse: `main` prints it as it prints clap's
+/// own and exits 2.
 pub fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
     clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{msg}\n")).into()
 }

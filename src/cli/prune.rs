@@ -101,9 +101,9 @@ struct Report<'a> {
 fn print_plan(series: &str, plan: &[Decision], seed: Option<u64>) {
     let kept = plan.iter().filter(|d| d.keep).count();
     outln!(
-        "plan for series {series}: keep {kept}, remove {} of {} versions",
+        "plan for series {series}: keep {kept}, remove {} of {}",
         plan.len() - kept,
-        plan.len()
+        super::count(plan.len() as u64, "version")
     );
     if let Some(seed) = seed {
         outln!("weighted thinning used seed {seed} (repeat this plan with --seed {seed})");

@@ -35,16 +35,21 @@ pub async fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<()> {
     let repo = g.open().await?;
     let mut rows = Vec::new();
     for e in lock::list(&repo, None).await? {
+        // Asked once: the answer may change while we look.
+        let running_here = match &e.state {
+            LockState::Live(i) => lock::held_by_running_process_here(i).then_some(i.pid),
+            _ => None,
+        };
         let (state, remove) = match &e.state {
             LockState::Stale(_) => ("stale", true),
             LockState::Unreadable(_) => ("unreadable", a.unreadable || a.all),
-            LockState::Live(i) => ("live", a.all && !lock::held_by_running_process_here(i)),
+            LockState::Live(_) => ("live", a.all && running_here.is_none()),
         };
         if remove && !a.dry_run {
             repo.store()
                 .delete(&e.name)
                 .await
-                .context("removing a lock")?;
+                .with_context(|| format!("removing lock {}", e.name))?;
         }
         rows.push(Row {
             lock: e.name.clone(),
@@ -58,13 +63,9 @@ pub async fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<()> {
                 (true, true) => "would remove",
                 (false, _) => "kept",
             };
-            let running_here = match &e.state {
-                LockState::Live(i) => lock::held_by_running_process_here(i).then_some(i.pid),
-                _ => None,
-            };
             let hint = match (remove, state, running_here) {
                 (false, "live", Some(pid)) => &*format!(
-                    " (its process {pid} is running on this host: stop it, and its lock goes with it)"
+                    " (kept even with --all: process {pid}, which took it, is running on this host; its lock goes when it ends)"
                 ),
                 (false, "live", None) => " (--all removes it; only if it is not really running)",
                 (false, "unreadable", _) => " (--unreadable removes it)",

@@ -29,6 +29,18 @@ pub enum SourceSpec {
     ZfsSend(Vec<String>),
 }
 
+impl SourceSpec {
+    /// The source as an error message names it, before it is open.
+    pub fn in_words(&self) -> String {
+        match self {
+            SourceSpec::Path(p) => p.display().to_string(),
+            SourceSpec::Stdin => "standard input".into(),
+            SourceSpec::Command(c) => format!("command `{c}`"),
+            SourceSpec::ZfsSend(args) => format!("`{}`", args.join(" ")),
+        }
+    }
+}
+
 enum Finish {
     /// The size a file or device had when opened; it must still have it at the end.
     Sized {
@@ -219,21 +231,40 @@ pub fn open(spec: &SourceSpec, own_group: bool) -> Result<OpenedSource> {
     }
 }
 
-/// The shell a `--command` runs in: bash with `pipefail` where there is one, so that in
-/// `pg_dump db | gzip` a failing pg_dump fails the backup instead of recording a cut dump
-/// (the pipeline's status would otherwise be gzip's); else `sh`, which may not know
-/// `pipefail` (Debian's dash does not).
-fn shell(cmd: &str) -> Command {
-    let bash = Path::new("/bin/bash");
-    let mut c = if bash.exists() {
-        let mut c = Command::new(bash);
-        c.args(["-o", "pipefail"]);
-        c
-    } else {
-        Command::new("sh")
+/// The shell a `--command` (and a passphrase command) runs in: bash, found on PATH, with
+/// `pipefail`, so that in `pg_dump db | gzip` a failing pg_dump fails the backup instead of
+/// recording a cut dump (the pipeline's status would otherwise be gzip's); else `sh`, which
+/// may not know `pipefail` (Debian's dash does not).
+pub fn shell(cmd: &str) -> Command {
+    let bash = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("bash"))
+            .find(|p| p.is_file())
+    });
+    let mut c = match bash {
+        Some(bash) => {
+            let mut c = Command::new(bash);
+            c.args(["-o", "pipefail"]);
+            c
+        }
+        None => Command::new("sh"),
     };
     c.arg("-c").arg(cmd);
     c
+}
+
+/// How a command failed, with a hint where pipefail is the likely reason: a stage killed by
+/// SIGPIPE because a later one stopped reading early (`zcat x | head`).
+fn command_failed(command: &str, status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let sigpipe =
+        status.code() == Some(128 + libc::SIGPIPE) || status.signal() == Some(libc::SIGPIPE);
+    let hint = if sigpipe {
+        "; a stage of its pipeline was killed by SIGPIPE (a later one stopped reading early), which fails the command since it runs with pipefail: start it with `set +o pipefail;` if that is expected"
+    } else {
+        ""
+    };
+    format!("command `{command}` failed ({status}){hint}")
 }
 
 fn spawn(mut c: Command, shown: String, own_group: bool) -> Result<OpenedSource> {
@@ -313,7 +344,7 @@ impl OpenedSource {
                     .wait()
                     .with_context(|| format!("waiting for command `{command}`"))?;
                 if !status.success() {
-                    bail!("command `{command}` failed ({status}); no version recorded");
+                    bail!("{}; no version recorded", command_failed(&command, status));
                 }
                 Ok(())
             }
@@ -339,9 +370,7 @@ impl OpenedSource {
             *_signals = None;
         }
         match exited {
-            Some(status) if !status.success() => {
-                Some(format!("command `{command}` failed ({status})"))
-            }
+            Some(status) if !status.success() => Some(command_failed(command, status)),
             _ => None,
         }
     }

@@ -269,7 +269,7 @@ impl S3 {
             (Some("NoSuchBucket"), _) => format!("bucket {:?} does not exist", self.bucket),
             // A 403 too, but about the object's storage class, not about permission.
             (Some("InvalidObjectState"), _) => format!(
-                "the object is in an archive storage class (GLACIER or DEEP_ARCHIVE): restore (thaw) it through S3 first, then run this again: {why}"
+                "the object is in an archive storage class or tier (GLACIER, DEEP_ARCHIVE, an Intelligent-Tiering archive tier): restore (thaw) it through S3 first, then run this again: {why}"
             ),
             // Credentials the server does not accept: no answer about what they may do.
             (Some("InvalidAccessKeyId") | Some("SignatureDoesNotMatch"), _) => {
