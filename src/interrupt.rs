@@ -29,10 +29,35 @@ pub fn check() -> Result<(), Error> {
 
 /// Resolves once a stop is asked, with the error to fail with.
 pub async fn asked() -> Error {
-    loop {
-        if let Err(e) = check() {
-            return e;
-        }
-        tokio::time::sleep(POLL).await;
+    if let Err(e) = check() {
+        return e;
     }
+    // One thread looks at the flag for every waiter, where each waiter (a request on S3, a
+    // wait for a chunk) used to start a timer of its own.
+    let mut rx = watcher().clone();
+    let _ = rx.wait_for(|asked| *asked).await;
+    match check() {
+        Err(e) => e,
+        // Only if the watcher were gone, which it never is: no stop was asked.
+        Ok(()) => std::future::pending::<Error>().await,
+    }
+}
+
+fn watcher() -> &'static tokio::sync::watch::Receiver<bool> {
+    static WATCH: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> =
+        std::sync::OnceLock::new();
+    WATCH.get_or_init(|| {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        std::thread::spawn(move || {
+            while sys::stop_asked().is_none() {
+                std::thread::sleep(POLL);
+            }
+            let _ = tx.send(true);
+            // Kept, so that receivers never see the channel closed.
+            loop {
+                std::thread::park();
+            }
+        });
+        rx
+    })
 }
