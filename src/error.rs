@@ -59,3 +59,26 @@ impl Error {
         }
     }
 }
+
+/// The first `max` of `items`, joined, and how many more there are: an error about 800
+/// versions should not be 800 names long.
+pub fn listed(items: &[impl AsRef<str>], max: usize) -> String {
+    let shown: Vec<&str> = items.iter().take(max).map(AsRef::as_ref).collect();
+    match items.len().saturating_sub(max) {
+        0 => shown.join(", "),
+        more => format!("{}, and {more} more", shown.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_lists_are_cut_short_with_a_count() {
+        let items: Vec<String> = (1..=12).map(|i| i.to_string()).collect();
+        assert_eq!(super::listed(&items[..3], 10), "1, 2, 3");
+        assert_eq!(
+            super::listed(&items, 10),
+            "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, and 2 more"
+        );
+    }
+}

@@ -52,7 +52,7 @@ use crate::repo::Repo;
 use crate::store::Requests;
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
@@ -115,13 +115,20 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
     let started = Instant::now();
     // Mark.
     let mut referenced: HashSet<ChunkId> = HashSet::new();
-    let series = repo.list_series().await?;
+    // One listing of manifests/ names every version of every series: a listing per series
+    // costs a LIST request each on S3.
+    let mut all: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for key in repo.store().list(layout::MANIFESTS).await? {
+        if let Some((s, v)) = layout::parse_manifest_key(&key) {
+            all.entry(s).or_default().push(v);
+        }
+    }
     let mut versions = 0u64;
-    for s in &series {
-        for v in repo.list_versions(s).await? {
+    for (s, vs) in &all {
+        for v in vs {
             interrupt::check()?;
             let (m, _) = repo
-                .load_manifest(s, &v)
+                .load_manifest(s, v)
                 .await
                 .with_context(|| format!("gc stopped before deleting anything: version {v} of series {s:?} cannot be read (forget it, or repair it, first)"))?;
             versions += 1;
@@ -196,7 +203,7 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
         };
     Ok(GcSummary {
         dry_run: opts.dry_run,
-        series: series.len() as u64,
+        series: all.len() as u64,
         versions,
         chunks_referenced: referenced.len() as u64,
         chunks_stored,

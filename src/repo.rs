@@ -644,7 +644,7 @@ impl Repo {
                 known.join(", ")
             );
         }
-        let Some(wanted) = wanted else {
+        let Some(mut wanted) = wanted else {
             if let Some(p) = self.current(series).await?
                 && versions.contains(&p.version)
             {
@@ -654,6 +654,15 @@ impl Repo {
         };
         if versions.iter().any(|v| v == wanted) {
             return Ok(wanted.to_string());
+        }
+        // A time as `list` shows it (RFC 3339) names the version made at that time.
+        let named;
+        if let Ok(t) = wanted.parse::<jiff::Timestamp>() {
+            named = crate::backup::version_name(t);
+            wanted = &named;
+            if versions.iter().any(|v| v == wanted) {
+                return Ok(wanted.to_string());
+            }
         }
         let matching: Vec<&String> = versions.iter().filter(|v| v.starts_with(wanted)).collect();
         match matching.as_slice() {
@@ -665,11 +674,9 @@ impl Repo {
                 versions.len()
             ),
             many => bail!(
-                "version {wanted:?} of series {series:?} is ambiguous: it matches {}",
-                many.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "version {wanted:?} of series {series:?} is ambiguous: it matches {} ({} in all; give more of the name)",
+                crate::error::listed(many, 10),
+                many.len()
             ),
         }
     }

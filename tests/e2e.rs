@@ -201,6 +201,14 @@ fn ext4_image_versions_restore_bit_exact_and_share_chunks() {
     let rs = v.restore("disk", &["--version", "2025-01-0", s(&r1b)]);
     assert_eq!(text(&rs, "version"), v1, "the prefix chose version 1");
     assert_same_contents(&img_v1, &r1b);
+    // The time as `list` shows it names the version made then.
+    let by_time = v.path("by-time.img");
+    let rt = v.restore("disk", &["--version", "2025-01-01T00:00:00Z", s(&by_time)]);
+    assert_eq!(
+        text(&rt, "version"),
+        v1,
+        "the RFC 3339 time chose version 1"
+    );
     // A prefix that matches two versions is refused, naming both.
     v.run(&[
         "restore",

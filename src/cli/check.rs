@@ -116,7 +116,7 @@ fn print_text(r: &CheckReport) {
         outln!(
             "{}: {}",
             super::count(r.damaged_versions.len() as u64, "damaged version"),
-            r.damaged_versions.join(", ")
+            crate::error::listed(&r.damaged_versions, 20)
         );
     }
 }
@@ -162,7 +162,7 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
         n => format!(
             "; {n} damaged version{}: {}",
             if n == 1 { "" } else { "s" },
-            report.damaged_versions.join(", ")
+            crate::error::listed(&report.damaged_versions, 10)
         ),
     };
     let repair = if report.chunks_repairable > 0 {

@@ -156,8 +156,8 @@ pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
     }
     let s = &m.stats;
     outln!(
-        "backup:    {} new chunks ({}, {} stored), {} reused, {} zero, {:.1} s",
-        s.chunks_new,
+        "backup:    {} new ({}, {} stored), {} reused, {} zero, {:.1} s",
+        super::count(s.chunks_new, "chunk"),
         HumanBytes(s.bytes_new),
         HumanBytes(s.bytes_new_stored),
         s.chunks_reused,
