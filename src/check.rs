@@ -276,38 +276,34 @@ async fn quarantine_damaged(
         .filter(|(_, f)| matches!(f, Fetched::Damaged { proven: true, .. }))
         .map(|(id, _)| *id)
         .collect();
-    let buffers = Arc::new(Pool::new(0, 2));
     let mut moved = 0;
     for id in damaged {
         interrupt::check()?;
-        let again = fetch(repo, id, &buffers).await?;
+        let name = layout::chunk(&id);
+        let store = repo.store();
+        // Read again, and these very bytes are the ones judged and moved.
+        let bytes = match store.get(&name).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                fetched.insert(id, Fetched::Missing);
+                continue;
+            }
+            Err(e) => return Err(anyhow!(e).context("reading a damaged chunk again (--repair)")),
+        };
+        let mut copy = bytes.clone();
+        let again = verdict(repo.verify_chunk(&id, &mut copy), bytes.len() as u64);
         let (reason, stored) = match again {
             Fetched::Damaged {
                 reason,
                 stored,
                 proven: true,
             } => (reason, stored),
-            // Read well the second time (or gone meanwhile): the first read was the fault.
+            // Read well the second time: the first read was the fault.
             other => {
                 fetched.insert(id, other);
                 continue;
             }
         };
-        let name = layout::chunk(&id);
-        let store = repo.store();
-        let bytes = store
-            .get(&name)
-            .await
-            .context("reading a damaged chunk to move it aside (--repair)")?;
-        // The bytes moved are checked once more: had the two reads above been the faulty
-        // ones, a good chunk would leave chunks/.
-        let mut copy = bytes.clone();
-        if let Ok(plain_len) = repo.verify_chunk(&id, &mut copy) {
-            let stored = bytes.len() as u64;
-            let plain_len = u32::try_from(plain_len).unwrap_or(u32::MAX);
-            fetched.insert(id, Fetched::Ok { plain_len, stored });
-            continue;
-        }
         // An earlier quarantine of the same chunk (damaged again after a heal) is kept.
         let mut aside = layout::quarantined(&name);
         let mut n = 1;
@@ -764,7 +760,12 @@ async fn fetch(repo: &Arc<Repo>, id: ChunkId, buffers: &Arc<Pool>) -> Result<Fet
         verified
     })
     .await?;
-    Ok(match verified {
+    Ok(verdict(verified, stored))
+}
+
+/// What a chunk object's verification says of it; `stored` is its size.
+fn verdict(verified: Result<usize, FormatError>, stored: u64) -> Fetched {
+    match verified {
         Ok(len) => match u32::try_from(len) {
             Ok(plain_len) => Fetched::Ok { plain_len, stored },
             Err(_) => Fetched::Damaged {
@@ -781,7 +782,7 @@ async fn fetch(repo: &Arc<Repo>, id: ChunkId, buffers: &Arc<Pool>) -> Result<Fet
                 FormatError::UnsupportedVersion { .. } | FormatError::UnknownField { .. }
             ),
         },
-    })
+    }
 }
 
 #[cfg(test)]

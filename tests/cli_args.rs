@@ -521,6 +521,23 @@ fn a_backup_time_in_the_future_or_before_the_current_version_is_said() {
     assert_eq!(json["current"], false, "{json}");
 }
 
+/// Runs `args` with standard output closed before anything is written to it: the exit code
+/// and stderr.
+fn closed_stdout(v: &Vault, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = v
+        .cmd(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting blockvault");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waiting for blockvault");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Standard output closed by its reader (`| head`) before a command prints: the command's
 /// work stands and its exit code says so. println! panicked there, exit 101, after a backup
 /// had been recorded.
@@ -536,16 +553,8 @@ fn a_closed_standard_output_is_no_failure() {
         &["show", "--name", "a"][..],
         &["prune", "--json", "--name", "a", "--keep-last", "1"][..],
     ] {
-        let mut child = v
-            .cmd(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("starting blockvault");
-        drop(child.stdout.take());
-        let out = child.wait_with_output().expect("waiting for blockvault");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        let (code, stderr) = closed_stdout(&v, args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
     assert_eq!(
@@ -556,16 +565,8 @@ fn a_closed_standard_output_is_no_failure() {
     // A restore to standard output whose reader goes away is no failure either, but it is
     // said: the reader may have died halfway (`| psql` on an error). (The version's 100,000
     // bytes are more than a pipe holds, so the write does meet the closed end.)
-    let mut child = v
-        .cmd(&["restore", "--name", "a", "-"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting blockvault");
-    drop(child.stdout.take());
-    let out = child.wait_with_output().expect("waiting for blockvault");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (code, stderr) = closed_stdout(&v, &["restore", "--name", "a", "-"]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("closed it before the end"), "{stderr}");
     // A write that fails otherwise (a full disk under `> file`) is a failure, not dropped.
     let full = fs::OpenOptions::new()

@@ -223,38 +223,38 @@ fn key_object_passphrase() -> KeyObject {
         ARGON2_LANES,
         &passphrase_salt(),
     );
+    wrapped_key(
+        kdf,
+        &kek,
+        TIME - 86_400,
+        passphrase_wrap_nonce(),
+        PASSPHRASE_KEY_ID,
+    )
+}
+
+/// A key object of repository A: the master key sealed under `kek` by the spec's own code.
+fn wrapped_key(kdf: Kdf, kek: &[u8; 32], created: i64, nonce: [u8; 24], id: &str) -> KeyObject {
     KeyObject {
         kdf,
-        created: TIME - 86_400,
+        created,
         host: HOST.into(),
-        nonce: passphrase_wrap_nonce(),
-        sealed: spec::wrap_master(
-            &kek,
-            &passphrase_wrap_nonce(),
-            &layout::key(PASSPHRASE_KEY_ID),
-            &repo_id_a(),
-            &master_key(),
-        ),
+        nonce,
+        sealed: spec::wrap_master(kek, &nonce, &layout::key(id), &repo_id_a(), &master_key()),
     }
 }
 
 fn key_object_key_file() -> KeyObject {
     let kek = spec::kek_key_file(&key_file_secret(), &key_file_salt());
-    KeyObject {
-        kdf: Kdf::KeyFile {
-            salt: key_file_salt(),
-        },
-        created: TIME - 3_600,
-        host: HOST.into(),
-        nonce: key_file_wrap_nonce(),
-        sealed: spec::wrap_master(
-            &kek,
-            &key_file_wrap_nonce(),
-            &layout::key(KEY_FILE_KEY_ID),
-            &repo_id_a(),
-            &master_key(),
-        ),
-    }
+    let kdf = Kdf::KeyFile {
+        salt: key_file_salt(),
+    };
+    wrapped_key(
+        kdf,
+        &kek,
+        TIME - 3_600,
+        key_file_wrap_nonce(),
+        KEY_FILE_KEY_ID,
+    )
 }
 
 fn passphrase() -> Secret {
@@ -396,43 +396,23 @@ fn raw_key_file_wrap_nonce() -> [u8; 24] {
 fn key_object_passphrase_2() -> KeyObject {
     let (m, t, p) = ARGON2_2;
     let kek = spec::kek_argon2id(PASSPHRASE_2.as_bytes(), m, t, p, &passphrase_2_salt());
-    KeyObject {
-        kdf: Kdf::Argon2id {
-            memory_kib: m,
-            passes: t,
-            lanes: p,
-            salt: passphrase_2_salt(),
-        },
-        created: TIME - 1_800,
-        host: HOST.into(),
-        nonce: passphrase_2_wrap_nonce(),
-        sealed: spec::wrap_master(
-            &kek,
-            &passphrase_2_wrap_nonce(),
-            &layout::key(PASSPHRASE_2_KEY_ID),
-            &repo_id_a(),
-            &master_key(),
-        ),
-    }
+    let kdf = Kdf::Argon2id {
+        memory_kib: m,
+        passes: t,
+        lanes: p,
+        salt: passphrase_2_salt(),
+    };
+    let nonce = passphrase_2_wrap_nonce();
+    wrapped_key(kdf, &kek, TIME - 1_800, nonce, PASSPHRASE_2_KEY_ID)
 }
 
 fn key_object_raw_key_file() -> KeyObject {
     let kek = spec::kek_key_file(&raw_key_file_contents(), &raw_key_file_salt());
-    KeyObject {
-        kdf: Kdf::KeyFile {
-            salt: raw_key_file_salt(),
-        },
-        created: TIME - 900,
-        host: HOST.into(),
-        nonce: raw_key_file_wrap_nonce(),
-        sealed: spec::wrap_master(
-            &kek,
-            &raw_key_file_wrap_nonce(),
-            &layout::key(RAW_KEY_FILE_KEY_ID),
-            &repo_id_a(),
-            &master_key(),
-        ),
-    }
+    let kdf = Kdf::KeyFile {
+        salt: raw_key_file_salt(),
+    };
+    let nonce = raw_key_file_wrap_nonce();
+    wrapped_key(kdf, &kek, TIME - 900, nonce, RAW_KEY_FILE_KEY_ID)
 }
 
 /// Repository B's compressible chunk: compressed, so the checksum of 4.4 covers a zstd frame.
