@@ -156,6 +156,63 @@ fn prune_dry_run_then_prune() {
 /// newest by time (an older pointer object put back here by hand; a backup whose pointer
 /// write failed; a ZFS snapshot recorded after a newer one, in `zfs.rs`), and removing it
 /// could remove the newest data. (`forget` moves the pointer off a version it removes.)
+/// A long history's plan: the versions kept stand out, the run of removed ones between them
+/// is one line (both ends named), --json still lists every version, and both say what the
+/// run cost in requests.
+#[test]
+fn a_long_plan_shows_runs_as_ranges() {
+    let v = Vault::new();
+    let src = v.path("small.img");
+    write_random_file(&src, 7, 64 << 10);
+    let names: Vec<String> = (0..12)
+        .map(|h| {
+            let b = v.backup(
+                "hourly",
+                &[s(&src), "--time", &format!("2026-03-01T{h:02}:00:00Z")],
+            );
+            text(&b, "version").to_string()
+        })
+        .collect();
+    let policy = ["prune", "--name", "hourly", "--keep-last", "2"];
+    let out = v
+        .run(&[&policy[..], &["--dry-run"]].concat())
+        .ok()
+        .stdout_text();
+    assert!(out.contains("keep 2, remove 10 of 12 versions"), "{out}");
+    let removes: Vec<&str> = out.lines().filter(|l| l.starts_with("remove")).collect();
+    assert_eq!(removes.len(), 1, "one line for the run of removals:\n{out}");
+    for part in [
+        names[0].as_str(),
+        &names[9],
+        "(10 versions)",
+        "no policy keeps it",
+    ] {
+        assert!(removes[0].contains(part), "{part} not in {:?}", removes[0]);
+    }
+    let keeps: Vec<&str> = out.lines().filter(|l| l.starts_with("keep ")).collect();
+    assert_eq!(keeps.len(), 2, "{out}");
+    assert!(
+        keeps[0].contains(&names[10]) && keeps[1].contains(&names[11]),
+        "{out}"
+    );
+    assert!(out.contains("--json lists each version"), "{out}");
+
+    let dry = v
+        .run(&[&policy[..], &["--dry-run", "--json"]].concat())
+        .ok()
+        .json();
+    assert_eq!(array(dry["plan"].clone()).len(), 12, "{dry}");
+    assert!(dry["requests"]["list"].as_u64() >= Some(1), "{dry}");
+    assert_eq!(
+        dry["requests"]["delete"], 0,
+        "a dry run deletes nothing: {dry}"
+    );
+    let done = v.run(&[&policy[..], &["--json"]].concat()).ok().json();
+    assert_eq!(array(done["removed"].clone()).len(), 10, "{done}");
+    assert!(done["requests"]["delete"].as_u64() >= Some(10), "{done}");
+    assert_eq!(v.versions("hourly"), &names[10..]);
+}
+
 #[test]
 fn prune_keeps_the_version_the_current_pointer_names() {
     let v = Vault::new();

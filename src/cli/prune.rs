@@ -96,7 +96,14 @@ struct Report<'a> {
     /// The versions removed: none in a dry run.
     removed: &'a [String],
     current_moved_to: Option<&'a str>,
+    /// Requests made, by type: what the run cost on a store that bills per request.
+    requests: crate::store::Requests,
 }
+
+/// Runs of at least this many neighbouring versions with the same action and reasons are
+/// printed as one line: a long history's plan (hourly backups kept for a year are 8,760
+/// versions) would otherwise bury the few versions a policy keeps among thousands of lines.
+const RUN_SHOWN_AS_RANGE: usize = 4;
 
 fn print_plan(series: &str, plan: &[Decision], seed: Option<u64>) {
     let kept = plan.iter().filter(|d| d.keep).count();
@@ -108,13 +115,34 @@ fn print_plan(series: &str, plan: &[Decision], seed: Option<u64>) {
     if let Some(seed) = seed {
         outln!("weighted thinning used seed {seed} (repeat this plan with --seed {seed})");
     }
-    for d in plan {
+    let mut ranges = 0;
+    for run in plan.chunk_by(|a, b| a.keep == b.keep && a.reasons == b.reasons) {
+        let action = if run[0].keep { "keep" } else { "remove" };
+        let reasons = run[0].reasons.join(", ");
+        match run {
+            [first, .., last] if run.len() >= RUN_SHOWN_AS_RANGE => {
+                ranges += 1;
+                outln!(
+                    "{action:<6}  {} … {}  ({})  {reasons}",
+                    first.version,
+                    last.version,
+                    super::count(run.len() as u64, "version"),
+                );
+            }
+            _ => {
+                for d in run {
+                    outln!(
+                        "{action:<6}  {:<22}  {:<20}  {reasons}",
+                        d.version,
+                        rfc3339(d.time)
+                    );
+                }
+            }
+        }
+    }
+    if ranges > 0 {
         outln!(
-            "{:<6}  {:<22}  {:<20}  {}",
-            if d.keep { "keep" } else { "remove" },
-            d.version,
-            rfc3339(d.time),
-            d.reasons.join(", ")
+            "(runs of neighbouring versions with the same reasons are shown as ranges; --json lists each version)"
         );
     }
 }
@@ -127,6 +155,7 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
         ));
     }
     let repo = g.open().await?;
+    let requests_before = repo.store().requests();
     let seed = match a.seed {
         Some(s) => prune::Seed::Given(s),
         None => prune::Seed::Stored { leaving_out: None },
@@ -156,6 +185,7 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
                 .collect(),
             removed,
             current_moved_to: moved,
+            requests: repo.store().requests().since(requests_before),
         });
     }
     if g.quiet {

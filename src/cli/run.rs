@@ -338,9 +338,11 @@ fn print_line(r: &JobReport) {
         if p.removed.is_empty() {
             line.push_str(&format!("; {verb} nothing ({} kept)", p.kept));
         } else {
+            // A job's first prune of a long history can remove hundreds of versions: the
+            // line names the first few, and --json lists them all.
             line.push_str(&format!(
                 "; {verb} {} ({} kept)",
-                p.removed.join(", "),
+                crate::error::listed(&p.removed, 10),
                 p.kept
             ));
         }
