@@ -948,3 +948,33 @@ fn raw_stores_what_starts_like_a_zfs_stream_as_bytes() {
         2
     );
 }
+
+/// A damaged current pointer stops only what needs it (a restore without --version): a
+/// restore that names a snapshot, and `show` of a named version, go on (show warns).
+#[test]
+fn a_damaged_pointer_does_not_stop_a_restore_by_snapshot() {
+    let full = stream("zfs-fuse-full-s1");
+    let v = crate::util::Vault::new();
+    crate::util::run(
+        &mut v.cmd(&["backup", "--name", "tank/vm", "-"]),
+        Some(full.to_vec()),
+    )
+    .ok();
+    let version = v.versions("tank/vm").remove(0);
+    std::fs::write(v.repo.join("current").join("tank%2Fvm"), b"garbage").expect("damaging");
+    v.run(&["restore", "--name", "tank/vm", "-"])
+        .error(3, &["current pointer current/tank%2Fvm", "is damaged"]);
+    let out = v
+        .run(&["restore", "--name", "tank/vm", "--version", "@s1", "-"])
+        .ok();
+    assert!(out.stdout == full, "the stream restored by its snapshot");
+    let shown = v
+        .run(&["show", "--name", "tank/vm", "--version", &version])
+        .ok();
+    assert!(shown.stderr.contains("is damaged"), "{}", shown.stderr);
+    assert!(
+        shown.stdout_text().contains(&version),
+        "{}",
+        shown.stdout_text()
+    );
+}

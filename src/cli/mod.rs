@@ -481,7 +481,11 @@ pub async fn resolve_version(
         }
         return repo.resolve_version(series, wanted).await;
     };
-    repo.resolve_version(series, None).await?;
+    // Only to report a series that does not exist: resolving without a version would read the
+    // current pointer, and a damaged one must not stop a restore that names its snapshot.
+    if repo.list_versions(series).await?.is_empty() {
+        repo.resolve_version(series, None).await?;
+    }
     let loaded = crate::prune::load_series(repo, series, |w| eprintln!("warning: {w}")).await?;
     let matching: Vec<&str> = loaded
         .versions

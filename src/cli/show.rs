@@ -23,10 +23,14 @@ pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
     let repo = g.open().await?;
     let version = super::resolve_version(&repo, &a.name, a.version.as_deref(), false).await?;
     let (m, _) = repo.load_manifest(&a.name, &version).await?;
-    let current = repo
-        .current(&a.name)
-        .await?
-        .is_some_and(|p| p.version == version);
+    // A damaged pointer is the pointer's problem, not this version's: say so and show it.
+    let current = match repo.current(&a.name).await {
+        Ok(p) => p.is_some_and(|p| p.version == version),
+        Err(e) => {
+            eprintln!("warning: {e:#}");
+            false
+        }
+    };
     let data = m
         .chunks
         .iter()
