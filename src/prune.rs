@@ -446,7 +446,7 @@ pub async fn forget(
     let orphaned = loaded.orphaned_by(&remove);
     if !orphaned.is_empty() && !force {
         bail!(
-            "version {version} of series {series:?} is needed to restore {}: forgetting it would make {} unrestorable; forget those first, or add --force to destroy them along with it",
+            "version {version} of series {series:?} is needed to restore {}: forgetting it would make {} unrestorable; forget those first, or add --force to forget it anyway (they stay, but cannot be restored, and `check` reports them until they are forgotten too)",
             orphaned.join(", "),
             if orphaned.len() == 1 { "it" } else { "them" }
         );

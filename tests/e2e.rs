@@ -592,12 +592,18 @@ fn command_source_success_and_failure() {
     .error(1, &["exit status: 4", "no version recorded"]);
     assert!(v.versions("piped").is_empty());
 
-    // The passphrase stays ours: the command's environment does not carry it.
-    v.backup("env", &["--command", "env"]);
+    // The passphrases stay ours: the command's environment carries neither.
+    run(
+        v.cmd(&["backup", "--name", "env", "--command", "env"])
+            .env("BLOCKVAULT_NEW_PASSWORD", "the next one"),
+        None,
+    )
+    .ok();
     let env = v.run(&["restore", "--name", "env", "-"]).ok();
     let env = String::from_utf8_lossy(&env.stdout);
     assert!(env.contains("PATH="), "{env}");
     assert!(!env.contains("BLOCKVAULT_PASSWORD"), "{env}");
+    assert!(!env.contains("the next one"), "{env}");
 }
 
 /// SIGKILL in the middle of a backup: the earlier version still restores, the next backup

@@ -29,6 +29,20 @@ fn gc_lists_the_manifests_once_however_many_series() {
     assert_eq!(n(&g, "series"), 6, "{g}");
     // The lock's two, manifests/ once, chunks/ once.
     assert!(n(&g["requests"], "list") <= 4, "{g}");
+
+    // Every text summary says what the run cost, as the README promises.
+    let requests = |t: &str| {
+        t.lines()
+            .find(|l| l.trim_start().starts_with("requests: ") && l.contains(" LIST, "))
+            .map(String::from)
+    };
+    for args in [&["gc"][..], &["check"], &["check", "--read-data"]] {
+        let out = v.run(args).ok().stdout_text();
+        assert!(requests(&out).is_some(), "{args:?}:\n{out}");
+    }
+    let restored = v.path("s1.out");
+    let r = v.run(&["restore", "--name", "s1", s(&restored)]).ok();
+    assert!(requests(&r.stderr).is_some(), "restore:\n{}", r.stderr);
 }
 
 #[test]

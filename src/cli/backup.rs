@@ -73,7 +73,8 @@ pub struct BackupArgs {
     pub timeout: Option<std::time::Duration>,
     /// Repair: ask the repository for every chunk instead of trusting that the previous
     /// version's chunks are there, and store again those that are missing (after `check
-    /// --read-data --repair` deleted damaged ones). Every version that uses them is whole again.
+    /// --read-data --repair` moved damaged ones to quarantine/). Every version that uses them
+    /// is whole again.
     #[arg(long)]
     pub heal: bool,
 }
@@ -235,16 +236,8 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
                 }
             );
         }
-        let r = &s.requests;
-        if r.total() > 0 {
-            outln!(
-                "  requests: {} PUT, {} GET, {} HEAD, {} LIST, {} DELETE",
-                r.put,
-                r.get,
-                r.head,
-                r.list,
-                r.delete
-            );
+        if let Some(line) = super::requests_line(&s.requests) {
+            outln!("{line}");
         }
     }
     Ok(())

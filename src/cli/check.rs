@@ -102,6 +102,9 @@ fn print_text(r: &CheckReport) {
             r.chunks_damaged
         );
     }
+    if let Some(line) = super::requests_line(&r.requests) {
+        outln!("{line}");
+    }
     if r.chunks_quarantined > 0 {
         outln!(
             "moved {} to {} (--repair); `backup --heal` of each damaged series, from a source that still holds the data, stores them again; delete {} yourself once you no longer need them",

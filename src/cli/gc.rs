@@ -44,6 +44,9 @@ pub async fn run(g: &GlobalArgs, a: GcArgs) -> Result<()> {
                 format!(": {verb} them, {}", HumanBytes(s.bytes_deleted))
             }
         );
+        if let Some(line) = super::requests_line(&s.requests) {
+            outln!("{line}");
+        }
         if let Some(holder) = &s.blocked_by {
             outln!(
                 "note: gc would not run now (exit 5): {holder}; the chunks a backup still running has stored are among those counted"

@@ -384,6 +384,17 @@ pub fn rate(mb_per_s: f64) -> String {
     }
 }
 
+/// The summaries' requests line: what a run cost on a store that bills per request. None for
+/// a run that made none.
+pub fn requests_line(r: &crate::store::Requests) -> Option<String> {
+    (r.total() > 0).then(|| {
+        format!(
+            "  requests: {} PUT, {} GET, {} HEAD, {} LIST, {} DELETE",
+            r.put, r.get, r.head, r.list, r.delete
+        )
+    })
+}
+
 /// "1 chunk", "2 chunks".
 pub fn count(n: u64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })

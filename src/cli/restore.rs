@@ -117,6 +117,9 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
             s.chunks_unchanged,
             s.chunks_zero
         );
+        if let Some(line) = super::requests_line(&s.requests) {
+            eprintln!("{line}");
+        }
     }
     if s.damaged.is_empty() {
         return Ok(());

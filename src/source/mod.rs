@@ -268,11 +268,12 @@ fn command_failed(command: &str, status: std::process::ExitStatus) -> String {
 }
 
 fn spawn(mut c: Command, shown: String, own_group: bool) -> Result<OpenedSource> {
-    // The passphrase is ours, not the command's: in its environment it would reach every
+    // The passphrases are ours, not the command's: in its environment they would reach every
     // program it runs (ssh's SendEnv, a crash dump).
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .env_remove("BLOCKVAULT_PASSWORD");
+        .env_remove("BLOCKVAULT_PASSWORD")
+        .env_remove("BLOCKVAULT_NEW_PASSWORD");
     if own_group {
         c.process_group(0);
     }
