@@ -568,7 +568,12 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "init over an existing repository",
-            run: |f| (f.bv(&["init"]), strings(&[f.repo(), "already exists"])),
+            run: |f| {
+                (
+                    f.bv(&["init"]),
+                    strings(&[f.repo(), "is already a blockvault repository"]),
+                )
+            },
             code: 1,
             after: Some(only_the_original_version),
         },

@@ -218,6 +218,18 @@ fn an_empty_repository_is_a_usage_error_and_creates_nothing() {
         );
         assert_eq!(dir_names(&v.work), Vec::<String>::new(), "{}", r.what);
     }
+    // A URL that is not s3:// (or s3:// in capitals) was taken as a relative directory:
+    // `init` created `S3:` in the working directory and reported success.
+    for (repo, says) in [
+        ("S3://bucket/p", "written s3:// (lower case)"),
+        ("https://bucket.example/p", "not https://"),
+    ] {
+        let mut cmd = blockvault();
+        cmd.args(["init", "--repo", repo]).current_dir(&v.work);
+        let r = run(&mut cmd, None).code(2);
+        assert!(r.stderr.contains(says), "{}", r.stderr);
+        assert_eq!(dir_names(&v.work), Vec::<String>::new(), "{repo}");
+    }
 }
 
 /// Regression: these exited 1 while README says a command line that is not understood exits
@@ -485,6 +497,23 @@ fn a_storage_class_for_a_local_directory_is_said_to_be_ignored() {
         "{}",
         r.stderr
     );
+    let r = v
+        .run(&[
+            "list",
+            "--s3-endpoint",
+            "http://127.0.0.1:3900",
+            "--s3-region",
+            "garage",
+        ])
+        .ok();
+    for option in ["--s3-endpoint", "--s3-region"] {
+        assert!(
+            r.stderr
+                .contains(&format!("{option} is for S3 repositories")),
+            "{}",
+            r.stderr
+        );
+    }
 }
 
 /// A version recorded with a `--time` in the future would shadow every real backup until

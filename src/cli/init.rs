@@ -77,6 +77,11 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
                     .with_context(|| format!("reading {loc}"))?
                     .next()
                     .is_none();
+            if !empty && path.join(crate::layout::CONFIG).is_file() {
+                bail!(
+                    "{loc} is already a blockvault repository; back up into it as it is, or choose a new path for another"
+                );
+            }
             if !empty {
                 bail!(
                     "{loc} already exists and is not an empty directory; choose a new path for the repository"

@@ -246,6 +246,16 @@ impl GlobalArgs {
                 "warning: --storage-class {class} is for S3 repositories; {loc} is a local directory, which has none (ignored)"
             );
         }
+        for (option, given) in [
+            ("--s3-endpoint", &self.s3_endpoint),
+            ("--s3-region", &self.s3_region),
+        ] {
+            if given.is_some() {
+                eprintln!(
+                    "warning: {option} is for S3 repositories; {loc} is a local directory (ignored)"
+                );
+            }
+        }
         let path = Path::new(loc);
         if !path.exists() {
             bail!(
@@ -411,6 +421,23 @@ pub fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
 fn parse_repo(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         return Err("the repository is empty: give a local directory or s3://bucket/prefix".into());
+    }
+    // A URL scheme other than s3:// would otherwise be taken as a relative local path, and
+    // `init` would create a directory named after it.
+    if let Some((scheme, _)) = s.split_once("://")
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && scheme != "s3"
+    {
+        return Err(if scheme.eq_ignore_ascii_case("s3") {
+            format!("{s:?}: the scheme is written s3:// (lower case)")
+        } else {
+            format!(
+                "{s:?}: blockvault reaches repositories as local directories or s3://bucket/prefix, not {scheme}:// (for a directory of that name, write ./{s})"
+            )
+        });
     }
     Ok(s.to_string())
 }
