@@ -978,3 +978,27 @@ fn a_damaged_pointer_does_not_stop_a_restore_by_snapshot() {
         shown.stdout_text()
     );
 }
+
+/// A saved stream given as a file path is backed up as the file's bytes (it restores as
+/// them), and the backup says how to record it as a ZFS stream instead.
+#[test]
+fn a_stream_saved_in_a_file_is_named_as_one() {
+    let full = stream("zfs-fuse-full-s1");
+    let v = crate::util::Vault::new();
+    let saved = v.path("s1.zfs");
+    std::fs::write(&saved, full).expect("writing the stream");
+    let r = v
+        .run(&["backup", "--name", "saved", crate::util::s(&saved)])
+        .ok();
+    assert!(
+        r.stderr.contains("holds a ZFS send stream") && r.stderr.contains("- < "),
+        "{}",
+        r.stderr
+    );
+    let plain = v.path("plain");
+    std::fs::write(&plain, b"not a stream at all, just bytes").expect("writing");
+    let r = v
+        .run(&["backup", "--name", "plain", crate::util::s(&plain)])
+        .ok();
+    assert!(!r.stderr.contains("ZFS"), "{}", r.stderr);
+}

@@ -8,7 +8,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 use indicatif::HumanBytes;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Args, Debug)]
@@ -109,7 +110,16 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             }
             SourceSpec::Stdin
         }
-        (None, Some(p)) => SourceSpec::Path(p.clone()),
+        (None, Some(p)) => {
+            if !a.raw && !g.quiet && holds_zfs_stream(p) {
+                eprintln!(
+                    "note: {} holds a ZFS send stream; from a file it is backed up as plain bytes, without checking the stream or recording its snapshot and chain. To back it up as a ZFS stream: blockvault backup --name {series} - < {}",
+                    p.display(),
+                    p.display()
+                );
+            }
+            SourceSpec::Path(p.clone())
+        }
         (None, None) => {
             bail!("nothing to back up: give a SOURCE path, `-` for standard input, or --command")
         }
@@ -354,4 +364,17 @@ pub(super) async fn zfs_send_plan(
             })
         }
     }
+}
+
+/// A saved `zfs send` stream in a regular file. Only regular files are opened here: a FIFO
+/// would lose the bytes read, and a device is no stream.
+fn holds_zfs_stream(path: &Path) -> bool {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && zfs::stream::starts_like_stream(&head)
 }
