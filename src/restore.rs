@@ -7,11 +7,14 @@
 //!   written. Anything else (a directory, a character device such as /dev/null, a FIFO, a
 //!   socket) is refused, since renaming a file over it would delete it.
 //! - A new file is written under a hidden partial name beside it (shortened when the target's
-//!   name is long), made sparse (zero chunks are never written), fsynced, and renamed into
-//!   place only when complete: a failed restore never leaves a plausible-looking file behind.
+//!   name is long), made sparse (zero chunks, and runs of zeros inside a chunk of at least
+//!   [`MIN_HOLE`], are never written), fsynced, and renamed into place only when complete: a
+//!   failed restore never leaves a plausible-looking file behind.
 //! - In place, the target is read chunk by chunk and only chunks whose content differs are
 //!   fetched and written (s3bdbk's restore), so re-syncing a mostly-unchanged device is cheap.
-//!   A failure once writing may have begun says that the target is part old, part new.
+//!   In a regular file, the zeros of a chunk that differs become holes (`fallocate`) where
+//!   the file system can punch them; a device gets zeros written. A failure once writing may
+//!   have begun says that the target is part old, part new.
 //! - A target smaller than the version is refused before anything is written.
 //! - With `allow_damage` (disaster recovery), a chunk that is damaged or missing is written as
 //!   zeros (left as a hole in a new file) and its byte range recorded in
@@ -835,8 +838,9 @@ async fn in_place(
 }
 
 /// Writes every chunk at its offset. With `compare`, reads the target first and skips chunks
-/// it already holds; without, zero chunks are skipped (the file is sparse and new). `began`
-/// is set before the first chunk is written.
+/// it already holds, and punches holes for the zeros of the others in a regular file;
+/// without, zeros are skipped (the file is sparse and new). `began` is set before the first
+/// chunk is written.
 #[allow(clippy::too_many_arguments)]
 async fn write_positional(
     repo: &Arc<Repo>,
@@ -858,7 +862,27 @@ async fn write_positional(
         .open(shown)
         .ok()
         .filter(|f| direct.enable(f))
-        .map(|f| Arc::new((f, direct)));
+        .map(|f| (f, direct));
+    let zeros = match compare {
+        None => Zeros::Leave,
+        Some(()) => {
+            let meta = file
+                .metadata()
+                .with_context(|| format!("target {}", shown.display()))?;
+            if meta.is_file() {
+                Zeros::Punch
+            } else {
+                Zeros::Write
+            }
+        }
+    };
+    let dest = Arc::new(Dest {
+        file: file.clone(),
+        direct,
+        began: began.clone(),
+        zeros,
+        punch_works: AtomicBool::new(true),
+    });
     let mut tasks: JoinSet<Result<Wrote>> = JoinSet::new();
     let mut counts = Counts::default();
     let tally =
@@ -913,14 +937,12 @@ async fn write_positional(
         while let Some(done) = tasks.try_join_next() {
             tally(&mut counts, done)?;
         }
-        let (repo, m, file, shown) = (repo.clone(), m.clone(), file.clone(), shown.clone());
-        let (pool, direct) = (pool.clone(), direct.clone());
+        let (repo, m, dest, shown) = (repo.clone(), m.clone(), dest.clone(), shown.clone());
+        let pool = pool.clone();
         let allow = opts.allow_damage;
-        let began = began.clone();
         tasks.spawn(async move {
             let compare = compare.is_some();
-            let target = (&file, direct.as_ref(), &*began);
-            let r = write_one(&repo, &m, target, c, offset, compare, &pool, allow, &shown).await;
+            let r = write_one(&repo, &m, &dest, c, offset, compare, &pool, allow, &shown).await;
             drop(permit);
             r
         });
@@ -935,19 +957,136 @@ async fn write_positional(
 /// (written) or Some(false) (already there); and the range written as zeros, if damaged.
 type Wrote = (u32, Option<bool>, Option<DamagedRange>);
 
-/// The target, the same file opened for direct writes where that works, and what to set
-/// before writing to it.
-type Dest<'a> = (
-    &'a Arc<File>,
-    Option<&'a Arc<(File, Direct)>>,
-    &'a AtomicBool,
-);
+/// Zeros a restore leaves as holes in a regular file instead of writing them: runs of whole
+/// [`ALIGN`] blocks (the file system's block on ext4, XFS, btrfs), aligned in the target, at
+/// least this long. Shorter runs are written: each hole splits a chunk's one write in two and
+/// the file's extent in two, for little space. On the bench image (2 GiB ext4, 345 data
+/// chunks) runs of 4 KiB and more hold 27.7 MiB, runs of 64 KiB and more 27.7 MiB in 14 runs,
+/// runs of whole aligned 1 MiB blocks 20.0 MiB.
+const MIN_HOLE: usize = 64 << 10;
+
+/// How the version's zeros reach the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Zeros {
+    /// A new file, which is a hole wherever nothing is written.
+    Leave,
+    /// An existing regular file: its old bytes are deallocated where the file system can
+    /// (`fallocate`), and overwritten with zeros where it cannot.
+    Punch,
+    /// A block device: zeros are written. A discard need not read back as zeros.
+    Write,
+}
+
+/// Where [`write_one`] writes and how.
+struct Dest {
+    file: Arc<File>,
+    /// The same file opened for direct writes, where that works.
+    direct: Option<(File, Direct)>,
+    /// Set before anything is written.
+    began: Arc<AtomicBool>,
+    zeros: Zeros,
+    /// False once the file system refused to punch a hole: zeros are written from then on.
+    punch_works: AtomicBool,
+}
+
+impl Dest {
+    /// Writes `data` at `offset`, leaving or punching holes for its long zero runs
+    /// ([`MIN_HOLE`]) as [`Dest::zeros`] says. `direct`: the chunk lies in whole aligned
+    /// blocks, and so does every piece of it between holes.
+    fn put(&self, data: &[u8], offset: u64, direct: bool) -> io::Result<()> {
+        let mut at = 0;
+        let mut cached = false;
+        if self.zeros != Zeros::Write {
+            for hole in zero_runs(data, offset) {
+                cached |= self.write(&data[at..hole.start], offset + at as u64, direct)?;
+                if self.zeros == Zeros::Punch {
+                    cached |= self.punch(&data[hole.clone()], offset + hole.start as u64)?;
+                }
+                at = hole.end;
+            }
+        }
+        cached |= self.write(&data[at..], offset + at as u64, direct)?;
+        if cached {
+            // Left to itself the kernel writes back only when the final fsync asks, and the
+            // disk idles while we fetch and decrypt; starting now overlaps the two. A hint:
+            // failing costs nothing but the overlap.
+            let _ = sys::start_writeback(&self.file, offset, data.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`, directly where allowed and working; true when it went
+    /// through the page cache.
+    fn write(&self, data: &[u8], offset: u64, direct: bool) -> io::Result<bool> {
+        if data.is_empty() {
+            return Ok(false);
+        }
+        if let Some((df, d)) = self.direct.as_ref().filter(|_| direct)
+            && d.works()
+        {
+            // On an error direct writes are off from now on, and this piece goes through the
+            // page cache, which reports a failure that is not about direct I/O.
+            if d.write_at(df, data, offset).is_ok() {
+                return Ok(false);
+            }
+        }
+        self.file.write_all_at(data, offset)?;
+        Ok(true)
+    }
+
+    /// Replaces the target's bytes at `offset` by `zeros` (that many zeros), as a hole where
+    /// the file system can punch one; true when zeros went through the page cache instead.
+    fn punch(&self, zeros: &[u8], offset: u64) -> io::Result<bool> {
+        if self.punch_works.load(Ordering::Relaxed) {
+            match sys::punch_hole(&self.file, offset, zeros.len() as u64) {
+                Ok(()) => return Ok(false),
+                Err(e) if sys::is_unsupported(&e) => {
+                    self.punch_works.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Through the page cache: the file system that refuses holes may refuse direct I/O
+        // too, and this is rare enough not to matter.
+        self.file.write_all_at(zeros, offset)?;
+        Ok(true)
+    }
+}
+
+/// The runs of `data` (which lies at `offset` of the target) that [`Dest::put`] leaves as
+/// holes: whole [`ALIGN`] blocks of the target, all zeros, at least [`MIN_HOLE`] bytes
+/// together; as ranges of `data`, in order.
+fn zero_runs(data: &[u8], offset: u64) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let first = (offset.next_multiple_of(ALIGN as u64) - offset) as usize;
+    let blocks = data.len().saturating_sub(first) / ALIGN;
+    let block = move |i: usize| &data[first + i * ALIGN..first + (i + 1) * ALIGN];
+    // Data nearly always shows in a block's first bytes: only a block that begins with zeros
+    // is read whole, so a chunk without zero runs costs a glance at each block.
+    let zero = move |i: usize| is_zero(&block(i)[..64]) && is_zero(block(i));
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < blocks {
+            if !zero(i) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < blocks && zero(i) {
+                i += 1;
+            }
+            if (i - start) * ALIGN >= MIN_HOLE {
+                return Some(first + start * ALIGN..first + i * ALIGN);
+            }
+        }
+        None
+    })
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn write_one(
     repo: &Arc<Repo>,
     m: &Manifest,
-    (file, direct, began): Dest<'_>,
+    dest: &Arc<Dest>,
     c: ChunkRef,
     offset: u64,
     compare: bool,
@@ -957,7 +1096,7 @@ async fn write_one(
 ) -> Result<Wrote> {
     let len = c.len();
     if compare {
-        let f = file.clone();
+        let f = dest.file.clone();
         let keys = repo.keys.clone();
         let pool = pool.clone();
         let same = tokio::task::spawn_blocking(move || -> io::Result<bool> {
@@ -1002,34 +1141,17 @@ async fn write_one(
         pool.give(data.into_buffer());
         return Ok((len, None, damaged));
     }
-    began.store(true, Ordering::Relaxed);
-    let f = file.clone();
+    dest.began.store(true, Ordering::Relaxed);
     // Only whole blocks go direct: a chunk that shares a block with another goes through the
     // page cache, which merges the two.
-    let direct = direct
-        .filter(|d| {
-            d.1.works() && offset.is_multiple_of(ALIGN as u64) && data.len().is_multiple_of(ALIGN)
-        })
-        .cloned();
-    let data = tokio::task::spawn_blocking(move || {
-        if let Some(d) = direct {
-            let (df, d) = &*d;
-            // On an error direct writes are off from now on, and this chunk goes through the
-            // page cache, which reports a failure that is not about direct I/O.
-            if d.write_at(df, &data, offset).is_ok() {
-                return Ok(data);
-            }
-        }
-        f.write_all_at(&data, offset)?;
-        // Left to itself the kernel writes back only when the final fsync asks, and the disk
-        // idles while we fetch and decrypt; starting now overlaps the two. A hint: failing
-        // costs nothing but the overlap.
-        let _ = sys::start_writeback(&f, offset, data.len() as u64);
-        Ok::<_, io::Error>(data)
-    })
-    .await
-    .map_err(join_err)?
-    .with_context(|| format!("writing target {shown} at byte {offset}"))?;
+    let direct = dest.direct.is_some()
+        && offset.is_multiple_of(ALIGN as u64)
+        && data.len().is_multiple_of(ALIGN);
+    let d = dest.clone();
+    let data = tokio::task::spawn_blocking(move || d.put(&data, offset, direct).map(|()| data))
+        .await
+        .map_err(join_err)?
+        .with_context(|| format!("writing target {shown} at byte {offset}"))?;
     pool.give(data.into_buffer());
     Ok((
         len,
@@ -1172,6 +1294,39 @@ mod tests {
 
     fn short(name: &[u8]) -> Vec<u8> {
         short_partial_name(OsStr::from_bytes(name)).into_vec()
+    }
+
+    /// The holes [`zero_runs`] finds in `data` placed at `offset`, as offsets of the target.
+    fn holes(data: &[u8], offset: u64) -> Vec<(u64, u64)> {
+        zero_runs(data, offset)
+            .map(|r| (offset + r.start as u64, offset + r.end as u64))
+            .collect()
+    }
+
+    #[test]
+    fn zero_runs_are_whole_aligned_blocks_of_at_least_min_hole() {
+        let (a, min) = (ALIGN as u64, MIN_HOLE as u64);
+        let mut data = vec![0u8; 4 << 20];
+        assert_eq!(holes(&data, 0), [(0, 4 << 20)]);
+        // A byte of data splits a run; what is left on either side counts if long enough.
+        data[MIN_HOLE + 5] = 1;
+        data[2 * MIN_HOLE + 5] = 1;
+        assert_eq!(
+            holes(&data, 0),
+            [(0, min), (min + min + a, 4 << 20)],
+            "the run between the two bytes is one block short of a hole"
+        );
+        // A data byte in a block's first bytes, and one only at its end, both count.
+        data[40 * ALIGN + 3] = 1;
+        data[(4 << 20) - 1] = 1;
+        assert_eq!(holes(&data, 0), [(0, min), (41 * a, (4 << 20) - a)]);
+        // Placed off a block boundary, a run starts and ends at the target's blocks, and the
+        // partial blocks at either end are written.
+        let zeros = vec![0u8; 2 * MIN_HOLE];
+        assert_eq!(holes(&zeros, 100), [(a, 2 * min)]);
+        assert!(holes(&zeros[..MIN_HOLE], 100).is_empty(), "one block short");
+        assert!(holes(&[], 0).is_empty());
+        assert!(holes(&[0; 100], 0).is_empty());
     }
 
     #[test]

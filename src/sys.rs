@@ -1,10 +1,10 @@
 //! The few Linux calls std does not offer, as safe functions: finding data and holes (`lseek`
-//! with `SEEK_DATA`/`SEEK_HOLE`), starting write-back early (`sync_file_range`), dropping a
-//! block device's cached pages (`posix_fadvise`) and asking whether it is read-only (`ioctl`), switching
-//! direct I/O on an open file and growing a pipe (`fcntl`), the process's peak memory, a bound
-//! on glibc's malloc arenas, zeroed memory for Argon2id ([`KdfMemory`]), and read-only maps
-//! of a file ([`Mapped`], with the `SIGBUS` handler that makes them safe against a file that
-//! shrinks). Every `unsafe` block of the
+//! with `SEEK_DATA`/`SEEK_HOLE`) and punching holes (`fallocate`), starting write-back early
+//! (`sync_file_range`), dropping a block device's cached pages (`posix_fadvise`) and asking
+//! whether it is read-only (`ioctl`), switching direct I/O on an open file and growing a pipe
+//! (`fcntl`), the process's peak memory, a bound on glibc's malloc arenas, zeroed memory for
+//! Argon2id ([`KdfMemory`]), and read-only maps of a file ([`Mapped`], with the `SIGBUS`
+//! handler that makes them safe against a file that shrinks). Every `unsafe` block of the
 //! crate is here; each passes only a descriptor that a borrowed `File` keeps open for the
 //! call, plain integers, or memory of a map that this module owns.
 
@@ -168,6 +168,38 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Deallocates `len` bytes at `offset` of a regular file (`fallocate` with
+/// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`): they read back as zeros and take no disk
+/// space, and the file keeps its size. A file system that cannot do it answers `EOPNOTSUPP`
+/// (or, on a kernel without `fallocate`, `ENOSYS`), which [`is_unsupported`] tells apart.
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "range beyond off_t",
+        ));
+    };
+    // SAFETY: the descriptor belongs to `file`, which outlives the call; no memory is passed.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether an error of [`punch_hole`] says the file system cannot punch holes at all.
+pub fn is_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS))
 }
 
 /// Switches `O_DIRECT` on or off for an open file: its writes then go from our buffer to the

@@ -301,6 +301,76 @@ fn restore_of_a_mostly_empty_image_is_sparse() {
     );
 }
 
+/// A sparse file whose data is small islands inside 4 MiB chunks: one of 4 KiB every 2 MiB
+/// (one of them across a block boundary), a stretch of whole zero chunks, and zeros at the
+/// end (in the last data chunk, then a short zero chunk). Returns its size.
+fn islands_image(path: &Path) -> u64 {
+    let size = 64 * MIB + 100 * 1024;
+    fs::File::create(path).unwrap().set_len(size).unwrap();
+    let mut seed = 900;
+    for k in 0..31u64 {
+        // Chunks 8..=10 stay all zero.
+        if (16..22).contains(&k) {
+            continue;
+        }
+        let off = k * 2 * MIB
+            + if k == 5 {
+                4096 * 7 + 1234
+            } else {
+                4096 * (k % 13)
+            };
+        scribble(path, off, 4096, seed);
+        seed += 1;
+    }
+    size
+}
+
+/// Zeros inside a data chunk are left as holes too: a restored sparse file takes about the
+/// disk space its source did, not 4 MiB for every chunk that holds a few bytes.
+#[test]
+fn zeros_inside_data_chunks_are_restored_as_holes() {
+    let v = Vault::new();
+    let img = v.path("islands.img");
+    let size = islands_image(&img);
+    let b = v.backup("islands", &[s(&img)]);
+    assert_eq!(n(&b, "chunks_zero"), 4, "{b}");
+    let out = v.path("restored.img");
+    v.restore("islands", &[s(&out)]);
+    assert_same_contents(&img, &out);
+    assert_eq!(fs::metadata(&out).unwrap().len(), size);
+    let (source, restored) = (allocated_bytes(&img), allocated_bytes(&out));
+    assert!(
+        restored <= source + MIB,
+        "the restored file takes {restored} bytes of disk, its source {source} (size {size})"
+    );
+}
+
+/// In place onto a file that is data throughout, the version's zeros (zero chunks and runs
+/// inside data chunks) become holes rather than written zeros.
+#[test]
+fn in_place_restore_punches_holes_where_the_version_has_zeros() {
+    let v = Vault::new();
+    let img = v.path("islands.img");
+    let size = islands_image(&img);
+    v.backup("islands", &[s(&img)]);
+    let target = v.path("target.img");
+    // Larger than the version, so that it is also cut to size.
+    write_random_file(&target, 77, size + 3 * MIB);
+    let before = allocated_bytes(&target);
+    let r = v.restore("islands", &["--in-place", s(&target)]);
+    assert_eq!(n(&r, "chunks_unchanged"), 0, "{r}");
+    assert_same_contents(&img, &target);
+    let (source, after) = (allocated_bytes(&img), allocated_bytes(&target));
+    assert!(
+        after <= source + MIB,
+        "the target takes {after} bytes of disk (it took {before}), its source {source}"
+    );
+    // Again: nothing differs, and nothing is written.
+    let r = v.restore("islands", &["--in-place", s(&target)]);
+    assert_eq!(n(&r, "chunks_written"), 0, "{r}");
+    assert_same_contents(&img, &target);
+}
+
 /// A loop device is backed up as a block device and repaired in place: only damaged chunks
 /// are written. A device too small for the version is refused and left alone.
 #[test]
