@@ -26,9 +26,18 @@
 //! manifest names is in it), and a full `--read-data` does not wait for it: reading a chunk
 //! says whether it is there. The price
 //! is memory for the set: 32 bytes per stored chunk id plus hash-set overhead, some 50 MB per
-//! million chunks; the manifests' chunk lists (about 40 bytes per chunk reference) are held
-//! too, to turn bad chunks into byte ranges at the end. Manifests are read with one GET each,
-//! `--read-data` adds one GET per chunk checked.
+//! million chunks. Manifests are read with one GET each, `--read-data` adds one GET per chunk
+//! checked.
+//!
+//! **Memory follows the unique chunks, not the references.** A manifest's chunk list costs
+//! about 40 bytes per reference, and every version references every chunk of its source
+//! again: 42 versions of a 400 GB device at 4 MiB chunks held 237 MB of lists, at 64 KiB
+//! chunks it would be gigabytes (issue 7). So each manifest is dropped as soon as it has been
+//! read, keeping only its distinct chunk ids with their lengths (merged across versions), its
+//! digest and its ZFS facts; at most `in_flight` manifests are decoded at once. Byte ranges
+//! need the lists again, and only when something is bad: then the manifests are read a
+//! second time, as many at once, and each is searched for the bad chunks alone. That costs
+//! one more GET per version in a damaged repository, none in a healthy one.
 //!
 //! Reads run with bounded concurrency (tokio tasks and a semaphore, as in restore); opening
 //! and hashing run on the rayon pool (`cpu`). A shared lock keeps gc from deleting chunks
@@ -359,14 +368,18 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
     // above is in a listing that starts now, and a concurrent backup cannot look damaged.
     let mut chunk_listing = ChunkListing::start(repo);
 
-    // 2. Every manifest, read and decoded with bounded concurrency.
+    // 2. Every manifest, read and decoded with bounded concurrency, and reduced at once to
+    // what the later phases need.
     let sem = Arc::new(Semaphore::new(in_flight));
     let mut tasks = JoinSet::new();
     for (s, vs) in &versions {
         for v in vs {
             let (repo, sem, s, v) = (repo.clone(), sem.clone(), s.clone(), v.clone());
             tasks.spawn(async move {
-                let _permit = sem.acquire_owned().await;
+                // Returned with the manifest and given back only once the loop below has
+                // reduced it: a finished task's manifest waiting to be joined is held as
+                // surely as one being read, so it must count against the bound too.
+                let permit = sem.acquire_owned().await?;
                 let loaded = repo.load_manifest(&s, &v).await;
                 let gone = match &loaded {
                     Err(e) if !damage_of(e) => {
@@ -374,20 +387,29 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
                     }
                     _ => false,
                 };
-                anyhow::Ok((s, v, loaded, gone))
+                anyhow::Ok((s, v, loaded, gone, permit))
             });
         }
     }
-    let mut manifests: BTreeMap<(String, String), (Arc<Manifest>, [u8; 32])> = BTreeMap::new();
+    let mut readable: BTreeMap<(String, String), Readable> = BTreeMap::new();
+    let mut referenced = Referenced::default();
     let mut existing: HashSet<(String, String)> = HashSet::new();
     let mut damaged: BTreeSet<String> = BTreeSet::new();
     while let Some(done) = tasks.join_next().await {
         interrupt::check()?;
-        let (s, v, loaded, gone) = done.map_err(|e| anyhow!("a check task failed: {e}"))??;
+        let (s, v, loaded, gone, permit) =
+            done.map_err(|e| anyhow!("a check task failed: {e}"))??;
         match loaded {
             Ok((m, digest)) => {
+                referenced.add(&m);
                 existing.insert((s.clone(), v.clone()));
-                manifests.insert((s, v), (Arc::new(m), digest));
+                readable.insert(
+                    (s, v),
+                    Readable {
+                        digest,
+                        zfs: ZfsFacts::from_extra(&m.extra).ok().flatten(),
+                    },
+                );
             }
             // Removed by a prune or forget since the listing: not damage.
             Err(_) if gone => {}
@@ -405,6 +427,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
             }
             Err(e) => return Err(e),
         }
+        drop(permit);
     }
     report.series = versions.len() as u64;
     report.versions = existing.len() as u64;
@@ -414,21 +437,15 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
     // or never backed up).
     let mut chains_of: BTreeMap<&str, Chains> = BTreeMap::new();
     for (s, vs) in &versions {
-        let facts: Vec<Option<ZfsFacts>> = vs
-            .iter()
-            .map(|v| {
-                manifests
-                    .get(&(s.clone(), v.clone()))
-                    .and_then(|(m, _)| ZfsFacts::from_extra(&m.extra).ok().flatten())
-            })
-            .collect();
         let nodes: Vec<Node> = vs
             .iter()
-            .zip(&facts)
-            .map(|(v, z)| Node {
-                name: v,
-                zfs: z.as_ref(),
-                readable: manifests.contains_key(&(s.clone(), v.clone())),
+            .map(|v| {
+                let r = readable.get(&(s.clone(), v.clone()));
+                Node {
+                    name: v,
+                    zfs: r.and_then(|r| r.zfs.as_ref()),
+                    readable: r.is_some(),
+                }
             })
             .collect();
         let chains = Chains::resolve(&nodes);
@@ -480,8 +497,8 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
                         "it names version {} of series {s:?}, which does not exist",
                         p.version
                     )));
-                } else if let Some((_, digest)) = manifests.get(&key)
-                    && *digest != p.manifest_digest
+                } else if let Some(r) = readable.get(&key)
+                    && r.digest != p.manifest_digest
                 {
                     report.problems.push(problem(format!(
                         "it names version {} of series {s:?}, but that manifest is not the one it was written for (digest mismatch)",
@@ -501,21 +518,11 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
     }
 
     // 4. Chunks referenced (with the length each manifest records) against one listing.
-    let mut referenced: HashSet<ChunkId> = HashSet::new();
-    let mut longest = 0;
-    for (m, _) in manifests.values() {
-        for c in &m.chunks {
-            if let ChunkRef::Data { id, len } = c {
-                referenced.insert(*id);
-                longest = longest.max(*len as usize);
-            }
-        }
-    }
     // A full read needs no listing to start: reading a chunk says whether it is there. A
     // subset is drawn from the chunks that are there, so it waits for the listing.
     let whole = opts.read_data.is_some_and(|s| s.percent >= 100.0);
     let chosen = if whole {
-        let mut all: Vec<ChunkId> = referenced.iter().copied().collect();
+        let mut all: Vec<ChunkId> = referenced.ids().copied().collect();
         all.sort();
         all
     } else {
@@ -523,7 +530,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
         match opts.read_data {
             Some(subset) => {
                 let mut candidates: Vec<ChunkId> = referenced
-                    .iter()
+                    .ids()
                     .filter(|id| stored.contains(id))
                     .copied()
                     .collect();
@@ -543,7 +550,8 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
         // object from the start (its pages are only touched as far as objects reach): one
         // that grew with the objects it met would be replaced, faulted in anew, each time a
         // larger one came.
-        let largest_object = (HEADROOM + longest + TAILROOM).next_multiple_of(ALIGN) + ALIGN;
+        let largest_object =
+            (HEADROOM + referenced.longest as usize + TAILROOM).next_multiple_of(ALIGN) + ALIGN;
         let buffers = Arc::new(Pool::new(largest_object, in_flight + 2));
         let mut tasks: JoinSet<Result<(ChunkId, Fetched)>> = JoinSet::new();
         let pb = progress::count_bar(
@@ -583,10 +591,11 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
     };
     report.chunks_referenced = referenced.len() as u64;
     report.chunks_stored = stored.len() as u64;
-    report.chunks_unreferenced = stored.difference(&referenced).count() as u64;
-    for id in referenced.iter().filter(|id| !stored.contains(id)) {
+    report.chunks_unreferenced = stored.iter().filter(|id| !referenced.contains(id)).count() as u64;
+    for id in referenced.ids().filter(|id| !stored.contains(id)) {
         fetched.entry(*id).or_insert(Fetched::Missing);
     }
+    drop(chunk_listing);
     if opts.repair {
         report.chunks_quarantined = quarantine_damaged(repo, &mut fetched, lock).await?;
         report.chunks_stored -= report.chunks_quarantined.min(report.chunks_stored);
@@ -612,50 +621,49 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
         }
     }
 
-    // 6. Bad chunks → the versions and byte ranges they affect.
-    for ((s, v), (m, _)) in &manifests {
-        let mut bad: BTreeMap<ChunkId, BadChunk> = BTreeMap::new();
-        for (offset, c) in m.offsets() {
-            let ChunkRef::Data { id, len } = *c else {
-                continue;
-            };
-            let why = match fetched.get(&id) {
-                None => continue,
-                Some(Fetched::Ok { plain_len, .. }) if *plain_len == len => continue,
-                Some(Fetched::Ok { plain_len, .. }) => (
-                    "chunk_damaged",
-                    format!("it holds {plain_len} bytes but the manifest says {len}"),
-                ),
-                Some(Fetched::Missing) => (
-                    "chunk_missing",
-                    "it is missing from the repository".to_string(),
-                ),
-                Some(Fetched::Damaged { reason, .. }) => ("chunk_damaged", reason.clone()),
-                Some(Fetched::Quarantined { reason, .. }) => (
-                    "chunk_damaged",
-                    format!(
-                        "{reason}; moved to {} by --repair (`backup --heal` stores it again)",
-                        layout::QUARANTINE
-                    ),
-                ),
-            };
-            bad.entry(id)
-                .or_insert_with(|| (why.0, why.1, Vec::new()))
-                .2
-                .push((offset, offset + u64::from(len)));
-        }
-        if !bad.is_empty() {
-            damaged.insert(format!("{s} {v}"));
-        }
-        for (id, (kind, reason, ranges)) in bad {
-            report.problems.push(Problem {
-                kind,
-                object: layout::chunk(&id),
-                series: s.clone(),
-                version: Some(v.clone()),
-                ranges,
-                reason,
-            });
+    // 6. Bad chunks → the versions and byte ranges they affect. Only the bad ones are kept
+    // for it, and the manifests are read again only if there are any.
+    fetched.retain(|id, f| match f {
+        Fetched::Ok { plain_len, .. } => referenced.disagrees(id, *plain_len),
+        _ => true,
+    });
+    drop(referenced);
+    if !fetched.is_empty() {
+        let remapped = remap(repo, &readable, Arc::new(fetched), in_flight).await?;
+        for ((s, v), found) in remapped {
+            match found {
+                Remapped::Bad(bad) => {
+                    if !bad.is_empty() {
+                        damaged.insert(format!("{s} {v}"));
+                    }
+                    for (id, (kind, reason, ranges)) in bad {
+                        report.problems.push(Problem {
+                            kind,
+                            object: layout::chunk(&id),
+                            series: s.clone(),
+                            version: Some(v.clone()),
+                            ranges,
+                            reason,
+                        });
+                    }
+                }
+                Remapped::Unreadable(reason) => {
+                    damaged.insert(format!("{s} {v}"));
+                    report.problems.push(Problem {
+                        kind: "manifest",
+                        object: layout::manifest(&s, &v),
+                        series: s,
+                        version: Some(v),
+                        ranges: Vec::new(),
+                        reason: format!(
+                            "{reason} (it read well earlier in this check, so which of its bytes the bad chunks cover is not known)"
+                        ),
+                    });
+                }
+                // Removed by a prune or forget since the first read: it is no longer a
+                // version anything could restore, so its chunks are nobody's damage.
+                Remapped::Gone => {}
+            }
         }
     }
     // 6b. An incremental is no better than the chain it is received on: one whose base (or
@@ -695,6 +703,154 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
     }
     report.peak_rss_bytes = sys::peak_rss();
     Ok(report)
+}
+
+/// What the later phases need of a manifest that was read whole, kept instead of the
+/// manifest itself.
+struct Readable {
+    /// Of the stored object, for the current pointer's check.
+    digest: [u8; 32],
+    zfs: Option<ZfsFacts>,
+}
+
+/// The distinct chunk ids the readable manifests name, with the plaintext length each records.
+/// One entry per chunk, however many versions name it.
+#[derive(Default)]
+struct Referenced {
+    len_of: HashMap<ChunkId, u32>,
+    /// Lengths other than the one in `len_of` that further manifests record for the same id.
+    /// An id is a hash of the plaintext, so only a damaged or forged manifest disagrees: this
+    /// stays empty in practice, and a disagreement is reported where it lies, per version.
+    other_lens: HashMap<ChunkId, Vec<u32>>,
+    longest: u32,
+}
+
+impl Referenced {
+    fn add(&mut self, m: &Manifest) {
+        for c in &m.chunks {
+            let ChunkRef::Data { id, len } = *c else {
+                continue;
+            };
+            self.longest = self.longest.max(len);
+            let first = *self.len_of.entry(id).or_insert(len);
+            if first != len {
+                let others = self.other_lens.entry(id).or_default();
+                if !others.contains(&len) {
+                    others.push(len);
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len_of.len()
+    }
+
+    fn contains(&self, id: &ChunkId) -> bool {
+        self.len_of.contains_key(id)
+    }
+
+    fn ids(&self) -> impl Iterator<Item = &ChunkId> {
+        self.len_of.keys()
+    }
+
+    /// Whether some manifest records a length for `id` other than `plain_len`, the length
+    /// its object holds.
+    fn disagrees(&self, id: &ChunkId, plain_len: u32) -> bool {
+        self.len_of.get(id).is_some_and(|l| *l != plain_len)
+            || self
+                .other_lens
+                .get(id)
+                .is_some_and(|ls| ls.iter().any(|l| *l != plain_len))
+    }
+}
+
+/// A version's bad chunks found on its second read.
+enum Remapped {
+    /// Each bad chunk it names, with the byte ranges it covers there.
+    Bad(BTreeMap<ChunkId, BadChunk>),
+    /// Damaged since its first read; why.
+    Unreadable(String),
+    /// Removed since its first read.
+    Gone,
+}
+
+/// Reads each readable version's manifest again (`in_flight` at once) and finds where the
+/// chunks in `bad` lie in it; by version, in order.
+async fn remap(
+    repo: &Arc<Repo>,
+    readable: &BTreeMap<(String, String), Readable>,
+    bad: Arc<HashMap<ChunkId, Fetched>>,
+    in_flight: usize,
+) -> Result<BTreeMap<(String, String), Remapped>> {
+    let sem = Arc::new(Semaphore::new(in_flight));
+    let mut tasks = JoinSet::new();
+    for (s, v) in readable.keys() {
+        let (repo, sem, bad, s, v) = (repo.clone(), sem.clone(), bad.clone(), s.clone(), v.clone());
+        tasks.spawn(async move {
+            // The result is small (the bad chunks alone), so the permit can go with the
+            // manifest, before the loop below joins it.
+            let _permit = sem.acquire_owned().await?;
+            let found = match repo.load_manifest(&s, &v).await {
+                Ok((m, _)) => Remapped::Bad(bad_chunks(&m, &bad)),
+                Err(e) if damage_of(&e) => Remapped::Unreadable(damage_reason(&e)),
+                Err(e) => {
+                    let name = layout::manifest(&s, &v);
+                    if repo.store().exists(&name).await? {
+                        return Err(e.context(format!(
+                            "reading manifest {name} (series {s:?}, version {v}) again to find where its bad chunks lie"
+                        )));
+                    }
+                    Remapped::Gone
+                }
+            };
+            anyhow::Ok(((s, v), found))
+        });
+    }
+    let mut remapped = BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        interrupt::check()?;
+        let (key, found) = done.map_err(|e| anyhow!("a check task failed: {e}"))??;
+        remapped.insert(key, found);
+    }
+    Ok(remapped)
+}
+
+/// The chunks of `m` that `bad` holds a verdict against, each with the byte ranges of the
+/// version it covers.
+fn bad_chunks(m: &Manifest, bad: &HashMap<ChunkId, Fetched>) -> BTreeMap<ChunkId, BadChunk> {
+    let mut found: BTreeMap<ChunkId, BadChunk> = BTreeMap::new();
+    for (offset, c) in m.offsets() {
+        let ChunkRef::Data { id, len } = *c else {
+            continue;
+        };
+        let why = match bad.get(&id) {
+            None => continue,
+            Some(Fetched::Ok { plain_len, .. }) if *plain_len == len => continue,
+            Some(Fetched::Ok { plain_len, .. }) => (
+                "chunk_damaged",
+                format!("it holds {plain_len} bytes but the manifest says {len}"),
+            ),
+            Some(Fetched::Missing) => (
+                "chunk_missing",
+                "it is missing from the repository".to_string(),
+            ),
+            Some(Fetched::Damaged { reason, .. }) => ("chunk_damaged", reason.clone()),
+            Some(Fetched::Quarantined { reason, .. }) => (
+                "chunk_damaged",
+                format!(
+                    "{reason}; moved to {} by --repair (`backup --heal` stores it again)",
+                    layout::QUARANTINE
+                ),
+            ),
+        };
+        found
+            .entry(id)
+            .or_insert_with(|| (why.0, why.1, Vec::new()))
+            .2
+            .push((offset, offset + u64::from(len)));
+    }
+    found
 }
 
 /// A listing of `chunks/` running beside the check's other work; stopped if the check ends
@@ -796,6 +952,139 @@ mod tests {
         assert_eq!(chunk_of(&format!("chunks/cd/{}", id.to_hex())), None);
         assert_eq!(chunk_of("chunks/ab/xyz"), None);
         assert_eq!(chunk_of("manifests/a/b"), None);
+    }
+
+    /// A version of series `s` cut in 64 KiB chunks.
+    fn manifest_of(version: &str, chunks: Vec<ChunkRef>) -> Manifest {
+        use crate::chunker::Chunking;
+        use crate::manifest::{BackupStats, SourceInfo, SourceKind};
+        Manifest {
+            series: "s".into(),
+            version: version.into(),
+            time: 0,
+            host: "h".into(),
+            source: SourceInfo {
+                kind: SourceKind::File,
+                description: "/img".into(),
+            },
+            size: chunks.iter().map(|c| u64::from(c.len())).sum(),
+            chunking: Chunking::Fixed { size: 64 << 10 },
+            chunks,
+            parent: None,
+            stats: BackupStats::default(),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// A manifest read well the first time may be gone (pruned) or damaged by the time bad
+    /// chunks send check back to it for byte ranges: gone is nobody's damage, damaged is
+    /// reported, and the others still get their ranges, one per reference, with a length
+    /// the chunk's object disagrees with reported where the manifest says it.
+    #[tokio::test]
+    async fn a_second_read_copes_with_manifests_gone_or_damaged_meanwhile() {
+        use crate::format::config::Encryption;
+        use crate::repo::InitOptions;
+        use crate::store::{Memory, Store};
+
+        let store: Arc<dyn Store> = Arc::new(Memory::new());
+        let opts = InitOptions {
+            encryption: Encryption::None,
+            ..InitOptions::default()
+        };
+        let repo = Arc::new(Repo::init(store.clone(), opts, None).await.unwrap());
+        const SIZE: u32 = 64 << 10;
+        let (lost, short, fine) = (ChunkId([1; 32]), ChunkId([2; 32]), ChunkId([3; 32]));
+        let chunks = vec![
+            ChunkRef::Data {
+                id: lost,
+                len: SIZE,
+            },
+            ChunkRef::Data {
+                id: fine,
+                len: SIZE,
+            },
+            ChunkRef::Zero { len: SIZE },
+            ChunkRef::Data {
+                id: lost,
+                len: SIZE,
+            },
+            ChunkRef::Data {
+                id: short,
+                len: 100,
+            },
+        ];
+        let versions = [
+            "2026-01-01T000000Z",
+            "2026-01-02T000000Z",
+            "2026-01-03T000000Z",
+        ];
+        let mut readable = BTreeMap::new();
+        for v in versions {
+            let m = manifest_of(v, chunks.clone());
+            let (_, digest) = repo.save_manifest(&m).await.unwrap();
+            readable.insert(
+                ("s".to_string(), v.to_string()),
+                Readable { digest, zfs: None },
+            );
+        }
+        store
+            .delete(&layout::manifest("s", versions[1]))
+            .await
+            .unwrap();
+        store
+            .put(
+                &layout::manifest("s", versions[2]),
+                b"not a manifest".to_vec(),
+            )
+            .await
+            .unwrap();
+        let bad = HashMap::from([
+            (lost, Fetched::Missing),
+            (
+                short,
+                Fetched::Ok {
+                    plain_len: 99,
+                    stored: 140,
+                },
+            ),
+        ]);
+        let found = remap(&repo, &readable, Arc::new(bad), 2).await.unwrap();
+        assert_eq!(found.len(), 3);
+        let at = |v: &str| &found[&("s".to_string(), v.to_string())];
+        let Remapped::Bad(bad) = at(versions[0]) else {
+            panic!("the intact version is searched");
+        };
+        let s = u64::from(SIZE);
+        assert_eq!(bad.len(), 2);
+        assert_eq!(bad[&lost].0, "chunk_missing");
+        assert_eq!(bad[&lost].2, [(0, s), (3 * s, 4 * s)]);
+        assert_eq!(bad[&short].0, "chunk_damaged");
+        assert!(
+            bad[&short].1.contains("holds 99 bytes"),
+            "{}",
+            bad[&short].1
+        );
+        assert_eq!(bad[&short].2, [(4 * s, 4 * s + 100)]);
+        assert!(matches!(at(versions[1]), Remapped::Gone));
+        assert!(matches!(at(versions[2]), Remapped::Unreadable(r) if !r.is_empty()));
+    }
+
+    #[test]
+    fn lengths_that_manifests_disagree_on_are_all_kept() {
+        let id = ChunkId([9; 32]);
+        let mut r = Referenced::default();
+        for len in [100, 100, 90] {
+            r.add(&manifest_of("v", vec![ChunkRef::Data { id, len }]));
+        }
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.longest, 100);
+        assert!(r.disagrees(&id, 100), "a manifest says 90");
+        assert!(r.disagrees(&id, 90), "manifests say 100");
+        assert!(!r.disagrees(&ChunkId([8; 32]), 5), "not referenced");
+        let mut one = Referenced::default();
+        one.add(&manifest_of("v", vec![ChunkRef::Data { id, len: 100 }]));
+        assert!(!one.disagrees(&id, 100));
+        assert!(one.disagrees(&id, 99));
     }
 
     #[test]

@@ -690,3 +690,219 @@ fn a_hanoi_period_that_skips_discs_is_refused() {
         "{plan:?}"
     );
 }
+
+/// Issue 7: check's memory follows the distinct chunks, not the chunk references of every
+/// version. Eight versions of a sparse 4 GiB image at 64 KiB chunks name 65,536 chunks each,
+/// some 2.7 MB of chunk list per manifest in memory. A check that kept every manifest until
+/// the end (as it did) peaked 19–21 MB above the same check of the first version alone; one
+/// that keeps only each manifest's distinct chunks stays within 3 MB of it. `--in-flight 1`
+/// reads one manifest at a time, so the bound does not depend on how many overlap.
+#[test]
+fn check_memory_does_not_grow_with_the_versions_it_reads() {
+    const BLOCK: usize = 64 << 10;
+    let v = key_file_vault();
+    let img = v.path("sparse.img");
+    fs::File::create(&img).unwrap().set_len(4 << 30).unwrap();
+    let peak = || {
+        let r = key_file_run(&v, None, &["check", "--json", "--in-flight", "1"])
+            .ok()
+            .json();
+        (n(&r, "peak_rss_bytes"), n(&r, "versions"))
+    };
+    // Each version changes one block somewhere else, so each has a chunk of its own.
+    let backup = |i: u64| {
+        scribble(&img, i * 509 * BLOCK as u64, BLOCK, 70 + i);
+        let time = format!("2026-03-{:02}T00:00:00Z", i + 1);
+        let args = [
+            "backup",
+            "--json",
+            "--name",
+            "big",
+            s(&img),
+            "--time",
+            &time,
+        ];
+        key_file_run(&v, None, &args).ok();
+    };
+    backup(0);
+    let (one, versions) = peak();
+    assert_eq!(versions, 1);
+    for i in 1..8 {
+        backup(i);
+    }
+    let (eight, versions) = peak();
+    assert_eq!(versions, 8);
+    assert!(
+        eight < one + 8 * MIB,
+        "check of 8 versions peaked at {eight} bytes, {} MiB more than of 1 version ({one}): it holds every manifest",
+        (eight.saturating_sub(one)) / MIB
+    );
+}
+
+/// A bad chunk as check reports it in one version: series, version, object, byte ranges.
+type BadRow = (String, String, String, Vec<(u64, u64)>);
+
+/// Bad chunks are mapped back to every version (of every series) that names them, with one
+/// range per place each version names them, across many versions read at once or one at a
+/// time; versions that do not name them stay clean. The oracle is where the test put the
+/// blocks. (check reads manifests twice when something is bad: once for the chunk set, again
+/// for byte ranges.)
+#[test]
+fn check_maps_bad_chunks_to_every_version_and_range() {
+    const BLOCK: u64 = 64 << 10;
+    let v = key_file_vault();
+    let bv = |args: &[&str]| key_file_run(&v, None, args);
+    let block = |seed: u64| random_bytes(seed, BLOCK as usize);
+    let (a, b, c) = (block(1), block(2), block(3));
+    // Objects are named by keyed hashes, so each chunk's object is found as the one a backup
+    // of that chunk alone adds; those backups make the series "probe", which shares them.
+    let mut probe_versions = Vec::new();
+    let mut objects = Vec::new();
+    for (i, data) in [&a, &b, &c].into_iter().enumerate() {
+        let before: BTreeSet<PathBuf> = v.chunk_objects().into_iter().collect();
+        let src = v.path(&format!("probe{i}.img"));
+        fs::write(&src, data).unwrap();
+        let time = format!("2026-04-0{}T00:00:00Z", i + 1);
+        let r = bv(&[
+            "backup",
+            "--json",
+            "--name",
+            "probe",
+            s(&src),
+            "--time",
+            &time,
+        ])
+        .ok();
+        probe_versions.push(text(&r.json(), "version").to_string());
+        let new: Vec<PathBuf> = v
+            .chunk_objects()
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        objects.push(new[0].clone());
+    }
+    let name_of = |p: &PathBuf| {
+        p.strip_prefix(&v.repo)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let names: Vec<String> = objects.iter().map(name_of).collect();
+    // Where versions of "img" (16 blocks each, the rest shared filler) put A (0), B (1), C (2).
+    let layouts: [&[(usize, u64)]; 5] = [
+        &[(0, 0)],
+        &[(0, 3), (1, 5)],
+        &[(0, 3), (0, 9), (1, 5), (1, 6)],
+        &[(2, 15)],
+        &[],
+    ];
+    let pieces = [&a, &b, &c];
+    let mut img_versions = Vec::new();
+    for (i, layout) in layouts.iter().enumerate() {
+        let mut data: Vec<u8> = (0..16).flat_map(|j| block(100 + j)).collect();
+        for &(which, at) in *layout {
+            let at = (at * BLOCK) as usize;
+            data[at..at + BLOCK as usize].copy_from_slice(pieces[which]);
+        }
+        let src = v.path(&format!("img{i}.img"));
+        fs::write(&src, &data).unwrap();
+        let time = format!("2026-05-0{}T00:00:00Z", i + 1);
+        let r = bv(&[
+            "backup",
+            "--json",
+            "--name",
+            "img",
+            s(&src),
+            "--time",
+            &time,
+        ])
+        .ok();
+        img_versions.push(text(&r.json(), "version").to_string());
+    }
+    // What check must report for the chunks in `bad`: (series, version, object, ranges).
+    let expected = |bad: &[usize]| {
+        let mut rows = BTreeSet::new();
+        for &which in bad {
+            rows.insert((
+                "probe".to_string(),
+                probe_versions[which].clone(),
+                names[which].clone(),
+                vec![(0, BLOCK)],
+            ));
+            for (i, layout) in layouts.iter().enumerate() {
+                let ranges: Vec<(u64, u64)> = layout
+                    .iter()
+                    .filter(|(w, _)| *w == which)
+                    .map(|(_, at)| (at * BLOCK, (at + 1) * BLOCK))
+                    .collect();
+                if !ranges.is_empty() {
+                    rows.insert((
+                        "img".to_string(),
+                        img_versions[i].clone(),
+                        names[which].clone(),
+                        ranges,
+                    ));
+                }
+            }
+        }
+        rows
+    };
+    let reported = |r: &Run, kind: &str| {
+        let mut rows = BTreeSet::new();
+        for p in problems(r) {
+            assert_eq!(text(&p, "kind"), kind, "{p}");
+            rows.insert((
+                text(&p, "series").to_string(),
+                text(&p, "version").to_string(),
+                text(&p, "object").to_string(),
+                ranges(&p),
+            ));
+        }
+        rows
+    };
+    let damaged_versions = |r: &Run, rows: &BTreeSet<BadRow>| {
+        let listed: Vec<String> = array(r.json()["damaged_versions"].clone())
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        let want: BTreeSet<String> = rows.iter().map(|(s, v, _, _)| format!("{s} {v}")).collect();
+        assert_eq!(listed, want.into_iter().collect::<Vec<_>>());
+    };
+
+    // A and B lost: found by the structure check.
+    let saved: Vec<Vec<u8>> = objects.iter().map(|p| fs::read(p).unwrap()).collect();
+    fs::remove_file(&objects[0]).unwrap();
+    fs::remove_file(&objects[1]).unwrap();
+    let one_at_a_time = bv(&["check", "--json", "--in-flight", "1"]).code(3);
+    let many_at_once = bv(&["check", "--json", "--in-flight", "8"]).code(3);
+    let want = expected(&[0, 1]);
+    assert_eq!(reported(&one_at_a_time, "chunk_missing"), want);
+    damaged_versions(&one_at_a_time, &want);
+    assert_eq!(
+        problems(&one_at_a_time),
+        problems(&many_at_once),
+        "the same problems in the same order however many manifests are read at once"
+    );
+    // Scoped to one series, only its versions are named.
+    let scoped = bv(&["check", "--json", "--name", "img"]).code(3);
+    let want_img: BTreeSet<_> = want.iter().filter(|r| r.0 == "img").cloned().collect();
+    assert_eq!(reported(&scoped, "chunk_missing"), want_img);
+    fs::write(&objects[0], &saved[0]).unwrap();
+    fs::write(&objects[1], &saved[1]).unwrap();
+
+    // C damaged: found by --read-data, in the probe version and the one image version.
+    let mut bad = saved[2].clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x10;
+    fs::write(&objects[2], &bad).unwrap();
+    bv(&["check"]).ok();
+    let r = bv(&["check", "--json", "--read-data"]).code(3);
+    let want = expected(&[2]);
+    assert_eq!(reported(&r, "chunk_damaged"), want);
+    damaged_versions(&r, &want);
+    assert_eq!(n(&r.json(), "chunks_damaged"), 1);
+    fs::write(&objects[2], &saved[2]).unwrap();
+    bv(&["check", "--read-data"]).ok();
+}
