@@ -12,9 +12,11 @@
 //!   failed restore never leaves a plausible-looking file behind.
 //! - In place, the target is read chunk by chunk and only chunks whose content differs are
 //!   fetched and written (s3bdbk's restore), so re-syncing a mostly-unchanged device is cheap.
-//!   In a regular file, the zeros of a chunk that differs become holes (`fallocate`) where
-//!   the file system can punch them; a device gets zeros written. A failure once writing may
-//!   have begun says that the target is part old, part new.
+//!   In a regular file that already has holes, the zeros of a chunk that differs become
+//!   holes (`fallocate`) where the file system can punch them; a fully allocated file (a
+//!   swap file, a preallocated image) and a device get zeros written, so they keep their
+//!   allocation. A failure once writing may have begun says that the target is part old,
+//!   part new.
 //! - A target smaller than the version is refused before anything is written.
 //! - With `allow_damage` (disaster recovery), a chunk that is damaged or missing is written as
 //!   zeros (left as a hole in a new file) and its byte range recorded in
@@ -799,6 +801,16 @@ async fn in_place(
             m.size
         );
     }
+    // A regular file keeps the kind of allocation it has. One that already has holes (a
+    // sparse image) gets holes where the version has zeros; a fully allocated one (a swap
+    // file, an image preallocated so that it cannot run out of space later) gets zeros
+    // written, as a device does. Judged before the file is grown, which adds a hole.
+    let zeros =
+        if !is_device && matches!(sys::seek_hole(&file, 0), Ok(sys::Seek::At(h)) if h < size) {
+            Zeros::Punch
+        } else {
+            Zeros::Write
+        };
     let file = Arc::new(file);
     let began = Arc::new(AtomicBool::new(false));
     let written: Result<Counts> = async {
@@ -809,7 +821,7 @@ async fn in_place(
             file.set_len(m.size)
                 .with_context(|| format!("extending {} to {} bytes", path.display(), m.size))?;
         }
-        let counts = write_positional(repo, m, &file, Some(()), opts, pb, path, &began).await?;
+        let counts = write_positional(repo, m, &file, Some(zeros), opts, pb, path, &began).await?;
         if !is_device && size > m.size {
             file.set_len(m.size)
                 .with_context(|| format!("truncating {} to {} bytes", path.display(), m.size))?;
@@ -846,7 +858,7 @@ async fn write_positional(
     repo: &Arc<Repo>,
     m: &Arc<Manifest>,
     file: &Arc<File>,
-    compare: Option<()>,
+    compare: Option<Zeros>,
     opts: &RestoreOptions,
     pb: &indicatif::ProgressBar,
     shown: &Path,
@@ -863,19 +875,7 @@ async fn write_positional(
         .ok()
         .filter(|f| direct.enable(f))
         .map(|f| (f, direct));
-    let zeros = match compare {
-        None => Zeros::Leave,
-        Some(()) => {
-            let meta = file
-                .metadata()
-                .with_context(|| format!("target {}", shown.display()))?;
-            if meta.is_file() {
-                Zeros::Punch
-            } else {
-                Zeros::Write
-            }
-        }
-    };
+    let zeros = compare.unwrap_or(Zeros::Leave);
     let dest = Arc::new(Dest {
         file: file.clone(),
         direct,
@@ -906,7 +906,7 @@ async fn write_positional(
         };
     let shown = shown.display().to_string();
     // In place, a zero chunk over a hole of the target is there already, unread.
-    let mut holes = compare.and_then(|()| Holes::new(file).ok());
+    let mut holes = compare.and_then(|_| Holes::new(file).ok());
     for (offset, c) in m.offsets() {
         let c = *c;
         if let ChunkRef::Zero { len } = c {
@@ -931,7 +931,7 @@ async fn write_positional(
         // In place, `in_place` says what a stop leaves, as for any other failure.
         interrupt::check().map_err(|e| match compare {
             None => anyhow!(e).context(format!("restore stopped; {shown} is deleted")),
-            Some(()) => anyhow!(e),
+            Some(_) => anyhow!(e),
         })?;
         let permit = sem.clone().acquire_owned().await?;
         while let Some(done) = tasks.try_join_next() {
@@ -970,10 +970,11 @@ const MIN_HOLE: usize = 64 << 10;
 enum Zeros {
     /// A new file, which is a hole wherever nothing is written.
     Leave,
-    /// An existing regular file: its old bytes are deallocated where the file system can
-    /// (`fallocate`), and overwritten with zeros where it cannot.
+    /// An existing regular file that is sparse already: its old bytes are deallocated where
+    /// the file system can (`fallocate`), and overwritten with zeros where it cannot.
     Punch,
-    /// A block device: zeros are written. A discard need not read back as zeros.
+    /// A block device (a discard need not read back as zeros), or a fully allocated file
+    /// (which would lose its preallocation): zeros are written.
     Write,
 }
 
@@ -1301,6 +1302,41 @@ mod tests {
         zero_runs(data, offset)
             .map(|r| (offset + r.start as u64, offset + r.end as u64))
             .collect()
+    }
+
+    /// Where the file system cannot punch holes, zeros are written instead: either way the
+    /// target reads back as the version, never as the bytes it held before.
+    #[test]
+    fn zeros_replace_old_bytes_whether_or_not_holes_can_be_punched() {
+        use std::os::unix::fs::FileExt;
+        let mut data = vec![0u8; 4 * MIN_HOLE];
+        data[..ALIGN].fill(7);
+        data[2 * MIN_HOLE..2 * MIN_HOLE + 10].fill(9);
+        for (zeros, punch_works) in [
+            (Zeros::Punch, false),
+            (Zeros::Punch, true),
+            (Zeros::Write, true),
+        ] {
+            let file = tempfile::tempfile().expect("a temporary file");
+            file.write_all_at(&vec![0xAA; data.len() + 100], 0)
+                .expect("old bytes");
+            let dest = Dest {
+                file: Arc::new(file),
+                direct: None,
+                began: Arc::new(AtomicBool::new(true)),
+                zeros,
+                punch_works: AtomicBool::new(punch_works),
+            };
+            dest.put(&data, 100, false).expect("writing");
+            let mut back = vec![0u8; data.len()];
+            dest.file
+                .read_exact_at(&mut back, 100)
+                .expect("reading back");
+            assert!(back == data, "{zeros:?}, punch works: {punch_works}");
+            let mut head = [0u8; 100];
+            dest.file.read_exact_at(&mut head, 0).expect("reading back");
+            assert_eq!(head, [0xAA; 100], "bytes before the chunk are left alone");
+        }
     }
 
     #[test]

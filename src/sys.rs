@@ -175,15 +175,18 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
 /// space, and the file keeps its size. A file system that cannot do it answers `EOPNOTSUPP`
 /// (or, on a kernel without `fallocate`, `ENOSYS`), which [`is_unsupported`] tells apart.
 pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "range beyond off_t",
+            "range beyond off64_t",
         ));
     };
     // SAFETY: the descriptor belongs to `file`, which outlives the call; no memory is passed.
     let r = unsafe {
-        libc::fallocate(
+        libc::fallocate64(
             file.as_raw_fd(),
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
             offset,

@@ -345,30 +345,51 @@ fn zeros_inside_data_chunks_are_restored_as_holes() {
     );
 }
 
-/// In place onto a file that is data throughout, the version's zeros (zero chunks and runs
-/// inside data chunks) become holes rather than written zeros.
+/// In place, a regular file keeps the kind of allocation it has. One that is sparse already
+/// gets holes where the version has zeros (zero chunks and runs inside data chunks); one
+/// that is data throughout (a swap file, a preallocated image) gets zeros written, and keeps
+/// every block it had, as a device would.
 #[test]
-fn in_place_restore_punches_holes_where_the_version_has_zeros() {
+fn in_place_restore_keeps_the_targets_kind_of_allocation() {
     let v = Vault::new();
     let img = v.path("islands.img");
     let size = islands_image(&img);
     v.backup("islands", &[s(&img)]);
-    let target = v.path("target.img");
-    // Larger than the version, so that it is also cut to size.
-    write_random_file(&target, 77, size + 3 * MIB);
-    let before = allocated_bytes(&target);
-    let r = v.restore("islands", &["--in-place", s(&target)]);
+    let source = allocated_bytes(&img);
+
+    // Sparse: data, then a hole of 3 MiB past the version's end.
+    let sparse = v.path("sparse.img");
+    write_random_file(&sparse, 77, size);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&sparse)
+        .and_then(|f| f.set_len(size + 3 * MIB))
+        .unwrap();
+    let before = allocated_bytes(&sparse);
+    let r = v.restore("islands", &["--in-place", s(&sparse)]);
     assert_eq!(n(&r, "chunks_unchanged"), 0, "{r}");
-    assert_same_contents(&img, &target);
-    let (source, after) = (allocated_bytes(&img), allocated_bytes(&target));
+    assert_same_contents(&img, &sparse);
+    let after = allocated_bytes(&sparse);
     assert!(
         after <= source + MIB,
-        "the target takes {after} bytes of disk (it took {before}), its source {source}"
+        "the sparse target takes {after} bytes of disk (it took {before}), its source {source}"
     );
     // Again: nothing differs, and nothing is written.
-    let r = v.restore("islands", &["--in-place", s(&target)]);
+    let r = v.restore("islands", &["--in-place", s(&sparse)]);
     assert_eq!(n(&r, "chunks_written"), 0, "{r}");
-    assert_same_contents(&img, &target);
+    assert_same_contents(&img, &sparse);
+
+    // Fully allocated: zeros are written, no block is given up.
+    let full = v.path("full.img");
+    write_random_file(&full, 78, size);
+    let r = v.restore("islands", &["--in-place", s(&full)]);
+    assert_eq!(n(&r, "chunks_unchanged"), 0, "{r}");
+    assert_same_contents(&img, &full);
+    let after = allocated_bytes(&full);
+    assert!(
+        after >= size - size % 4096,
+        "the preallocated target kept {after} bytes of its {size}"
+    );
 }
 
 /// A loop device is backed up as a block device and repaired in place: only damaged chunks
