@@ -60,6 +60,13 @@ impl Error {
     }
 }
 
+/// Whether `e` says a stored object is damaged (anywhere in its chain of causes), as opposed
+/// to a failure to reach it.
+pub fn is_damage(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Damaged { .. })))
+}
+
 /// The first `max` of `items`, joined, and how many more there are: an error about 800
 /// versions should not be 800 names long.
 pub fn listed(items: &[impl AsRef<str>], max: usize) -> String {

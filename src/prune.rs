@@ -15,7 +15,7 @@
 //! `needs` to the planner (which keeps every needed base) and checks the plan with
 //! [`Series::orphaned_by`] before removing anything; `forget` refuses what that check refuses.
 
-use crate::error::Error;
+use crate::error::is_damage;
 use crate::format::lock::LockMode;
 use crate::layout;
 use crate::lock::LockGuard;
@@ -47,11 +47,6 @@ pub fn time_from_name(version: &str) -> Option<i64> {
         .to_timestamp(civil)
         .ok()
         .map(|t| t.as_second())
-}
-
-fn is_damage(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Damaged { .. })))
 }
 
 /// One version of a series as the commands that plan over a whole series see it.

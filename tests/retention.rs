@@ -152,10 +152,6 @@ fn prune_dry_run_then_prune() {
     assert!(plan.iter().all(|(_, a, _)| a == "keep"), "{plan:?}");
 }
 
-/// prune keeps the version the current pointer names, whatever the policy: it may lag the
-/// newest by time (an older pointer object put back here by hand; a backup whose pointer
-/// write failed; a ZFS snapshot recorded after a newer one, in `zfs.rs`), and removing it
-/// could remove the newest data. (`forget` moves the pointer off a version it removes.)
 /// A long history's plan: the versions kept stand out, the run of removed ones between them
 /// is one line (both ends named), --json still lists every version, and both say what the
 /// run cost in requests.
@@ -196,6 +192,11 @@ fn a_long_plan_shows_runs_as_ranges() {
         "{out}"
     );
     assert!(out.contains("--json lists each version"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("requests: ")),
+        "{out}"
+    );
 
     let dry = v
         .run(&[&policy[..], &["--dry-run", "--json"]].concat())
@@ -213,6 +214,10 @@ fn a_long_plan_shows_runs_as_ranges() {
     assert_eq!(v.versions("hourly"), &names[10..]);
 }
 
+/// prune keeps the version the current pointer names, whatever the policy: it may lag the
+/// newest by time (an older pointer object put back here by hand; a backup whose pointer
+/// write failed; a ZFS snapshot recorded after a newer one, in `zfs.rs`), and removing it
+/// could remove the newest data. (`forget` moves the pointer off a version it removes.)
 #[test]
 fn prune_keeps_the_version_the_current_pointer_names() {
     let v = Vault::new();
@@ -273,7 +278,7 @@ fn forget_removes_one_version_and_moves_the_pointer() {
         .ok()
         .stdout_text();
     assert!(
-        out.contains(&format!("removed version {}", names[1])),
+        out.contains(&format!("removed version {}", names[1])) && out.contains(" DELETE"),
         "{out}"
     );
     assert_eq!(v.versions("vm7"), [names[0].clone(), names[2].clone()]);
@@ -284,6 +289,7 @@ fn forget_removes_one_version_and_moves_the_pointer() {
         .ok()
         .json();
     assert_eq!(j["current_moved_to"], names[0].as_str());
+    assert!(j["requests"]["delete"].as_u64() >= Some(1), "{j}");
     assert_eq!(current_of(&v, "vm7"), names[0]);
     restores_bit_exact(&v, "vm7", &names[0], &h[0].1);
     v.run(&["check", "--read-data"]).ok();

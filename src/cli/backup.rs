@@ -113,7 +113,7 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
         (None, Some(p)) => {
             if !a.raw && !g.quiet && holds_zfs_stream(p) {
                 eprintln!(
-                    "note: {} holds a ZFS send stream; from a file it is backed up as plain bytes, without checking the stream or recording its snapshot and chain. To back it up as a ZFS stream: blockvault backup --name {series} - < {}",
+                    "note: {} holds a ZFS send stream; from a file it is backed up as plain bytes, without checking the stream or recording its snapshot and chain. To back it up as a ZFS stream, give it on standard input: the same command with `- < {}` in place of the path",
                     p.display(),
                     p.display()
                 );

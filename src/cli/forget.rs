@@ -24,6 +24,7 @@ pub struct ForgetArgs {
 
 pub async fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
     let repo = g.open().await?;
+    let requests_before = repo.store().requests();
     // Reports an unknown series or version with what exists; a prefix is not enough here.
     let resolved = super::resolve_version(&repo, &a.name, Some(&a.version), true).await?;
     if resolved != a.version && !a.version.starts_with('@') {
@@ -49,6 +50,7 @@ pub async fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
     .await;
     lock.release().await;
     let done = result?;
+    let requests = repo.store().requests().since(requests_before);
     if g.json {
         return super::print_json(&serde_json::json!({
             "series": a.name,
@@ -56,6 +58,7 @@ pub async fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
             "current_moved_to": done.current_moved_to,
             "current_deleted": done.current_deleted,
             "orphaned": done.orphaned,
+            "requests": requests,
         }));
     }
     if !done.orphaned.is_empty() {
@@ -76,6 +79,9 @@ pub async fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
                 (None, false) => String::new(),
             }
         );
+        if let Some(line) = super::requests_line(&requests) {
+            outln!("{line}");
+        }
     }
     Ok(())
 }

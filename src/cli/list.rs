@@ -1,5 +1,6 @@
 use super::{GlobalArgs, rfc3339};
 use crate::error::Error;
+use crate::error::is_damage;
 use crate::layout;
 use crate::repo::Repo;
 use crate::zfs::facts::hex_guid;
@@ -51,11 +52,6 @@ pub struct VersionRow {
     /// The version this one is restored on top of (its ZFS base), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needs: Option<String>,
-}
-
-fn is_damage(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Damaged { .. })))
 }
 
 /// What is wrong with a series' current pointer, said on stderr beside the list. Damage

@@ -439,6 +439,11 @@ fn parse_repo(s: &str) -> Result<String, String> {
             )
         });
     }
+    if s.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("s3:")) && !s.starts_with("s3://") {
+        return Err(format!(
+            "{s:?}: an S3 repository is written s3://bucket/prefix (for a directory of that name, write ./{s})"
+        ));
+    }
     Ok(s.to_string())
 }
 
@@ -519,12 +524,13 @@ pub async fn resolve_version(
         }
         return repo.resolve_version(series, wanted).await;
     };
-    // Only to report a series that does not exist: resolving without a version would read the
-    // current pointer, and a damaged one must not stop a restore that names its snapshot.
-    if repo.list_versions(series).await?.is_empty() {
+    let loaded = crate::prune::load_series(repo, series, |w| eprintln!("warning: {w}")).await?;
+    // Only to report a series that does not exist, with the names of those that do. Not
+    // before loading: resolving a series that has versions reads its current pointer, and a
+    // damaged one must not stop a restore that names its snapshot.
+    if loaded.versions.is_empty() {
         repo.resolve_version(series, None).await?;
     }
-    let loaded = crate::prune::load_series(repo, series, |w| eprintln!("warning: {w}")).await?;
     let matching: Vec<&str> = loaded
         .versions
         .iter()
@@ -603,6 +609,33 @@ pub fn rfc3339(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories() {
+        for local in [
+            "./vault",
+            "/srv/x://y",
+            "./a://b",
+            "x/y://z",
+            "vault",
+            "é://x",
+            "s3",
+        ] {
+            assert_eq!(parse_repo(local).as_deref(), Ok(local), "{local}");
+        }
+        assert_eq!(parse_repo("s3://b/p").as_deref(), Ok("s3://b/p"));
+        for (wrong, says) in [
+            ("S3://b/p", "lower case"),
+            ("s3:/b/p", "s3://bucket/prefix"),
+            ("s3:b", "s3://bucket/prefix"),
+            ("https://h/p", "not https://"),
+            ("file:///srv/vault", "not file://"),
+            ("  ", "empty"),
+        ] {
+            let e = parse_repo(wrong).expect_err(wrong);
+            assert!(e.contains(says), "{wrong}: {e}");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -191,6 +191,7 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
     if g.quiet {
         return Ok(());
     }
+    let requests = repo.store().requests().since(requests_before);
     print_plan(&a.name, &done.plan, done.seed);
     match done.removal {
         None => outln!("dry run: nothing was removed"),
@@ -203,6 +204,9 @@ pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
                 None => String::new(),
             }
         ),
+    }
+    if let Some(line) = super::requests_line(&requests) {
+        outln!("{line}");
     }
     Ok(())
 }

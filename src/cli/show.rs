@@ -26,10 +26,11 @@ pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
     // A damaged pointer is the pointer's problem, not this version's: say so and show it.
     let current = match repo.current(&a.name).await {
         Ok(p) => p.is_some_and(|p| p.version == version),
-        Err(e) => {
+        Err(e) if crate::error::is_damage(&e) => {
             eprintln!("warning: {e:#}");
             false
         }
+        Err(e) => return Err(e),
     };
     let data = m
         .chunks

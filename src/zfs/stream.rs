@@ -702,13 +702,13 @@ fn payload_len(kind: u32, h: &Header) -> u64 {
     }
 }
 
-/// The byte order of a header that starts a BEGIN record (type 0 and the magic), if it does.
 /// Whether `head` (a source's first 16 bytes) is the BEGIN record of a ZFS send stream, in
 /// either byte order.
 pub fn starts_like_stream(head: &[u8]) -> bool {
     begin_order(head).is_some()
 }
 
+/// The byte order of a header that starts a BEGIN record (type 0 and the magic), if it does.
 fn begin_order(header: &[u8]) -> Option<bool> {
     let kind = header.get(0..4)?;
     let magic: [u8; 8] = header.get(8..16)?.try_into().ok()?;
