@@ -31,7 +31,7 @@
 //!
 //! **Memory follows the unique chunks, not the references.** A manifest's chunk list costs
 //! about 40 bytes per reference, and every version references every chunk of its source
-//! again: 42 versions of a 400 GB device at 4 MiB chunks held 237 MB of lists, at 64 KiB
+//! again: 42 versions of a 400 GB device at 4 MiB chunks took check to a peak of 187 MB, at 64 KiB
 //! chunks it would be gigabytes (issue 7). So each manifest is dropped as soon as it has been
 //! read, keeping only its distinct chunk ids with their lengths (merged across versions), its
 //! digest and its ZFS facts; at most `in_flight` manifests are decoded at once. Byte ranges
@@ -380,13 +380,7 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
                 // reduced it: a finished task's manifest waiting to be joined is held as
                 // surely as one being read, so it must count against the bound too.
                 let permit = sem.acquire_owned().await?;
-                let loaded = repo.load_manifest(&s, &v).await;
-                let gone = match &loaded {
-                    Err(e) if !damage_of(e) => {
-                        !repo.store().exists(&layout::manifest(&s, &v)).await?
-                    }
-                    _ => false,
-                };
+                let (loaded, gone) = read_manifest(&repo, &s, &v).await?;
                 anyhow::Ok((s, v, loaded, gone, permit))
             });
         }
@@ -629,12 +623,17 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
     });
     drop(referenced);
     if !fetched.is_empty() {
+        let mut unmapped: HashSet<ChunkId> = fetched.keys().copied().collect();
         let remapped = remap(repo, &readable, Arc::new(fetched), in_flight).await?;
+        let changed = remapped.values().any(|r| !matches!(r, Remapped::Bad(_)));
         for ((s, v), found) in remapped {
             match found {
                 Remapped::Bad(bad) => {
                     if !bad.is_empty() {
                         damaged.insert(format!("{s} {v}"));
+                    }
+                    for id in bad.keys() {
+                        unmapped.remove(id);
                     }
                     for (id, (kind, reason, ranges)) in bad {
                         report.problems.push(Problem {
@@ -664,6 +663,16 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
                 // version anything could restore, so its chunks are nobody's damage.
                 Remapped::Gone => {}
             }
+        }
+        // Every bad chunk lies in some version read whole the first time; one that none of
+        // them holds on the second read belongs only to versions removed (or changed) since.
+        if changed && !unmapped.is_empty() {
+            report.notes.push(format!(
+                "{} found missing or damaged {} named by no version left: the versions that named {} were removed while this check ran (check again to be sure)",
+                crate::cli::count(unmapped.len() as u64, "chunk"),
+                if unmapped.len() == 1 { "is" } else { "are" },
+                if unmapped.len() == 1 { "it" } else { "them" },
+            ));
         }
     }
     // 6b. An incremental is no better than the chain it is received on: one whose base (or
@@ -785,23 +794,28 @@ async fn remap(
 ) -> Result<BTreeMap<(String, String), Remapped>> {
     let sem = Arc::new(Semaphore::new(in_flight));
     let mut tasks = JoinSet::new();
-    for (s, v) in readable.keys() {
+    for ((s, v), first) in readable {
         let (repo, sem, bad, s, v) = (repo.clone(), sem.clone(), bad.clone(), s.clone(), v.clone());
+        let first_digest = first.digest;
         tasks.spawn(async move {
             // The result is small (the bad chunks alone), so the permit can go with the
             // manifest, before the loop below joins it.
             let _permit = sem.acquire_owned().await?;
-            let found = match repo.load_manifest(&s, &v).await {
-                Ok((m, _)) => Remapped::Bad(bad_chunks(&m, &bad)),
+            let (loaded, gone) = read_manifest(&repo, &s, &v).await?;
+            let found = match loaded {
+                Ok((m, digest)) if digest == first_digest => Remapped::Bad(bad_chunks(&m, &bad)),
+                // Manifests are never rewritten: whatever it says now is not what was checked.
+                Ok(_) => Remapped::Unreadable(
+                    "its bytes changed since this check first read it (a manifest is written once)"
+                        .into(),
+                ),
+                Err(_) if gone => Remapped::Gone,
                 Err(e) if damage_of(&e) => Remapped::Unreadable(damage_reason(&e)),
                 Err(e) => {
-                    let name = layout::manifest(&s, &v);
-                    if repo.store().exists(&name).await? {
-                        return Err(e.context(format!(
-                            "reading manifest {name} (series {s:?}, version {v}) again to find where its bad chunks lie"
-                        )));
-                    }
-                    Remapped::Gone
+                    return Err(e.context(format!(
+                        "reading manifest {} (series {s:?}, version {v}) again to find where its bad chunks lie",
+                        layout::manifest(&s, &v)
+                    )));
                 }
             };
             anyhow::Ok(((s, v), found))
@@ -814,6 +828,26 @@ async fn remap(
         remapped.insert(key, found);
     }
     Ok(remapped)
+}
+
+/// Reads a manifest for check: what loading it gave, and whether a failure means the object
+/// is gone (removed by a prune or forget since it was listed), which is nobody's damage.
+async fn read_manifest(
+    repo: &Arc<Repo>,
+    series: &str,
+    version: &str,
+) -> Result<(Result<(Manifest, [u8; 32])>, bool)> {
+    let loaded = repo.load_manifest(series, version).await;
+    let gone = match &loaded {
+        Err(e) if !damage_of(e) => {
+            !repo
+                .store()
+                .exists(&layout::manifest(series, version))
+                .await?
+        }
+        _ => false,
+    };
+    Ok((loaded, gone))
 }
 
 /// The chunks of `m` that `bad` holds a verdict against, each with the byte ranges of the
@@ -1017,6 +1051,7 @@ mod tests {
             "2026-01-01T000000Z",
             "2026-01-02T000000Z",
             "2026-01-03T000000Z",
+            "2026-01-04T000000Z",
         ];
         let mut readable = BTreeMap::new();
         for v in versions {
@@ -1038,6 +1073,14 @@ mod tests {
             )
             .await
             .unwrap();
+        // Written again with other content under the same name, as no writer does.
+        let mut other = manifest_of(versions[3], chunks.clone());
+        other.host = "elsewhere".into();
+        store
+            .delete(&layout::manifest("s", versions[3]))
+            .await
+            .unwrap();
+        repo.save_manifest(&other).await.unwrap();
         let bad = HashMap::from([
             (lost, Fetched::Missing),
             (
@@ -1049,7 +1092,7 @@ mod tests {
             ),
         ]);
         let found = remap(&repo, &readable, Arc::new(bad), 2).await.unwrap();
-        assert_eq!(found.len(), 3);
+        assert_eq!(found.len(), 4);
         let at = |v: &str| &found[&("s".to_string(), v.to_string())];
         let Remapped::Bad(bad) = at(versions[0]) else {
             panic!("the intact version is searched");
@@ -1067,6 +1110,10 @@ mod tests {
         assert_eq!(bad[&short].2, [(4 * s, 4 * s + 100)]);
         assert!(matches!(at(versions[1]), Remapped::Gone));
         assert!(matches!(at(versions[2]), Remapped::Unreadable(r) if !r.is_empty()));
+        assert!(
+            matches!(at(versions[3]), Remapped::Unreadable(r) if r.contains("changed since")),
+            "a manifest rewritten meanwhile is not mapped by its new content"
+        );
     }
 
     #[test]
