@@ -238,15 +238,25 @@ const READ_AHEAD: usize = 2;
 enum Piece {
     Data(Vec<u8>),
     Mapped(Mapped),
-    Hole(u32),
+    /// `count` neighbouring chunks of `len` bytes each, all in a hole. One piece for a run:
+    /// a piece per chunk cost ~6 µs of channel and task wake-ups each, 6.4 s (7.5 s of it in
+    /// the kernel) for a 64 GiB sparse file at 64 KiB chunks.
+    Holes {
+        len: u32,
+        count: u32,
+    },
 }
 
+/// The most chunks one [`Piece::Holes`] stands for, so that progress and the deadline are
+/// seen to now and then in a long hole (a GiB at 64 KiB chunks).
+const HOLE_RUN: u32 = 1 << 14;
+
 impl Piece {
-    fn len(&self) -> u32 {
+    fn bytes(&self) -> u64 {
         match self {
-            Piece::Data(buf) => (buf.len() - HEADROOM) as u32,
-            Piece::Mapped(map) => map.len() as u32,
-            Piece::Hole(len) => *len,
+            Piece::Data(buf) => (buf.len() - HEADROOM) as u64,
+            Piece::Mapped(map) => map.len() as u64,
+            Piece::Holes { len, count } => u64::from(*len) * u64::from(*count),
         }
     }
 }
@@ -254,8 +264,9 @@ impl Piece {
 type Sender = tokio::sync::mpsc::Sender<io::Result<Piece>>;
 
 /// Reads a file or device of `total` bytes chunk by chunk with positional reads, and sends
-/// chunks that lie wholly in a hole as [`Piece::Hole`] without reading them. Stops early when
-/// the file turns out shorter than `total`: the source's `finish` then fails the run.
+/// chunks that lie wholly in a hole as [`Piece::Holes`] without reading them, a run at a
+/// time. Stops early when the file turns out shorter than `total`: the source's `finish` then
+/// fails the run.
 ///
 /// With `map` (the parent version has data, so most chunks are expected to be stored
 /// already), chunks are mapped instead of read, and so hashed without being copied; a file
@@ -266,14 +277,27 @@ fn read_positional(src: &mut ByOffset, size: u32, total: u64, map: bool, pool: &
     let mut offset = 0;
     while offset < total {
         let len = u64::from(size).min(total - offset);
-        if holes
-            .as_mut()
-            .is_some_and(|h| h.is_hole(offset, offset + len))
+        if let Some(h) = holes.as_mut()
+            && h.is_hole(offset, offset + len)
         {
-            if tx.blocking_send(Ok(Piece::Hole(len as u32))).is_err() {
+            // The chunks after it in the same hole go with it (asking is free inside a hole
+            // already found).
+            let mut count = 1;
+            while count < HOLE_RUN {
+                let next = offset + u64::from(count) * len;
+                if next + len > total || !h.is_hole(next, next + len) {
+                    break;
+                }
+                count += 1;
+            }
+            let piece = Piece::Holes {
+                len: len as u32,
+                count,
+            };
+            if tx.blocking_send(Ok(piece)).is_err() {
                 return;
             }
-            offset += len;
+            offset += u64::from(count) * len;
             continue;
         }
         if let Some(mapped) = (map && src.mappable())
@@ -522,9 +546,15 @@ async fn run(
                 };
                 anyhow::Error::new(e).context(format!("reading source {description}{at}"))
             })?;
-            bytes_read += u64::from(piece.len());
+            bytes_read += piece.bytes();
             if !counted {
                 pb.set_position(bytes_read);
+            }
+            // Zeros need no task: recorded here, in order.
+            if let Piece::Holes { len, count } = piece {
+                refs.extend(std::iter::repeat_n(Some(ChunkRef::Zero { len }), count as usize));
+                stats.chunks_zero += u64::from(count);
+                continue;
             }
             let index = refs.len();
             refs.push(None);
@@ -977,9 +1007,13 @@ async fn process_mapped(ctx: &Ctx, map: Mapped) -> Result<Result<(ChunkRef, Outc
 }
 
 async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkRef, Outcome)> {
-    let len = piece.len();
+    let len = u32::try_from(piece.bytes())?;
     let buf = match piece {
-        Piece::Hole(len) => return Ok((index, ChunkRef::Zero { len }, Outcome::Zero)),
+        // Recorded by the pipeline itself, never sent here; one chunk's worth would be right.
+        Piece::Holes { len, count: 1 } => {
+            return Ok((index, ChunkRef::Zero { len }, Outcome::Zero));
+        }
+        Piece::Holes { .. } => bail!("a run of holes was sent to one chunk's task"),
         Piece::Data(buf) => buf,
         Piece::Mapped(map) => match process_mapped(ctx, map).await? {
             Ok((r, outcome)) => return Ok((index, r, outcome)),
