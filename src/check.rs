@@ -123,6 +123,14 @@ impl Problem {
             reason,
         }
     }
+
+    /// A version whose manifest cannot be read.
+    fn manifest(series: &str, version: &str, reason: String) -> Problem {
+        Problem {
+            kind: "manifest",
+            ..Problem::chain(series, version, reason)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -410,14 +418,9 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
             Err(e) if damage_of(&e) => {
                 existing.insert((s.clone(), v.clone()));
                 damaged.insert(format!("{s} {v}"));
-                report.problems.push(Problem {
-                    kind: "manifest",
-                    object: layout::manifest(&s, &v),
-                    series: s,
-                    version: Some(v),
-                    ranges: Vec::new(),
-                    reason: damage_reason(&e),
-                });
+                report
+                    .problems
+                    .push(Problem::manifest(&s, &v, damage_reason(&e)));
             }
             Err(e) => return Err(e),
         }
@@ -648,16 +651,13 @@ async fn run(repo: &Arc<Repo>, opts: &CheckOptions, lock: &LockGuard) -> Result<
                 }
                 Remapped::Unreadable(reason) => {
                     damaged.insert(format!("{s} {v}"));
-                    report.problems.push(Problem {
-                        kind: "manifest",
-                        object: layout::manifest(&s, &v),
-                        series: s,
-                        version: Some(v),
-                        ranges: Vec::new(),
-                        reason: format!(
+                    report.problems.push(Problem::manifest(
+                        &s,
+                        &v,
+                        format!(
                             "{reason} (it read well earlier in this check, so which of its bytes the bad chunks cover is not known)"
                         ),
-                    });
+                    ));
                 }
                 // Removed by a prune or forget since the first read: it is no longer a
                 // version anything could restore, so its chunks are nobody's damage.

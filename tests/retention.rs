@@ -758,6 +758,13 @@ fn check_maps_bad_chunks_to_every_version_and_range() {
     const BLOCK: u64 = 64 << 10;
     let v = key_file_vault();
     let bv = |args: &[&str]| key_file_run(&v, None, args);
+    // Backs `data` up as series `name` at `time`: the version's name.
+    let backup_at = |name: &str, file: &str, data: &[u8], time: &str| {
+        let src = v.path(file);
+        fs::write(&src, data).unwrap();
+        let r = bv(&["backup", "--json", "--name", name, s(&src), "--time", time]).ok();
+        text(&r.json(), "version").to_string()
+    };
     let block = |seed: u64| random_bytes(seed, BLOCK as usize);
     let (a, b, c) = (block(1), block(2), block(3));
     // Objects are named by keyed hashes, so each chunk's object is found as the one a backup
@@ -766,20 +773,8 @@ fn check_maps_bad_chunks_to_every_version_and_range() {
     let mut objects = Vec::new();
     for (i, data) in [&a, &b, &c].into_iter().enumerate() {
         let before: BTreeSet<PathBuf> = v.chunk_objects().into_iter().collect();
-        let src = v.path(&format!("probe{i}.img"));
-        fs::write(&src, data).unwrap();
         let time = format!("2026-04-0{}T00:00:00Z", i + 1);
-        let r = bv(&[
-            "backup",
-            "--json",
-            "--name",
-            "probe",
-            s(&src),
-            "--time",
-            &time,
-        ])
-        .ok();
-        probe_versions.push(text(&r.json(), "version").to_string());
+        probe_versions.push(backup_at("probe", &format!("probe{i}.img"), data, &time));
         let new: Vec<PathBuf> = v
             .chunk_objects()
             .into_iter()
@@ -812,20 +807,8 @@ fn check_maps_bad_chunks_to_every_version_and_range() {
             let at = (at * BLOCK) as usize;
             data[at..at + BLOCK as usize].copy_from_slice(pieces[which]);
         }
-        let src = v.path(&format!("img{i}.img"));
-        fs::write(&src, &data).unwrap();
         let time = format!("2026-05-0{}T00:00:00Z", i + 1);
-        let r = bv(&[
-            "backup",
-            "--json",
-            "--name",
-            "img",
-            s(&src),
-            "--time",
-            &time,
-        ])
-        .ok();
-        img_versions.push(text(&r.json(), "version").to_string());
+        img_versions.push(backup_at("img", &format!("img{i}.img"), &data, &time));
     }
     // What check must report for the chunks in `bad`: (series, version, object, ranges).
     let expected = |bad: &[usize]| {
