@@ -125,13 +125,23 @@ impl Run {
 }
 
 /// The binary with a clean environment: the test passphrase set, no `BLOCKVAULT_REPO` from the
-/// caller's shell, standard input empty.
+/// caller's shell, standard input empty, and SIGINT's default action. A suite started in the
+/// background by a script inherits SIGINT ignored, which blockvault keeps (as shells expect of
+/// a background job), and the tests that stop runs with SIGINT would then wait in vain.
 pub fn blockvault() -> Command {
+    use std::os::unix::process::CommandExt;
     let mut c = Command::new(BIN);
     c.env("BLOCKVAULT_PASSWORD", PASSWORD)
         .env_remove("BLOCKVAULT_REPO")
         .env_remove("BLOCKVAULT_LOCK_STALE_SECS")
         .stdin(Stdio::null());
+    // SAFETY: between fork and exec the child only calls signal(2), which is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     c
 }
 
