@@ -125,9 +125,10 @@ impl Run {
 }
 
 /// The binary with a clean environment: the test passphrase set, no `BLOCKVAULT_REPO` from the
-/// caller's shell, standard input empty, and SIGINT's default action. A suite started in the
-/// background by a script inherits SIGINT ignored, which blockvault keeps (as shells expect of
-/// a background job), and the tests that stop runs with SIGINT would then wait in vain.
+/// caller's shell, standard input empty, and the default action for the stop signals. A suite
+/// started in the background by a script inherits SIGINT ignored (SIGHUP too under `nohup`),
+/// which blockvault keeps, as shells expect of a background job, and the tests that stop runs
+/// with those signals would then wait in vain.
 pub fn blockvault() -> Command {
     use std::os::unix::process::CommandExt;
     let mut c = Command::new(BIN);
@@ -138,7 +139,9 @@ pub fn blockvault() -> Command {
     // SAFETY: between fork and exec the child only calls signal(2), which is async-signal-safe.
     unsafe {
         c.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGQUIT] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
             Ok(())
         });
     }
