@@ -440,13 +440,7 @@ fn check_finds_and_names_damage() {
         .filter(|p| !v1_chunks.contains(p))
         .collect();
     assert_eq!(only_v2.len(), 1);
-    let name_of = |p: &PathBuf| {
-        p.strip_prefix(&v.repo)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string()
-    };
+    let name_of = |p: &PathBuf| v.object_name(p);
 
     // Healthy.
     let ok = v.run(&["check", "--json"]).ok().json();
@@ -783,13 +777,7 @@ fn check_maps_bad_chunks_to_every_version_and_range() {
         assert_eq!(new.len(), 1, "{new:?}");
         objects.push(new[0].clone());
     }
-    let name_of = |p: &PathBuf| {
-        p.strip_prefix(&v.repo)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string()
-    };
+    let name_of = |p: &PathBuf| v.object_name(p);
     let names: Vec<String> = objects.iter().map(name_of).collect();
     // Where versions of "img" (16 blocks each, the rest shared filler) put A (0), B (1), C (2).
     let layouts: [&[(usize, u64)]; 5] = [

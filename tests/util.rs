@@ -315,6 +315,14 @@ impl Vault {
             .collect()
     }
 
+    /// The store name (`chunks/ab/...`) of an object file of the repository.
+    pub fn object_name(&self, file: &Path) -> String {
+        file.strip_prefix(&self.repo)
+            .unwrap_or_else(|_| panic!("{} is outside the repository", file.display()))
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// Every chunk object file under `<repo>/chunks/` (not temporary files).
     pub fn chunk_objects(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
