@@ -752,37 +752,27 @@ fn build() -> Vectors {
     let gear_text: String = gear.iter().map(|g| format!("{g:016x}\n")).collect();
     put("fastcdc-gear.txt".into(), gear_text.into_bytes());
 
-    let cdc_input = xof(CDC_LABEL, CDC_INPUT_LEN);
-    let cdc_lengths: Vec<usize> =
-        CdcChunker::new(&cdc_input[..], CDC.0, CDC.1, CDC.2, ka.gear_seed)
+    // A FastCDC cut vector: the lengths of the chunks cut from the first `len` bytes of the
+    // XOF, with the bounds and gear seed of `repo`, and its text.
+    let cdc_vector = |len: usize, (min, avg, max): (u32, u32, u32), seed: u64, repo: &str| {
+        let input = xof(CDC_LABEL, len);
+        let lengths: Vec<usize> = CdcChunker::new(&input[..], min, avg, max, seed)
             .map(|c| c.expect("reading a slice cannot fail").data.len())
             .collect();
-    let mut cdc_text = format!(
-        "# FastCDC cut vector (see README.md): chunk lengths, one per line.\n\
-         # input: first {CDC_INPUT_LEN} bytes of the BLAKE3 XOF of {CDC_LABEL:?}\n\
-         # min {} avg {} max {}, gear seed 0x{:016x} (repository A)\n",
-        CDC.0, CDC.1, CDC.2, ka.gear_seed
-    );
-    for l in &cdc_lengths {
-        cdc_text.push_str(&format!("{l}\n"));
-    }
-    put("cdc-cuts.txt".into(), cdc_text.into_bytes());
-
-    let cdc_2_input = xof(CDC_LABEL, CDC_2_INPUT_LEN);
-    let cdc_2_lengths: Vec<usize> =
-        CdcChunker::new(&cdc_2_input[..], CDC_2.0, CDC_2.1, CDC_2.2, kb.gear_seed)
-            .map(|c| c.expect("reading a slice cannot fail").data.len())
-            .collect();
-    let mut cdc_text = format!(
-        "# FastCDC cut vector (see README.md): chunk lengths, one per line.\n\
-         # input: first {CDC_2_INPUT_LEN} bytes of the BLAKE3 XOF of {CDC_LABEL:?}\n\
-         # min {} avg {} max {}, gear seed 0x{:016x} (repository B)\n",
-        CDC_2.0, CDC_2.1, CDC_2.2, kb.gear_seed
-    );
-    for l in &cdc_2_lengths {
-        cdc_text.push_str(&format!("{l}\n"));
-    }
-    put("cdc-cuts-2.txt".into(), cdc_text.into_bytes());
+        let mut text = format!(
+            "# FastCDC cut vector (see README.md): chunk lengths, one per line.\n\
+             # input: first {len} bytes of the BLAKE3 XOF of {CDC_LABEL:?}\n\
+             # min {min} avg {avg} max {max}, gear seed 0x{seed:016x} (repository {repo})\n"
+        );
+        for l in &lengths {
+            text.push_str(&format!("{l}\n"));
+        }
+        (lengths, text.into_bytes())
+    };
+    let (cdc_lengths, text) = cdc_vector(CDC_INPUT_LEN, CDC, ka.gear_seed, "A");
+    put("cdc-cuts.txt".into(), text);
+    let (cdc_2_lengths, text) = cdc_vector(CDC_2_INPUT_LEN, CDC_2, kb.gear_seed, "B");
+    put("cdc-cuts-2.txt".into(), text);
 
     let refuse = refuse::cases(&files, id_plain);
     for case in &refuse {
