@@ -1009,10 +1009,7 @@ async fn process_mapped(ctx: &Ctx, map: Mapped) -> Result<Result<(ChunkRef, Outc
 async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkRef, Outcome)> {
     let len = u32::try_from(piece.bytes())?;
     let buf = match piece {
-        // Recorded by the pipeline itself, never sent here; one chunk's worth would be right.
-        Piece::Holes { len, count: 1 } => {
-            return Ok((index, ChunkRef::Zero { len }, Outcome::Zero));
-        }
+        // Recorded by the pipeline itself, never sent to a chunk's task.
         Piece::Holes { .. } => bail!("a run of holes was sent to one chunk's task"),
         Piece::Data(buf) => buf,
         Piece::Mapped(map) => match process_mapped(ctx, map).await? {
