@@ -849,10 +849,10 @@ async fn in_place(
     })
 }
 
-/// Writes every chunk at its offset. With `compare`, reads the target first and skips chunks
-/// it already holds, and punches holes for the zeros of the others in a regular file;
-/// without, zeros are skipped (the file is sparse and new). `began` is set before the first
-/// chunk is written.
+/// Writes every chunk at its offset. With `compare`, reads the target first, skips chunks it
+/// already holds, and puts the zeros of the others as the [`Zeros`] given says; without,
+/// zeros are skipped (the file is sparse and new). `began` is set before the first chunk is
+/// written.
 #[allow(clippy::too_many_arguments)]
 async fn write_positional(
     repo: &Arc<Repo>,
