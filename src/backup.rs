@@ -15,7 +15,7 @@ use crate::format::lock::LockMode;
 use crate::interrupt;
 use crate::layout;
 use crate::lock::LockGuard;
-use crate::manifest::{BackupStats, ChunkRef, Manifest};
+use crate::manifest::{BackupStats, ChunkRef, Chunks, Manifest};
 use crate::pool::Pool;
 use crate::progress;
 use crate::repo::{Repo, hostname};
@@ -458,11 +458,8 @@ async fn run(
     let parent = load_parent(repo, series).await;
     let known: HashSet<ChunkId> = parent
         .iter()
-        .flat_map(|m| m.chunks.iter())
-        .filter_map(|c| match c {
-            ChunkRef::Data { id, .. } => Some(*id),
-            ChunkRef::Zero { .. } => None,
-        })
+        .flat_map(|m| m.chunks.data())
+        .map(|(id, _)| id)
         .collect();
 
     let zfs_slot: ZfsSlot = Arc::new(Mutex::new(None));
@@ -528,7 +525,7 @@ async fn run(
     let zfs_required = opts.zfs_required;
     let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
     let mut tasks: JoinSet<Result<(usize, ChunkRef, Outcome)>> = JoinSet::new();
-    let mut refs: Vec<Option<ChunkRef>> = Vec::new();
+    let mut refs = InOrder::default();
     let mut stats = BackupStats::default();
     let mut bytes_read: u64 = 0;
     let pipeline: Result<()> = async {
@@ -552,12 +549,12 @@ async fn run(
             }
             // Zeros need no task: recorded here, in order.
             if let Piece::Holes { len, count } = piece {
-                refs.extend(std::iter::repeat_n(Some(ChunkRef::Zero { len }), count as usize));
+                let index = refs.issue();
+                refs.done(index, ChunkRef::Zero { len }, u64::from(count));
                 stats.chunks_zero += u64::from(count);
                 continue;
             }
-            let index = refs.len();
-            refs.push(None);
+            let index = refs.issue();
             let permit = before(deadline, sem.clone().acquire_owned())
                 .await
                 .map_err(|s| s.error(&timed_out))??;
@@ -691,8 +688,7 @@ async fn run(
 
     let chunks_healed = ctx.healed.load(Ordering::Relaxed);
     let chunks = refs
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
+        .finish()
         .ok_or_else(|| anyhow!("internal error: a chunk result went missing"))?;
     stats.duration_ms = started.elapsed().as_millis() as u64;
     // What a run that records nothing (a dry run, or a ZFS stream stored already) reports.
@@ -706,7 +702,7 @@ async fn run(
             source: info.description.clone(),
             parent: parent.as_ref().map(|m| m.version.clone()),
             size: bytes_read,
-            chunks: chunks.len() as u64,
+            chunks: chunks.len(),
             chunks_new: stats.chunks_new,
             chunks_reused: stats.chunks_reused,
             chunks_zero: stats.chunks_zero,
@@ -821,7 +817,7 @@ async fn run(
         source: manifest.source.description.clone(),
         parent: manifest.parent.clone(),
         size: manifest.size,
-        chunks: manifest.chunks.len() as u64,
+        chunks: manifest.chunks.len(),
         chunks_new: s.chunks_new,
         chunks_reused: s.chunks_reused,
         chunks_zero: s.chunks_zero,
@@ -953,13 +949,49 @@ async fn commit_manifest(repo: &Repo, m: &mut Manifest) -> Result<[u8; 32]> {
     )
 }
 
+/// The version's chunks, put in order as their tasks finish (out of order). A gap cannot wait
+/// in the list itself, which holds a run of zero chunks as one entry; only the results that
+/// finished ahead of an earlier chunk wait here, a few per chunk in flight.
+#[derive(Default)]
+struct InOrder {
+    chunks: Chunks,
+    issued: usize,
+    next: usize,
+    /// By position: a chunk, and how many times it repeats (a run of holes).
+    ahead: BTreeMap<usize, (ChunkRef, u64)>,
+}
+
+impl InOrder {
+    /// The position of the next piece read.
+    fn issue(&mut self) -> usize {
+        self.issued += 1;
+        self.issued - 1
+    }
+
+    fn done(&mut self, index: usize, c: ChunkRef, n: u64) {
+        self.ahead.insert(index, (c, n));
+        while let Some((c, n)) = self.ahead.remove(&self.next) {
+            match c {
+                ChunkRef::Zero { len } => self.chunks.push_zeros(len, n),
+                ChunkRef::Data { .. } => self.chunks.push(c),
+            }
+            self.next += 1;
+        }
+    }
+
+    /// The whole list, or None if a piece issued never finished.
+    fn finish(self) -> Option<Chunks> {
+        (self.next == self.issued && self.ahead.is_empty()).then_some(self.chunks)
+    }
+}
+
 fn record(
     done: Result<Result<(usize, ChunkRef, Outcome)>, tokio::task::JoinError>,
-    refs: &mut [Option<ChunkRef>],
+    refs: &mut InOrder,
     stats: &mut BackupStats,
 ) -> Result<()> {
     let (index, r, outcome) = done.map_err(|e| anyhow!("a backup task failed: {e}"))??;
-    refs[index] = Some(r);
+    refs.done(index, r, 1);
     match outcome {
         Outcome::Zero => stats.chunks_zero += 1,
         Outcome::Reused => stats.chunks_reused += 1,

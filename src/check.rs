@@ -736,10 +736,7 @@ struct Referenced {
 
 impl Referenced {
     fn add(&mut self, m: &Manifest) {
-        for c in &m.chunks {
-            let ChunkRef::Data { id, len } = *c else {
-                continue;
-            };
+        for (id, len) in m.chunks.data() {
             self.longest = self.longest.max(len);
             let first = *self.len_of.entry(id).or_insert(len);
             if first != len {
@@ -855,7 +852,7 @@ async fn read_manifest(
 fn bad_chunks(m: &Manifest, bad: &HashMap<ChunkId, Fetched>) -> BTreeMap<ChunkId, BadChunk> {
     let mut found: BTreeMap<ChunkId, BadChunk> = BTreeMap::new();
     for (offset, c) in m.offsets() {
-        let ChunkRef::Data { id, len } = *c else {
+        let ChunkRef::Data { id, len } = c else {
             continue;
         };
         let why = match bad.get(&id) {
@@ -1003,7 +1000,7 @@ mod tests {
             },
             size: chunks.iter().map(|c| u64::from(c.len())).sum(),
             chunking: Chunking::Fixed { size: 64 << 10 },
-            chunks,
+            chunks: chunks.into(),
             parent: None,
             stats: BackupStats::default(),
             extra: BTreeMap::new(),

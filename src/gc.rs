@@ -47,7 +47,6 @@ use crate::format::lock::LockMode;
 use crate::interrupt;
 use crate::layout;
 use crate::lock::LockGuard;
-use crate::manifest::ChunkRef;
 use crate::repo::Repo;
 use crate::store::Requests;
 use anyhow::{Context, Result, anyhow};
@@ -132,10 +131,7 @@ async fn run(repo: &Arc<Repo>, opts: &GcOptions, lock: Option<&LockGuard>) -> Re
                 .await
                 .with_context(|| format!("gc stopped before deleting anything: version {v} of series {s:?} cannot be read (forget it, or repair it, first)"))?;
             versions += 1;
-            referenced.extend(m.chunks.iter().filter_map(|c| match c {
-                ChunkRef::Data { id, .. } => Some(*id),
-                ChunkRef::Zero { .. } => None,
-            }));
+            referenced.extend(m.chunks.data().map(|(id, _)| id));
         }
     }
     // Sweep: every chunk object whose name is a chunk id nobody references. Objects under

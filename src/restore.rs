@@ -484,7 +484,7 @@ async fn fetch_or_zeros(
 /// largest object read directly (whole blocks at an aligned address), which leaves room for
 /// a plaintext at an aligned address too.
 fn chunk_pool(m: &Manifest, opts: &RestoreOptions) -> Arc<Pool> {
-    let max_chunk = m.chunks.iter().map(|c| c.len() as usize).max().unwrap_or(0);
+    let max_chunk = m.chunks.longest() as usize;
     let max_object = HEADROOM + max_chunk + TAILROOM;
     Arc::new(Pool::new(
         max_object.next_multiple_of(PLAIN_ALIGN) + PLAIN_ALIGN,
@@ -908,7 +908,6 @@ async fn write_positional(
     // In place, a zero chunk over a hole of the target is there already, unread.
     let mut holes = compare.and_then(|_| Holes::new(file).ok());
     for (offset, c) in m.offsets() {
-        let c = *c;
         if let ChunkRef::Zero { len } = c {
             let in_hole = holes
                 .as_mut()
@@ -1223,26 +1222,33 @@ pub(crate) async fn to_writer(
         out.flush()
     });
     let mut counts = Counts::default();
-    let mut queue: VecDeque<tokio::task::JoinHandle<Result<Fetched>>> = VecDeque::new();
-    let mut chunks = m.offsets().map(|(o, c)| (o, *c)).collect::<VecDeque<_>>();
+    // Each with whether it is a zero chunk, for the counts.
+    let mut queue: VecDeque<(bool, tokio::task::JoinHandle<Result<Fetched>>)> = VecDeque::new();
+    let mut chunks = m.offsets();
     let outcome: Result<()> = async {
         loop {
             while queue.len() < opts.in_flight.max(1) {
-                let Some((offset, c)) = chunks.pop_front() else {
+                let Some((offset, c)) = chunks.next() else {
                     break;
                 };
                 let (repo, m, pool) = (repo.clone(), m.clone(), pool.clone());
                 let allow = opts.allow_damage;
-                queue.push_back(tokio::spawn(async move {
-                    match c {
-                        ChunkRef::Zero { len } => Ok((zeros(&pool, len), None)),
-                        ChunkRef::Data { id, len } => {
-                            fetch_or_zeros(&repo, &m, id, offset, len, allow, &pool).await
+                let zero = matches!(c, ChunkRef::Zero { .. });
+                queue.push_back((
+                    zero,
+                    tokio::spawn(async move {
+                        match c {
+                            ChunkRef::Zero { len } => Ok((zeros(&pool, len), None)),
+                            ChunkRef::Data { id, len } => {
+                                fetch_or_zeros(&repo, &m, id, offset, len, allow, &pool).await
+                            }
                         }
-                    }
-                }));
+                    }),
+                ));
             }
-            let Some(next) = queue.pop_front() else { break };
+            let Some((zero, next)) = queue.pop_front() else {
+                break;
+            };
             let stopped =
                 |e: Error| anyhow!(e).context("restore stopped; the output is incomplete");
             interrupt::check().map_err(stopped)?;
@@ -1259,6 +1265,7 @@ pub(crate) async fn to_writer(
             }
             match damaged {
                 Some(d) => counts.damaged.push(d),
+                None if zero => counts.zero += 1,
                 None => counts.written += 1,
             }
             counts.bytes += len;
@@ -1268,7 +1275,7 @@ pub(crate) async fn to_writer(
     }
     .await;
     drop(tx);
-    for h in queue {
+    for (_, h) in queue {
         h.abort();
     }
     // The writer may be stuck on a reader that stalls, with the last chunks (or all of a small

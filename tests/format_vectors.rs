@@ -300,7 +300,8 @@ fn manifest_a(id_zstd: ChunkId, id_stored: ChunkId, bytes_new_stored: u64) -> Ma
                 id: id_stored,
                 len: RAW_CHUNK_LEN as u32,
             },
-        ],
+        ]
+        .into(),
         parent: Some(PARENT_A.into()),
         stats: BackupStats {
             chunks_new: 2,
@@ -333,7 +334,8 @@ fn manifest_b(id: ChunkId) -> Manifest {
         chunks: vec![ChunkRef::Data {
             id,
             len: PLAIN_CHUNK.len() as u32,
-        }],
+        }]
+        .into(),
         parent: None,
         stats: BackupStats::default(),
         extra: BTreeMap::new(),
@@ -446,7 +448,8 @@ fn manifest_c(id: ChunkId, bytes_new_stored: u64) -> Manifest {
         chunks: vec![ChunkRef::Data {
             id,
             len: COMPRESSIBLE_B_LEN as u32,
-        }],
+        }]
+        .into(),
         parent: None,
         stats: BackupStats {
             chunks_new: 1,
@@ -499,7 +502,8 @@ fn manifest_d(id_plain: ChunkId) -> Manifest {
         chunks: vec![ChunkRef::Data {
             id: id_plain,
             len: PLAIN_CHUNK.len() as u32,
-        }],
+        }]
+        .into(),
         parent: None,
         stats: BackupStats {
             chunks_reused: 1,
@@ -1592,11 +1596,9 @@ async fn the_vector_directories_open_as_repositories() {
     let (m, digest) = a.load_manifest(SERIES_A, &p.version).await.unwrap();
     assert_eq!(digest, p.manifest_digest);
     assert_eq!(a.list_versions(SERIES_A).await.unwrap(), vec![VERSION_A]);
-    for c in &m.chunks {
-        if let ChunkRef::Data { id, len } = c {
-            let bytes = a.store().get(&layout::chunk(id)).await.unwrap();
-            assert_eq!(a.open_chunk(id, &bytes).unwrap().len(), *len as usize);
-        }
+    for (id, len) in m.chunks.data() {
+        let bytes = a.store().get(&layout::chunk(&id)).await.unwrap();
+        assert_eq!(a.open_chunk(&id, &bytes).unwrap().len(), len as usize);
     }
     let b = Repo::open(
         Arc::new(LocalDir::new(vectors_dir().join("repo-b"))),
@@ -1621,11 +1623,9 @@ async fn the_vector_directories_open_as_repositories() {
         assert_eq!(Some(&p.version), versions.last(), "{series}");
         let (m, digest) = b.load_manifest(series, &p.version).await.unwrap();
         assert_eq!(digest, p.manifest_digest);
-        for c in &m.chunks {
-            if let ChunkRef::Data { id, len } = c {
-                let bytes = b.store().get(&layout::chunk(id)).await.unwrap();
-                assert_eq!(b.open_chunk(id, &bytes).unwrap().len(), *len as usize);
-            }
+        for (id, len) in m.chunks.data() {
+            let bytes = b.store().get(&layout::chunk(&id)).await.unwrap();
+            assert_eq!(b.open_chunk(&id, &bytes).unwrap().len(), len as usize);
         }
     }
     let locks = blockvault::lock::list(&b, None).await.unwrap();

@@ -155,7 +155,7 @@ pub async fn rows(repo: &Repo, only: Option<&str>) -> Result<(Vec<VersionRow>, V
                 source_kind: m.source.kind.as_str(),
                 source: m.source.description,
                 host: m.host,
-                chunks: m.chunks.len() as u64,
+                chunks: m.chunks.len(),
                 bytes_new_stored: m.stats.bytes_new_stored,
                 parent: m.parent,
                 damaged: bad_zfs,

@@ -1,6 +1,5 @@
 use super::{GlobalArgs, rfc3339};
 use crate::chunker::Chunking;
-use crate::manifest::ChunkRef;
 use crate::zfs::ZfsFacts;
 use crate::zfs::facts::hex_guid;
 use anyhow::Result;
@@ -32,22 +31,8 @@ pub async fn run(g: &GlobalArgs, a: ShowArgs) -> Result<()> {
         }
         Err(e) => return Err(e),
     };
-    let data = m
-        .chunks
-        .iter()
-        .filter(|c| matches!(c, ChunkRef::Data { .. }))
-        .count();
-    let unique: HashSet<_> = m
-        .chunks
-        .iter()
-        .filter_map(|c| {
-            if let ChunkRef::Data { id, .. } = c {
-                Some(*id)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let data = m.chunks.data().count() as u64;
+    let unique: HashSet<_> = m.chunks.data().map(|(id, _)| id).collect();
     let chunking = match m.chunking {
         Chunking::Fixed { size } => format!("fixed {}", HumanBytes(u64::from(size))),
         Chunking::Cdc { min, avg, max } => {
