@@ -269,7 +269,8 @@ type Sender = tokio::sync::mpsc::Sender<io::Result<Piece>>;
 /// fails the run.
 ///
 /// With `map` (the parent version has data, so most chunks are expected to be stored
-/// already), chunks are mapped instead of read, and so hashed without being copied; a file
+/// already), chunks of [`sys::MAP_MIN`] or more are mapped instead of read, and so hashed
+/// without being copied; a file
 /// that is shorter than a map, whenever it shrank, fails the run through the map's
 /// [`cut_short`](Mapped::cut_short).
 fn read_positional(src: &mut ByOffset, size: u32, total: u64, map: bool, pool: &Pool, tx: &Sender) {
@@ -301,7 +302,7 @@ fn read_positional(src: &mut ByOffset, size: u32, total: u64, map: bool, pool: &
             continue;
         }
         if let Some(mapped) = (map && src.mappable())
-            .then(|| Mapped::new(&src.file, offset, len as usize))
+            .then(|| Mapped::chunk(&src.file, offset, len as usize))
             .flatten()
         {
             if tx.blocking_send(Ok(Piece::Mapped(mapped))).is_err() {
@@ -461,6 +462,12 @@ async fn run(
         .flat_map(|m| m.chunks.data())
         .map(|(id, _)| id)
         .collect();
+    // Only its name and facts are needed from here on: its chunk list is as large as the one
+    // this run builds (40 bytes a data chunk).
+    let parent = parent.map(|m| Manifest {
+        chunks: Chunks::new(),
+        ..m
+    });
 
     let zfs_slot: ZfsSlot = Arc::new(Mutex::new(None));
     let tee = opts.zfs_required || (source.info.kind.is_stream() && !opts.raw);

@@ -33,10 +33,10 @@
 //!
 //! Which operations may run at once:
 //!
-//! | running \ starting | backup, restore, check, prune, forget (shared) | gc (exclusive) | list, show, gc --dry-run (no lock) |
+//! | running \ starting | backup, restore, check, prune, forget (shared) | gc, check --repair (exclusive) | list, show, gc --dry-run (no lock) |
 //! |---|---|---|---|
 //! | shared             | yes | refused, exit 5 | yes |
-//! | exclusive (gc)     | refused, exit 5 | refused, exit 5 | yes |
+//! | exclusive          | refused, exit 5 | refused, exit 5 | yes |
 //! | restore or check without a lock (the store refused it) | yes | yes: it cannot see them | yes |
 //!
 //! No client keeps a cache of chunk ids across runs yet. One that does must drop it when a

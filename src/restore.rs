@@ -1105,8 +1105,8 @@ async fn write_one(
                 ChunkRef::Data { id, .. } => keys.id.id_of(bytes) == id,
             };
             // Mapped, the target's bytes are hashed where they lie in the page cache, as an
-            // incremental backup's are (`crate::sys::Mapped`).
-            if let Some(map) = Mapped::new(&f, offset, len as usize) {
+            // incremental backup's are (`crate::sys::Mapped`), unless the chunk is small.
+            if let Some(map) = Mapped::chunk(&f, offset, len as usize) {
                 let same = holds(&map);
                 if map.cut_short() {
                     return Err(io::Error::new(

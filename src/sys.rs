@@ -751,7 +751,25 @@ fn pass_on(
     }
 }
 
+/// The smallest chunk worth mapping rather than reading ([`Mapped::chunk`]). Each map costs
+/// an `mmap`, a fault per page and an `munmap` that interrupts the other cores to flush
+/// their TLBs; against one copy, that pays only for large chunks. Measured on a 2-core VM,
+/// the incremental backup of the 2 GiB bench image with 1% changed, 4 runs each: at 64 KiB
+/// chunks 0.93–1.06 s mapped, 0.54–0.69 s read; 256 KiB 0.49–0.55 against 0.36–0.37; 1 MiB
+/// 0.38–0.41 against 0.31–0.33; 2 MiB 0.31–0.38 against 0.31–0.34; 4 MiB (the default)
+/// 0.30 against 0.33–0.34.
+pub const MAP_MIN: usize = 2 << 20;
+
 impl Mapped {
+    /// [`Mapped::new`] for a chunk of at least [`MAP_MIN`] bytes; None for a smaller one,
+    /// which is cheaper to read.
+    pub fn chunk(file: &File, offset: u64, len: usize) -> Option<Mapped> {
+        if len < MAP_MIN {
+            return None;
+        }
+        Mapped::new(file, offset, len)
+    }
+
     /// Maps `len` bytes of `file` from `offset`, read ahead and faulted in. `None` when that
     /// cannot be done: `offset` not a multiple of the page size, `len` zero, every registry
     /// slot taken, or the kernel refused; the caller then reads the bytes instead.
