@@ -289,6 +289,8 @@ pub struct RestoreSummary {
     pub chunks_written: u64,
     pub chunks_unchanged: u64,
     pub chunks_zero: u64,
+    /// The length of the chunks written (to stdout, zero chunks too): zeros inside them that a
+    /// file restore leaves as holes count, though the disk saw no write there.
     pub bytes_written: u64,
     pub seconds: f64,
     /// Bytes of the version per second, in MB (10^6 bytes).
