@@ -958,7 +958,8 @@ async fn commit_manifest(repo: &Repo, m: &mut Manifest) -> Result<[u8; 32]> {
 
 /// The version's chunks, put in order as their tasks finish (out of order). A gap cannot wait
 /// in the list itself, which holds a run of zero chunks as one entry; only the results that
-/// finished ahead of an earlier chunk wait here, a few per chunk in flight.
+/// finished ahead of an earlier chunk wait here: usually a few, but all that finish while one
+/// chunk's task is slow (an S3 request retrying), as the slot per chunk they replace did.
 #[derive(Default)]
 struct InOrder {
     chunks: Chunks,
@@ -976,14 +977,22 @@ impl InOrder {
     }
 
     fn done(&mut self, index: usize, c: ChunkRef, n: u64) {
-        self.ahead.insert(index, (c, n));
-        while let Some((c, n)) = self.ahead.remove(&self.next) {
-            match c {
-                ChunkRef::Zero { len } => self.chunks.push_zeros(len, n),
-                ChunkRef::Data { .. } => self.chunks.push(c),
-            }
-            self.next += 1;
+        if index == self.next {
+            self.append(c, n);
+        } else {
+            self.ahead.insert(index, (c, n));
         }
+        while let Some((c, n)) = self.ahead.remove(&self.next) {
+            self.append(c, n);
+        }
+    }
+
+    fn append(&mut self, c: ChunkRef, n: u64) {
+        match c {
+            ChunkRef::Zero { len } => self.chunks.push_zeros(len, n),
+            ChunkRef::Data { .. } => self.chunks.push(c),
+        }
+        self.next += 1;
     }
 
     /// The whole list, or None if a piece issued never finished.
@@ -1107,4 +1116,42 @@ async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkR
         .await
         .context("storing a new chunk")?;
     Ok((index, r, outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_that_finish_out_of_order_are_listed_in_order() {
+        let data = |b| ChunkRef::Data {
+            id: ChunkId([b; 32]),
+            len: 8,
+        };
+        let zero = ChunkRef::Zero { len: 8 };
+        let mut refs = InOrder::default();
+        let ids: Vec<usize> = (0..6).map(|_| refs.issue()).collect();
+        // A run of holes and a zero chunk finish before the data chunk ahead of them.
+        refs.done(ids[2], zero, 3);
+        refs.done(ids[3], zero, 1);
+        refs.done(ids[5], data(2), 1);
+        refs.done(ids[1], data(1), 1);
+        let unfinished = InOrder {
+            chunks: refs.chunks.clone(),
+            issued: refs.issued,
+            next: refs.next,
+            ahead: refs.ahead.clone(),
+        };
+        assert!(
+            unfinished.finish().is_none(),
+            "chunks 0 and 4 never finished"
+        );
+        refs.done(ids[0], zero, 1);
+        refs.done(ids[4], data(1), 1);
+        let chunks = refs.finish().expect("every piece finished");
+        let expected = [zero, data(1), zero, zero, zero, zero, data(1), data(2)];
+        assert_eq!(chunks.iter().collect::<Vec<_>>(), expected);
+        // The four neighbouring zero chunks are one run.
+        assert_eq!(chunks.runs().len(), 5);
+    }
 }

@@ -54,7 +54,7 @@ use crate::format::lock::LockMode;
 use crate::interrupt;
 use crate::layout;
 use crate::lock::LockGuard;
-use crate::manifest::{ChunkRef, Manifest};
+use crate::manifest::{Manifest, Run};
 use crate::pool::Pool;
 use crate::progress;
 use crate::repo::Repo;
@@ -851,8 +851,8 @@ async fn read_manifest(
 /// version it covers.
 fn bad_chunks(m: &Manifest, bad: &HashMap<ChunkId, Fetched>) -> BTreeMap<ChunkId, BadChunk> {
     let mut found: BTreeMap<ChunkId, BadChunk> = BTreeMap::new();
-    for (offset, c) in m.offsets() {
-        let ChunkRef::Data { id, len } = c else {
+    for (offset, r) in m.run_offsets() {
+        let Run::Data { id, len } = r else {
             continue;
         };
         let why = match bad.get(&id) {
@@ -975,6 +975,7 @@ fn verdict(verified: Result<usize, FormatError>, stored: u64) -> Fetched {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::ChunkRef;
 
     #[test]
     fn chunk_names() {

@@ -35,7 +35,7 @@ use crate::format::lock::LockMode;
 use crate::interrupt;
 use crate::layout;
 use crate::lock::LockGuard;
-use crate::manifest::{ChunkRef, Manifest};
+use crate::manifest::{ChunkRef, Manifest, Run};
 use crate::pool::Pool;
 use crate::progress;
 use crate::receive::Validating;
@@ -289,8 +289,9 @@ pub struct RestoreSummary {
     pub chunks_written: u64,
     pub chunks_unchanged: u64,
     pub chunks_zero: u64,
-    /// The length of the chunks written (to stdout, zero chunks too): zeros inside them that a
-    /// file restore leaves as holes count, though the disk saw no write there.
+    /// The length of the chunks written, counting zeros inside them that a file restore
+    /// leaves as holes. To stdout every chunk is written out, so zero chunks count here too,
+    /// though in `chunks_zero`, not `chunks_written`.
     pub bytes_written: u64,
     pub seconds: f64,
     /// Bytes of the version per second, in MB (10^6 bytes).
@@ -909,44 +910,56 @@ async fn write_positional(
     let shown = shown.display().to_string();
     // In place, a zero chunk over a hole of the target is there already, unread.
     let mut holes = compare.and_then(|_| Holes::new(file).ok());
-    for (offset, c) in m.offsets() {
-        if let ChunkRef::Zero { len } = c {
-            let in_hole = holes
-                .as_mut()
-                .is_some_and(|h| h.is_hole(offset, offset + u64::from(len)));
-            let skip = if compare.is_none() {
-                // A new file is a hole there already.
-                counts.zero += 1;
-                true
-            } else if in_hole {
-                counts.unchanged += 1;
-                true
-            } else {
-                false
-            };
-            if skip {
-                pb.inc(u64::from(len));
-                continue;
+    for (at, run) in m.run_offsets() {
+        // A new file is a hole there already: a run of zero chunks costs nothing.
+        if let (Run::Zero { len, count }, None) = (run, compare) {
+            counts.zero += count;
+            pb.inc(u64::from(len).saturating_mul(count));
+            continue;
+        }
+        let (c, n) = match run {
+            Run::Data { id, len } => (ChunkRef::Data { id, len }, 1),
+            Run::Zero { len, count } => (ChunkRef::Zero { len }, count),
+        };
+        for offset in (0..n).map(|i| at + i * u64::from(c.len())) {
+            if let ChunkRef::Zero { len } = c {
+                let in_hole = holes
+                    .as_mut()
+                    .is_some_and(|h| h.is_hole(offset, offset + u64::from(len)));
+                let skip = if compare.is_none() {
+                    // A new file is a hole there already.
+                    counts.zero += 1;
+                    true
+                } else if in_hole {
+                    counts.unchanged += 1;
+                    true
+                } else {
+                    false
+                };
+                if skip {
+                    pb.inc(u64::from(len));
+                    continue;
+                }
             }
+            // In place, `in_place` says what a stop leaves, as for any other failure.
+            interrupt::check().map_err(|e| match compare {
+                None => anyhow!(e).context(format!("restore stopped; {shown} is deleted")),
+                Some(_) => anyhow!(e),
+            })?;
+            let permit = sem.clone().acquire_owned().await?;
+            while let Some(done) = tasks.try_join_next() {
+                tally(&mut counts, done)?;
+            }
+            let (repo, m, dest, shown) = (repo.clone(), m.clone(), dest.clone(), shown.clone());
+            let pool = pool.clone();
+            let allow = opts.allow_damage;
+            tasks.spawn(async move {
+                let compare = compare.is_some();
+                let r = write_one(&repo, &m, &dest, c, offset, compare, &pool, allow, &shown).await;
+                drop(permit);
+                r
+            });
         }
-        // In place, `in_place` says what a stop leaves, as for any other failure.
-        interrupt::check().map_err(|e| match compare {
-            None => anyhow!(e).context(format!("restore stopped; {shown} is deleted")),
-            Some(_) => anyhow!(e),
-        })?;
-        let permit = sem.clone().acquire_owned().await?;
-        while let Some(done) = tasks.try_join_next() {
-            tally(&mut counts, done)?;
-        }
-        let (repo, m, dest, shown) = (repo.clone(), m.clone(), dest.clone(), shown.clone());
-        let pool = pool.clone();
-        let allow = opts.allow_damage;
-        tasks.spawn(async move {
-            let compare = compare.is_some();
-            let r = write_one(&repo, &m, &dest, c, offset, compare, &pool, allow, &shown).await;
-            drop(permit);
-            r
-        });
     }
     while let Some(done) = tasks.join_next().await {
         tally(&mut counts, done)?;
