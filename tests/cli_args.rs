@@ -514,6 +514,27 @@ fn a_storage_class_for_a_local_directory_is_said_to_be_ignored() {
             r.stderr
         );
     }
+    // init says the same of all three.
+    let fresh = Vault::uninitialised();
+    let r = fresh
+        .run(&[
+            "init",
+            "--storage-class",
+            "GLACIER",
+            "--s3-endpoint",
+            "http://127.0.0.1:3900",
+            "--s3-region",
+            "garage",
+        ])
+        .ok();
+    for option in ["--storage-class GLACIER", "--s3-endpoint", "--s3-region"] {
+        assert!(
+            r.stderr
+                .contains(&format!("{option} is for S3 repositories")),
+            "{}",
+            r.stderr
+        );
+    }
 }
 
 /// A version recorded with a `--time` in the future would shadow every real backup until

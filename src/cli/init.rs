@@ -48,11 +48,10 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             .map_err(|e| usage(format!("--storage-class: {e}")))?;
         if loc.starts_with("s3://") {
             options.insert(OPTION_STORAGE_CLASS.to_string(), class.clone());
-        } else {
-            eprintln!(
-                "warning: --storage-class {class} is for S3 repositories; {loc} is a local directory, which has none (ignored)"
-            );
         }
+    }
+    if !loc.starts_with("s3://") {
+        g.warn_s3_options_ignored(loc);
     }
     // Everything that can be refused is refused before anything is created: a failed init
     // must not leave a directory that makes the next one say "already exists".

@@ -235,12 +235,8 @@ impl GlobalArgs {
         }
     }
 
-    async fn real_store(&self) -> Result<(Arc<dyn Store>, Option<Arc<S3>>)> {
-        let loc = self.repo_location()?;
-        if loc.starts_with("s3://") {
-            let s3 = Arc::new(S3::connect(self.s3_options(loc)?).await?);
-            return Ok((s3.clone(), Some(s3)));
-        }
+    /// A warning for each S3-only option given for the local directory `loc`.
+    pub(crate) fn warn_s3_options_ignored(&self, loc: &str) {
         if let Some(class) = &self.storage_class {
             eprintln!(
                 "warning: --storage-class {class} is for S3 repositories; {loc} is a local directory, which has none (ignored)"
@@ -256,6 +252,15 @@ impl GlobalArgs {
                 );
             }
         }
+    }
+
+    async fn real_store(&self) -> Result<(Arc<dyn Store>, Option<Arc<S3>>)> {
+        let loc = self.repo_location()?;
+        if loc.starts_with("s3://") {
+            let s3 = Arc::new(S3::connect(self.s3_options(loc)?).await?);
+            return Ok((s3.clone(), Some(s3)));
+        }
+        self.warn_s3_options_ignored(loc);
         let path = Path::new(loc);
         if !path.exists() {
             bail!(
