@@ -270,9 +270,8 @@ type Sender = tokio::sync::mpsc::Sender<io::Result<Piece>>;
 ///
 /// With `map` (the parent version has data, so most chunks are expected to be stored
 /// already), chunks of [`sys::MAP_MIN`] or more are mapped instead of read, and so hashed
-/// without being copied; a file
-/// that is shorter than a map, whenever it shrank, fails the run through the map's
-/// [`cut_short`](Mapped::cut_short).
+/// without being copied; a file that is shorter than a map, whenever it shrank, fails the run
+/// through the map's [`cut_short`](Mapped::cut_short).
 fn read_positional(src: &mut ByOffset, size: u32, total: u64, map: bool, pool: &Pool, tx: &Sender) {
     let mut holes = Holes::new(&src.file).ok();
     let mut offset = 0;

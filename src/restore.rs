@@ -922,24 +922,15 @@ async fn write_positional(
             Run::Zero { len, count } => (ChunkRef::Zero { len }, count),
         };
         for offset in (0..n).map(|i| at + i * u64::from(c.len())) {
-            if let ChunkRef::Zero { len } = c {
-                let in_hole = holes
+            // In place (the only way a zero chunk gets here), one over a hole of the target.
+            if let ChunkRef::Zero { len } = c
+                && holes
                     .as_mut()
-                    .is_some_and(|h| h.is_hole(offset, offset + u64::from(len)));
-                let skip = if compare.is_none() {
-                    // A new file is a hole there already.
-                    counts.zero += 1;
-                    true
-                } else if in_hole {
-                    counts.unchanged += 1;
-                    true
-                } else {
-                    false
-                };
-                if skip {
-                    pb.inc(u64::from(len));
-                    continue;
-                }
+                    .is_some_and(|h| h.is_hole(offset, offset + u64::from(len)))
+            {
+                counts.unchanged += 1;
+                pb.inc(u64::from(len));
+                continue;
             }
             // In place, `in_place` says what a stop leaves, as for any other failure.
             interrupt::check().map_err(|e| match compare {
