@@ -15,7 +15,7 @@ use crate::format::lock::LockMode;
 use crate::interrupt;
 use crate::layout;
 use crate::lock::LockGuard;
-use crate::manifest::{BackupStats, ChunkRef, Chunks, Manifest};
+use crate::manifest::{BackupStats, ChunkRef, Chunks, Manifest, Run};
 use crate::pool::Pool;
 use crate::progress;
 use crate::repo::{Repo, hostname};
@@ -555,9 +555,10 @@ async fn run(
             }
             // Zeros need no task: recorded here, in order.
             if let Piece::Holes { len, count } = piece {
+                let count = u64::from(count);
                 let index = refs.issue();
-                refs.done(index, ChunkRef::Zero { len }, u64::from(count));
-                stats.chunks_zero += u64::from(count);
+                refs.done(index, Run::Zero { len, count });
+                stats.chunks_zero += count;
                 continue;
             }
             let index = refs.issue();
@@ -964,8 +965,8 @@ struct InOrder {
     chunks: Chunks,
     issued: usize,
     next: usize,
-    /// By position: a chunk, and how many times it repeats (a run of holes).
-    ahead: BTreeMap<usize, (ChunkRef, u64)>,
+    /// By position: a chunk, or a run of holes.
+    ahead: BTreeMap<usize, Run>,
 }
 
 impl InOrder {
@@ -975,22 +976,19 @@ impl InOrder {
         self.issued - 1
     }
 
-    fn done(&mut self, index: usize, c: ChunkRef, n: u64) {
+    fn done(&mut self, index: usize, run: Run) {
         if index == self.next {
-            self.append(c, n);
+            self.append(run);
         } else {
-            self.ahead.insert(index, (c, n));
+            self.ahead.insert(index, run);
         }
-        while let Some((c, n)) = self.ahead.remove(&self.next) {
-            self.append(c, n);
+        while let Some(run) = self.ahead.remove(&self.next) {
+            self.append(run);
         }
     }
 
-    fn append(&mut self, c: ChunkRef, n: u64) {
-        match c {
-            ChunkRef::Zero { len } => self.chunks.push_zeros(len, n),
-            ChunkRef::Data { .. } => self.chunks.push(c),
-        }
+    fn append(&mut self, run: Run) {
+        self.chunks.push_run(run);
         self.next += 1;
     }
 
@@ -1006,7 +1004,7 @@ fn record(
     stats: &mut BackupStats,
 ) -> Result<()> {
     let (index, r, outcome) = done.map_err(|e| anyhow!("a backup task failed: {e}"))??;
-    refs.done(index, r, 1);
+    refs.done(index, r.into());
     match outcome {
         Outcome::Zero => stats.chunks_zero += 1,
         Outcome::Reused => stats.chunks_reused += 1,
@@ -1131,10 +1129,10 @@ mod tests {
         let mut refs = InOrder::default();
         let ids: Vec<usize> = (0..6).map(|_| refs.issue()).collect();
         // A run of holes and a zero chunk finish before the data chunk ahead of them.
-        refs.done(ids[2], zero, 3);
-        refs.done(ids[3], zero, 1);
-        refs.done(ids[5], data(2), 1);
-        refs.done(ids[1], data(1), 1);
+        refs.done(ids[2], Run::Zero { len: 8, count: 3 });
+        refs.done(ids[3], zero.into());
+        refs.done(ids[5], data(2).into());
+        refs.done(ids[1], data(1).into());
         let unfinished = InOrder {
             chunks: refs.chunks.clone(),
             issued: refs.issued,
@@ -1145,8 +1143,8 @@ mod tests {
             unfinished.finish().is_none(),
             "chunks 0 and 4 never finished"
         );
-        refs.done(ids[0], zero, 1);
-        refs.done(ids[4], data(1), 1);
+        refs.done(ids[0], zero.into());
+        refs.done(ids[4], data(1).into());
         let chunks = refs.finish().expect("every piece finished");
         let expected = [zero, data(1), zero, zero, zero, zero, data(1), data(2)];
         assert_eq!(chunks.iter().collect::<Vec<_>>(), expected);

@@ -60,29 +60,49 @@ pub enum Run {
     },
 }
 
+impl Run {
+    /// The chunk the run repeats, and how many times.
+    pub fn parts(self) -> (ChunkRef, u64) {
+        match self {
+            Run::Data { id, len } => (ChunkRef::Data { id, len }, 1),
+            Run::Zero { len, count } => (ChunkRef::Zero { len }, count),
+        }
+    }
+
+    /// The bytes of the version it covers (saturating: `validate` refuses what overflows).
+    pub fn bytes(self) -> u64 {
+        let (c, n) = self.parts();
+        u64::from(c.len()).saturating_mul(n)
+    }
+}
+
+impl From<ChunkRef> for Run {
+    fn from(c: ChunkRef) -> Run {
+        match c {
+            ChunkRef::Data { id, len } => Run::Data { id, len },
+            ChunkRef::Zero { len } => Run::Zero { len, count: 1 },
+        }
+    }
+}
+
 impl Chunks {
     pub fn new() -> Chunks {
         Chunks::default()
     }
 
     pub fn push(&mut self, c: ChunkRef) {
-        match c {
-            ChunkRef::Data { id, len } => {
-                self.runs.push(Run::Data { id, len });
-                self.count += 1;
-            }
-            ChunkRef::Zero { len } => self.push_zeros(len, 1),
-        }
+        self.push_run(c.into());
     }
 
-    /// `n` zero chunks of `len` bytes each.
-    pub fn push_zeros(&mut self, len: u32, n: u64) {
+    /// Appends `run`, joined to the last run when both are zero chunks of one length.
+    pub fn push_run(&mut self, run: Run) {
+        let (_, n) = run.parts();
         if n == 0 {
             return;
         }
-        match self.runs.last_mut() {
-            Some(Run::Zero { len: l, count }) if *l == len => *count += n,
-            _ => self.runs.push(Run::Zero { len, count: n }),
+        match (self.runs.last_mut(), run) {
+            (Some(Run::Zero { len: l, count }), Run::Zero { len, .. }) if *l == len => *count += n,
+            _ => self.runs.push(run),
         }
         self.count += n;
     }
@@ -103,10 +123,7 @@ impl Chunks {
     /// Every chunk, one by one.
     pub fn iter(&self) -> impl Iterator<Item = ChunkRef> + '_ {
         self.runs.iter().flat_map(|r| {
-            let (c, n) = match *r {
-                Run::Data { id, len } => (ChunkRef::Data { id, len }, 1),
-                Run::Zero { len, count } => (ChunkRef::Zero { len }, count),
-            };
+            let (c, n) = r.parts();
             // A run longer than memory can count is refused on decode (`validate`).
             std::iter::repeat_n(c, usize::try_from(n).unwrap_or(usize::MAX))
         })
@@ -291,10 +308,8 @@ impl Manifest {
         // The index of the run's first chunk, for the messages.
         let mut i: u64 = 0;
         for r in self.chunks.runs() {
-            let (len, n) = match *r {
-                Run::Data { len, .. } => (u64::from(len), 1),
-                Run::Zero { len, count } => (u64::from(len), count),
-            };
+            let (c, n) = r.parts();
+            let len = u64::from(c.len());
             if len == 0 || len > max {
                 return bad(format!("chunk {i} has length {len}, outside 1..={max}"));
             }
@@ -308,7 +323,7 @@ impl Manifest {
             if usize::try_from(n).is_err() {
                 return bad(format!("a run of {n} zero chunks at chunk {i}"));
             }
-            total = total.saturating_add(len.saturating_mul(n));
+            total = total.saturating_add(r.bytes());
             i += n;
         }
         if total != self.size {
@@ -326,10 +341,7 @@ impl Manifest {
     pub fn run_offsets(&self) -> impl Iterator<Item = (u64, Run)> + '_ {
         self.chunks.runs().iter().scan(0u64, |off, r| {
             let at = *off;
-            *off += match *r {
-                Run::Data { len, .. } => u64::from(len),
-                Run::Zero { len, count } => u64::from(len).saturating_mul(count),
-            };
+            *off += r.bytes();
             Some((at, *r))
         })
     }
@@ -433,7 +445,10 @@ mod tests {
         // Four million zero chunks, as a thin 16 TiB device is at 4 MiB: one run.
         let mut m = sample();
         m.chunks = Chunks::new();
-        m.chunks.push_zeros(4 << 20, 4 << 20);
+        m.chunks.push_run(Run::Zero {
+            len: 4 << 20,
+            count: 4 << 20,
+        });
         m.size = (4u64 << 20) * (4 << 20);
         let decoded = Manifest::decode(&m.encode()).unwrap();
         assert_eq!(decoded.chunks.runs().len(), 1);

@@ -917,10 +917,7 @@ async fn write_positional(
             pb.inc(u64::from(len).saturating_mul(count));
             continue;
         }
-        let (c, n) = match run {
-            Run::Data { id, len } => (ChunkRef::Data { id, len }, 1),
-            Run::Zero { len, count } => (ChunkRef::Zero { len }, count),
-        };
+        let (c, n) = run.parts();
         for offset in (0..n).map(|i| at + i * u64::from(c.len())) {
             // In place (the only way a zero chunk gets here), one over a hole of the target.
             if let ChunkRef::Zero { len } = c
