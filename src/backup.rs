@@ -501,8 +501,9 @@ async fn run(
         _ => None,
     };
     // Read buffers go back to the pool when their chunk is zero or already stored (an
-    // unchanged image is almost all such chunks); a new chunk's buffer leaves as the sealed
-    // object.
+    // unchanged image is almost all such chunks), or once a new chunk is compressed into a
+    // buffer of its own; only a chunk stored as it is leaves in its read buffer. A buffer
+    // that comes back keeps its length, so the next read into it zeroes nothing.
     let pool = Arc::new(Pool::new(
         HEADROOM + chunking.max_chunk() + TAILROOM,
         opts.in_flight.max(1) + READ_AHEAD + 1,
@@ -1063,7 +1064,7 @@ async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkR
         },
     };
     let repo = ctx.repo.clone();
-    let (mut buf, id) = cpu::run(move || {
+    let (buf, id) = cpu::run(move || {
         let data = &buf[HEADROOM..];
         let id = (!is_zero(data)).then(|| repo.keys.id.id_of(data));
         (buf, id)
@@ -1094,22 +1095,20 @@ async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkR
         ctx.healed.fetch_add(1, Ordering::Relaxed);
     }
     let repo = ctx.repo.clone();
-    let sealed = cpu::run(move || {
-        repo.seal_chunk_in_place(&id, &mut buf);
-        buf
-    })
-    .await?;
+    let (sealed, spare) = cpu::run(move || repo.seal_new_chunk(&id, buf)).await?;
+    if let Some(buf) = spare {
+        ctx.pool.give(buf);
+    }
     let outcome = Outcome::New {
         raw: u64::from(len),
-        stored: sealed.len() as u64,
+        stored: sealed.bytes().len() as u64,
     };
     if ctx.dry_run {
-        ctx.pool.give(sealed);
         return Ok((index, r, outcome));
     }
     ctx.repo
         .store()
-        .put_unsynced(&name, sealed)
+        .put_unsynced_placed(&name, sealed)
         .await
         .context("storing a new chunk")?;
     Ok((index, r, outcome))

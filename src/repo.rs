@@ -12,6 +12,7 @@ use crate::chunk_id::ChunkId;
 use crate::chunker::{
     Chunking, DEFAULT_CDC_AVG, DEFAULT_CDC_MAX, DEFAULT_CDC_MIN, DEFAULT_FIXED_SIZE,
 };
+use crate::direct;
 use crate::error::Error;
 use crate::format::config::{ChunkerDefaults, Config, Encryption};
 use crate::format::key::{Kdf, KeyObject};
@@ -23,7 +24,7 @@ use crate::lock::Access;
 use crate::manifest::Manifest;
 use crate::objects;
 use crate::seal;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Placed, Store, StoreError};
 use anyhow::{Context, Result, anyhow, bail};
 use rand::RngCore;
 use std::collections::BTreeMap;
@@ -478,15 +479,22 @@ impl Repo {
         )
     }
 
-    /// [`Repo::seal_chunk`] of the payload `buf` holds after [`seal::HEADROOM`] bytes, in place.
-    pub fn seal_chunk_in_place(&self, id: &ChunkId, buf: &mut Vec<u8>) {
-        seal::seal_in_place(
-            Kind::Chunk,
-            self.keys.seal.as_ref(),
-            &layout::chunk(id),
-            buf,
-            Some(self.config.zstd_level),
-        );
+    /// [`Repo::seal_chunk`] of the payload `buf` holds after [`seal::HEADROOM`] bytes. A chunk
+    /// that compresses is sealed into a buffer of its own, at an address a direct write takes
+    /// as it is, and `buf` comes back for the next read; one that does not is sealed where it
+    /// lies, in `buf`.
+    pub fn seal_new_chunk(&self, id: &ChunkId, mut buf: Vec<u8>) -> (Placed, Option<Vec<u8>>) {
+        let name = layout::chunk(id);
+        let key = self.keys.seal.as_ref();
+        let payload = buf.get(seal::HEADROOM..).unwrap_or_default();
+        let level = self.config.zstd_level;
+        match seal::seal_compressed(Kind::Chunk, key, &name, payload, level, direct::ALIGN) {
+            Some((sealed, start)) => (Placed { buf: sealed, start }, Some(buf)),
+            None => {
+                seal::seal_in_place(Kind::Chunk, key, &name, &mut buf, None);
+                (buf.into(), None)
+            }
+        }
     }
 
     pub fn open_chunk(&self, id: &ChunkId, bytes: &[u8]) -> Result<Vec<u8>, FormatError> {

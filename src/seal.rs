@@ -22,7 +22,8 @@ pub const MAX_CHUNK_LEN: usize = 64 << 20;
 pub const MAX_METADATA_LEN: usize = 1 << 30;
 
 /// Bytes a buffer keeps in front of its payload for [`seal_in_place`]: room for the header and
-/// nonce, so a chunk read into such a buffer is sealed without another copy of it.
+/// nonce, so a chunk read into such a buffer and stored as it is (it does not compress) is
+/// sealed without another copy of it.
 pub const HEADROOM: usize = HEADER_LEN + NONCE_LEN;
 /// Bytes sealing appends (the tag, or the checksum unencrypted): a buffer with this much
 /// spare capacity after its payload is sealed in place without growing.
@@ -138,6 +139,56 @@ fn seal_in_place_with_nonce(
     close(kind, key, name, codec, buf, nonce);
 }
 
+/// [`seal`] with compression of a payload that is worth compressing, into a buffer of its own
+/// whose object starts at its first address that is a multiple of `align` (a power of two):
+/// `Some((buffer, start))`, the object being `buffer[start..]`. Where direct I/O writes it,
+/// that spares a copy into aligned memory, and the caller's buffer is free again at once.
+/// `None` when compressing does not shrink the payload (nothing is allocated when the probe
+/// says so already): the caller then stores it as it is ([`seal_in_place`] without a level).
+pub fn seal_compressed(
+    kind: Kind,
+    key: Option<&SealKey>,
+    name: &str,
+    payload: &[u8],
+    zstd_level: i32,
+    align: usize,
+) -> Option<(Vec<u8>, usize)> {
+    seal_compressed_with_nonce(
+        kind,
+        key,
+        name,
+        payload,
+        zstd_level,
+        align,
+        &fresh_nonce(key),
+    )
+}
+
+fn seal_compressed_with_nonce(
+    kind: Kind,
+    key: Option<&SealKey>,
+    name: &str,
+    payload: &[u8],
+    zstd_level: i32,
+    align: usize,
+    nonce: &[u8; NONCE_LEN],
+) -> Option<(Vec<u8>, usize)> {
+    let (mut out, start) = with_compressors(zstd_level, |zstd| {
+        if !with_scratch(|scratch| zstd.worth_trying(payload, scratch)) {
+            return None;
+        }
+        let mut out: Vec<u8> = Vec::with_capacity(align + sealed_capacity(payload.len()));
+        // Any start works; an aligned one is only faster to write.
+        let start = Some(out.as_ptr().align_offset(align))
+            .filter(|&s| s < align)
+            .unwrap_or(0);
+        zstd.compress_at(payload, &mut out, start + HEADROOM)
+            .then_some((out, start))
+    })??;
+    close_at(kind, key, name, Codec::Zstd, &mut out, start, nonce);
+    Some((out, start))
+}
+
 fn fresh_nonce(key: Option<&SealKey>) -> [u8; NONCE_LEN] {
     let mut nonce = [0u8; NONCE_LEN];
     if key.is_some() {
@@ -176,6 +227,19 @@ fn close(
     buf: &mut Vec<u8>,
     nonce: &[u8; NONCE_LEN],
 ) {
+    close_at(kind, key, name, codec, buf, 0, nonce);
+}
+
+/// [`close`] of the object that starts at `start` of `buf`; what lies before it is not touched.
+fn close_at(
+    kind: Kind,
+    key: Option<&SealKey>,
+    name: &str,
+    codec: Codec,
+    buf: &mut Vec<u8>,
+    start: usize,
+    nonce: &[u8; NONCE_LEN],
+) {
     let cipher = if key.is_some() {
         Cipher::XChaCha20Poly1305
     } else {
@@ -187,18 +251,19 @@ fn close(
         codec,
     }
     .to_bytes();
-    buf[..HEADER_LEN].copy_from_slice(&header);
+    let (head, body) = (start + HEADER_LEN, start + HEADROOM);
+    buf[start..head].copy_from_slice(&header);
     match key {
         Some(key) => {
-            buf[HEADER_LEN..HEADROOM].copy_from_slice(nonce);
-            let tag = crate::aead::seal(&key.0, nonce, &aad(&header, name), &mut buf[HEADROOM..]);
+            buf[head..body].copy_from_slice(nonce);
+            let tag = crate::aead::seal(&key.0, nonce, &aad(&header, name), &mut buf[body..]);
             buf.extend_from_slice(&tag);
         }
         None => {
             // No nonce: the body moves up to follow the header.
-            buf.copy_within(HEADROOM.., HEADER_LEN);
+            buf.copy_within(body.., head);
             buf.truncate(buf.len() - NONCE_LEN);
-            let sum = checksum(&header, name, &buf[HEADER_LEN..]);
+            let sum = checksum(&header, name, &buf[head..]);
             buf.extend_from_slice(&sum);
         }
     }
@@ -219,33 +284,54 @@ struct Compressors {
     probe: zstd::bulk::Compressor<'static>,
 }
 
+/// Runs `f` with this thread's zstd contexts for `level`; `None` when zstd cannot make them
+/// (the payload is then stored as it is).
+fn with_compressors<T>(level: i32, f: impl FnOnce(&mut Compressors) -> T) -> Option<T> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        if slot.as_ref().is_none_or(|c| c.level != level) {
+            let full = zstd::bulk::Compressor::new(level).ok()?;
+            let probe = zstd::bulk::Compressor::new(PROBE_LEVEL).ok()?;
+            *slot = Some(Compressors { level, full, probe });
+        }
+        slot.as_mut().map(f)
+    })
+}
+
+impl Compressors {
+    /// Whether `payload` is worth compressing in full: short ones always are, longer ones
+    /// when [`probe`] finds a sample that shrinks. `scratch` takes the samples' output.
+    fn worth_trying(&mut self, payload: &[u8], scratch: &mut Vec<u8>) -> bool {
+        payload.len() < PROBE_MIN || probe(&mut self.probe, payload, scratch)
+    }
+
+    /// Compresses `payload` into `out` from index `at` on (what lies before is kept, or
+    /// zeroed where `out` was shorter); true when the result is smaller than the payload.
+    /// Room is reserved only if `out` lacks it, so a buffer made with
+    /// [`sealed_capacity`] to spare never moves.
+    fn compress_at(&mut self, payload: &[u8], out: &mut Vec<u8>, at: usize) -> bool {
+        out.resize(at, 0);
+        out.reserve(zstd::zstd_safe::compress_bound(payload.len()));
+        let mut cursor = std::io::Cursor::new(&mut *out);
+        cursor.set_position(at as u64);
+        matches!(self.full.compress_to_buffer(payload, &mut cursor), Ok(n) if n < payload.len())
+    }
+}
+
 /// Compresses `payload` into `out` with this thread's zstd context; true when that is worth
 /// storing (smaller than the payload). False, and `out` unspecified, when it is not, when the
 /// probe says it would not be, or when zstd fails (the payload is then stored as it is).
 fn compress(payload: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
-    COMPRESSOR.with(|cell| {
-        let Ok(mut slot) = cell.try_borrow_mut() else {
-            return false;
-        };
-        if slot.as_ref().is_none_or(|c| c.level != level) {
-            let (Ok(full), Ok(probe)) = (
-                zstd::bulk::Compressor::new(level),
-                zstd::bulk::Compressor::new(PROBE_LEVEL),
-            ) else {
-                return false;
-            };
-            *slot = Some(Compressors { level, full, probe });
-        }
-        let Some(zstd) = slot.as_mut() else {
-            return false;
-        };
-        if payload.len() >= PROBE_MIN && !probe(&mut zstd.probe, payload, out) {
-            return false;
-        }
-        out.clear();
-        out.reserve(zstd::zstd_safe::compress_bound(payload.len()));
-        matches!(zstd.full.compress_to_buffer(payload, out), Ok(n) if n < payload.len())
+    with_compressors(level, |zstd| {
+        zstd.worth_trying(payload, out) && zstd.compress_at(payload, out, 0)
     })
+    .unwrap_or(false)
+}
+
+/// The most bytes sealing a payload of `len` bytes compressed can take: a buffer with this
+/// much room after the object's start never grows while it is sealed.
+pub fn sealed_capacity(len: usize) -> usize {
+    HEADROOM + zstd::zstd_safe::compress_bound(len) + TAILROOM
 }
 
 /// Whether any of the samples spread over `payload` compresses (see [`PROBE_MIN`]).
@@ -799,6 +885,23 @@ mod tests {
             seal_in_place_with_nonce(Kind::Chunk, key, "chunks/x", &mut buf, level, &nonce);
             prop_assert_eq!(&buf, &expected);
             prop_assert_eq!(open_owned(Kind::Chunk, key, "chunks/x", buf, MAX_CHUNK_LEN).unwrap(), data);
+        }
+
+        #[test]
+        fn seal_compressed_equals_seal_and_starts_aligned(data in proptest::collection::vec(any::<u8>(), 0..5000), repeat in 0usize..300, encrypted: bool, nonce: [u8; NONCE_LEN]) {
+            let k = keys();
+            let key = if encrypted { k.seal.as_ref() } else { None };
+            let data = data.repeat(repeat.max(1));
+            let expected = seal_with_nonce(Kind::Chunk, key, "chunks/x", &data, Some(3), &nonce);
+            let compressed = Header::parse(&expected, Kind::Chunk).unwrap().codec == Codec::Zstd;
+            match seal_compressed_with_nonce(Kind::Chunk, key, "chunks/x", &data, 3, 4096, &nonce) {
+                Some((buf, start)) => {
+                    prop_assert!(compressed, "compressed what seal stores as it is");
+                    prop_assert_eq!(buf[start..].as_ptr().addr() % 4096, 0);
+                    prop_assert_eq!(&buf[start..], &expected[..]);
+                }
+                None => prop_assert!(!compressed, "stored as it is what seal compresses"),
+            }
         }
 
         #[test]

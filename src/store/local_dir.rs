@@ -16,7 +16,7 @@
 //! They are fsynced anyway and seldom read soon; the page cache's copy was most of the cost
 //! of storing them.
 
-use super::{RequestCounter, RequestKind, Requests, Store, StoreError, valid_key};
+use super::{Placed, RequestCounter, RequestKind, Requests, Store, StoreError, valid_key};
 use crate::direct::Direct;
 use crate::sys;
 use async_trait::async_trait;
@@ -310,6 +310,15 @@ impl Store for LocalDir {
         let direct = self.direct.clone();
         self.blocking(key, move |root, path| {
             write_atomic(root, &path, &data, Place::ReplaceUnsynced, &direct).map(drop)
+        })
+        .await
+    }
+
+    async fn put_unsynced_placed(&self, key: &str, object: Placed) -> Result<(), StoreError> {
+        self.counter.count(RequestKind::Put);
+        let direct = self.direct.clone();
+        self.blocking(key, move |root, path| {
+            write_atomic(root, &path, object.bytes(), Place::ReplaceUnsynced, &direct).map(drop)
         })
         .await
     }

@@ -147,6 +147,26 @@ impl RequestCounter {
     }
 }
 
+/// An object's bytes where its writer left them: `buf[start..]`. A chunk is sealed at an
+/// address direct I/O can write from ([`crate::seal::seal_compressed`]), which saves copying
+/// it into aligned memory first.
+pub struct Placed {
+    pub buf: Vec<u8>,
+    pub start: usize,
+}
+
+impl Placed {
+    pub fn bytes(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+}
+
+impl From<Vec<u8>> for Placed {
+    fn from(buf: Vec<u8>) -> Placed {
+        Placed { buf, start: 0 }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Where this store is, for messages: "local directory /srv/vault".
@@ -159,6 +179,13 @@ pub trait Store: Send + Sync {
     /// `put`, except that the object may become durable only when `sync` returns.
     async fn put_unsynced(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
         self.put(key, data).await
+    }
+    /// [`put_unsynced`](Self::put_unsynced) of an object that lies at an offset of its buffer.
+    /// A local directory writes it from where it lies; other stores move it to the front.
+    async fn put_unsynced_placed(&self, key: &str, object: Placed) -> Result<(), StoreError> {
+        let Placed { mut buf, start } = object;
+        buf.drain(..start.min(buf.len()));
+        self.put_unsynced(key, buf).await
     }
     /// Makes durable every object under `prefix` that anyone stored with `put_unsynced` and
     /// that is visible now (so also those another process stored, which a backup may
