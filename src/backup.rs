@@ -18,7 +18,7 @@ use crate::lock::LockGuard;
 use crate::manifest::{BackupStats, ChunkRef, Chunks, Manifest, Run};
 use crate::pool::Pool;
 use crate::progress;
-use crate::repo::{Repo, hostname};
+use crate::repo::{Repo, SealedChunk, hostname};
 use crate::seal::{HEADROOM, TAILROOM};
 use crate::source::{self, ByOffset, Holes, SourceSpec};
 use crate::store::{Claim, Requests};
@@ -36,8 +36,10 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// Chunks being hashed, sealed or stored at once. With 4 MiB chunks that is at most ~64 MiB
-/// of chunk data (plaintext and sealed copy) in memory, whatever the size of the source.
+/// Chunks being hashed, sealed or stored at once. With 4 MiB chunks that is at most ~76 MiB
+/// of chunk data in memory, whatever the size of the source: read buffers for these chunks
+/// and the few read ahead (44 MiB, kept for reuse), and the sealed objects being stored,
+/// each as large as its chunk compressed (~1.3 MB on the bench image).
 pub const DEFAULT_IN_FLIGHT: usize = 8;
 
 pub struct BackupOptions {
@@ -224,6 +226,7 @@ struct Ctx {
     /// Ids this run has already decided about.
     seen: Mutex<HashSet<ChunkId>>,
     dry_run: bool,
+    /// Buffers chunks are read into.
     pool: Arc<Pool>,
     /// The source as errors name it.
     source: String,
@@ -232,8 +235,9 @@ struct Ctx {
 /// Chunks read ahead of the ones being processed (the channel from the reading thread).
 const READ_AHEAD: usize = 2;
 
-/// What the reading thread hands on: a chunk's bytes after [`HEADROOM`] bytes of room (so it
-/// is sealed where it lies), the chunk's bytes where they lie in the page cache, or the length
+/// What the reading thread hands on: a chunk's bytes after [`HEADROOM`] bytes of room (so a
+/// chunk that does not compress is sealed where it lies), the chunk's bytes where they lie in
+/// the page cache, or the length
 /// of a chunk known to be zeros without reading it.
 enum Piece {
     Data(Vec<u8>),
@@ -501,12 +505,14 @@ async fn run(
         _ => None,
     };
     // Read buffers go back to the pool when their chunk is zero or already stored (an
-    // unchanged image is almost all such chunks), or once a new chunk is compressed into a
-    // buffer of its own; only a chunk stored as it is leaves in its read buffer. A buffer
-    // that comes back keeps its length, so the next read into it zeroes nothing.
+    // unchanged image is almost all such chunks), once a new chunk is compressed into a
+    // buffer of its own, or, for a chunk stored as it is, once it is written. They keep their
+    // length, so a read into one zeroes nothing first. Sealed chunks are not pooled: kept,
+    // each would hold as much memory as the largest it ever held, for no speed (measured).
+    let in_flight = opts.in_flight.max(1);
     let pool = Arc::new(Pool::new(
         HEADROOM + chunking.max_chunk() + TAILROOM,
-        opts.in_flight.max(1) + READ_AHEAD + 1,
+        in_flight + READ_AHEAD + 1,
     ));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Piece>>(READ_AHEAD);
     let reader_pool = pool.clone();
@@ -530,7 +536,7 @@ async fn run(
     });
     let description = source.info.description.clone();
     let zfs_required = opts.zfs_required;
-    let sem = Arc::new(Semaphore::new(opts.in_flight.max(1)));
+    let sem = Arc::new(Semaphore::new(in_flight));
     let mut tasks: JoinSet<Result<(usize, ChunkRef, Outcome)>> = JoinSet::new();
     let mut refs = InOrder::default();
     let mut stats = BackupStats::default();
@@ -1095,22 +1101,33 @@ async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkR
         ctx.healed.fetch_add(1, Ordering::Relaxed);
     }
     let repo = ctx.repo.clone();
-    let (sealed, spare) = cpu::run(move || repo.seal_new_chunk(&id, buf)).await?;
-    if let Some(buf) = spare {
-        ctx.pool.give(buf);
-    }
+    // A chunk stored as it is leaves in its read buffer, which comes back once written.
+    let (object, read_buffer) = match cpu::run(move || repo.seal_new_chunk(&id, buf)).await? {
+        SealedChunk::Compressed { object, read } => {
+            ctx.pool.give(read);
+            (object, false)
+        }
+        SealedChunk::Stored(object) => (object, true),
+    };
     let outcome = Outcome::New {
         raw: u64::from(len),
-        stored: sealed.bytes().len() as u64,
+        stored: object.bytes().len() as u64,
     };
     if ctx.dry_run {
+        if read_buffer {
+            ctx.pool.give(object.into_buffer());
+        }
         return Ok((index, r, outcome));
     }
-    ctx.repo
+    let written = ctx
+        .repo
         .store()
-        .put_unsynced_placed(&name, sealed)
+        .put_unsynced_placed(&name, object)
         .await
         .context("storing a new chunk")?;
+    if read_buffer {
+        ctx.pool.give(written);
+    }
     Ok((index, r, outcome))
 }
 

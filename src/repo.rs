@@ -59,6 +59,14 @@ impl Default for InitOptions {
     }
 }
 
+/// A new chunk sealed by [`Repo::seal_new_chunk`].
+pub enum SealedChunk {
+    /// Compressed into a buffer of its own; `read`, which held the chunk, is free.
+    Compressed { object: Placed, read: Vec<u8> },
+    /// Sealed as it is, in the buffer that held it.
+    Stored(Placed),
+}
+
 pub struct Repo {
     store: Arc<dyn Store>,
     pub config: Config,
@@ -481,18 +489,29 @@ impl Repo {
 
     /// [`Repo::seal_chunk`] of the payload `buf` holds after [`seal::HEADROOM`] bytes. A chunk
     /// that compresses is sealed into a buffer of its own, at an address a direct write takes
-    /// as it is, and `buf` comes back for the next read; one that does not is sealed where it
-    /// lies, in `buf`.
-    pub fn seal_new_chunk(&self, id: &ChunkId, mut buf: Vec<u8>) -> (Placed, Option<Vec<u8>>) {
+    /// as it is, and `buf` is free again; one that does not is sealed where it lies, in `buf`.
+    pub fn seal_new_chunk(&self, id: &ChunkId, mut buf: Vec<u8>) -> SealedChunk {
         let name = layout::chunk(id);
         let key = self.keys.seal.as_ref();
         let payload = buf.get(seal::HEADROOM..).unwrap_or_default();
         let level = self.config.zstd_level;
-        match seal::seal_compressed(Kind::Chunk, key, &name, payload, level, direct::ALIGN) {
-            Some((sealed, start)) => (Placed { buf: sealed, start }, Some(buf)),
+        let mut out = Vec::new();
+        match seal::seal_compressed(
+            Kind::Chunk,
+            key,
+            &name,
+            payload,
+            level,
+            direct::ALIGN,
+            &mut out,
+        ) {
+            Some(start) => SealedChunk::Compressed {
+                object: Placed::new(out, start),
+                read: buf,
+            },
             None => {
-                seal::seal_in_place(Kind::Chunk, key, &name, &mut buf, None);
-                (buf.into(), None)
+                seal::seal_in_place(Kind::Chunk, key, &name, &mut buf);
+                SealedChunk::Stored(Placed::new(buf, 0))
             }
         }
     }

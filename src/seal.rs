@@ -23,7 +23,8 @@ pub const MAX_METADATA_LEN: usize = 1 << 30;
 
 /// Bytes a buffer keeps in front of its payload for [`seal_in_place`]: room for the header and
 /// nonce, so a chunk read into such a buffer and stored as it is (it does not compress) is
-/// sealed without another copy of it.
+/// sealed without another copy of it. A chunk that compresses goes into a buffer of its own
+/// ([`seal_compressed`]).
 pub const HEADROOM: usize = HEADER_LEN + NONCE_LEN;
 /// Bytes sealing appends (the tag, or the checksum unencrypted): a buffer with this much
 /// spare capacity after its payload is sealed in place without growing.
@@ -53,9 +54,10 @@ const PROBE_MIN_GAIN: usize = 32;
 const PROBE_LEVEL: i32 = 1;
 
 thread_local! {
-    // Compression contexts and the compressed copy are kept per thread rather than made per
-    // object: a fresh zstd -3 context allocates and faults in megabytes of tables, which for
-    // 4 MiB chunks cost as much as a tenth of the compression itself.
+    // Compression contexts and the compressed copy of a manifest or other metadata are kept
+    // per thread rather than made per object: a fresh zstd -3 context allocates and faults in
+    // megabytes of tables, which for 4 MiB chunks cost as much as a tenth of the compression
+    // itself. (A backup's chunks are compressed into buffers of their own, from its pool.)
     static COMPRESSOR: RefCell<Option<Compressors>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { RefCell::new(None) };
@@ -101,17 +103,11 @@ pub fn seal_with_nonce(
     })
 }
 
-/// [`seal`] of the payload that `buf` holds after its first [`HEADROOM`] bytes, turning `buf`
-/// itself into the sealed object: the payload is compressed into a per-thread buffer and
-/// copied back, or encrypted where it lies.
-pub fn seal_in_place(
-    kind: Kind,
-    key: Option<&SealKey>,
-    name: &str,
-    buf: &mut Vec<u8>,
-    zstd_level: Option<i32>,
-) {
-    seal_in_place_with_nonce(kind, key, name, buf, zstd_level, &fresh_nonce(key));
+/// [`seal`] without compression of the payload that `buf` holds after its first
+/// [`HEADROOM`] bytes, turning `buf` itself into the sealed object, encrypted where it lies:
+/// for a chunk that does not compress ([`seal_compressed`] said so).
+pub fn seal_in_place(kind: Kind, key: Option<&SealKey>, name: &str, buf: &mut Vec<u8>) {
+    seal_in_place_with_nonce(kind, key, name, buf, &fresh_nonce(key));
 }
 
 fn seal_in_place_with_nonce(
@@ -119,32 +115,21 @@ fn seal_in_place_with_nonce(
     key: Option<&SealKey>,
     name: &str,
     buf: &mut Vec<u8>,
-    zstd_level: Option<i32>,
     nonce: &[u8; NONCE_LEN],
 ) {
     if buf.len() < HEADROOM {
         buf.resize(HEADROOM, 0);
     }
-    let codec = with_scratch(|scratch| {
-        let payload = &buf[HEADROOM..];
-        if zstd_level.is_some_and(|level| compress(payload, level, scratch)) {
-            buf.truncate(HEADROOM);
-            buf.extend_from_slice(scratch);
-            Codec::Zstd
-        } else {
-            Codec::Stored
-        }
-    });
     buf.reserve(TAILROOM);
-    close(kind, key, name, codec, buf, nonce);
+    close(kind, key, name, Codec::Stored, buf, nonce);
 }
 
-/// [`seal`] with compression of a payload that is worth compressing, into a buffer of its own
-/// whose object starts at its first address that is a multiple of `align` (a power of two):
-/// `Some((buffer, start))`, the object being `buffer[start..]`. Where direct I/O writes it,
-/// that spares a copy into aligned memory, and the caller's buffer is free again at once.
-/// `None` when compressing does not shrink the payload (nothing is allocated when the probe
-/// says so already): the caller then stores it as it is ([`seal_in_place`] without a level).
+/// [`seal`] with compression of a payload that is worth compressing, into `out`, whose
+/// contents do not matter: the object is `out[start..]`, `start` being returned, at the first
+/// address in `out` that is a multiple of `align` (a power of two). Where direct I/O writes
+/// the object, that spares a copy into aligned memory, and the payload's own buffer is free
+/// again at once. `None` when compressing does not shrink the payload: the caller stores it
+/// as it is ([`seal_in_place`] without a level).
 pub fn seal_compressed(
     kind: Kind,
     key: Option<&SealKey>,
@@ -152,18 +137,13 @@ pub fn seal_compressed(
     payload: &[u8],
     zstd_level: i32,
     align: usize,
-) -> Option<(Vec<u8>, usize)> {
-    seal_compressed_with_nonce(
-        kind,
-        key,
-        name,
-        payload,
-        zstd_level,
-        align,
-        &fresh_nonce(key),
-    )
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let nonce = fresh_nonce(key);
+    seal_compressed_with_nonce(kind, key, name, payload, zstd_level, align, out, &nonce)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn seal_compressed_with_nonce(
     kind: Kind,
     key: Option<&SealKey>,
@@ -171,22 +151,25 @@ fn seal_compressed_with_nonce(
     payload: &[u8],
     zstd_level: i32,
     align: usize,
+    out: &mut Vec<u8>,
     nonce: &[u8; NONCE_LEN],
-) -> Option<(Vec<u8>, usize)> {
-    let (mut out, start) = with_compressors(zstd_level, |zstd| {
+) -> Option<usize> {
+    let start = with_compressors(zstd_level, |zstd| {
         if !with_scratch(|scratch| zstd.worth_trying(payload, scratch)) {
             return None;
         }
-        let mut out: Vec<u8> = Vec::with_capacity(align + sealed_capacity(payload.len()));
+        // All the room first: the object must not move once its start is chosen.
+        out.clear();
+        out.reserve(align + sealed_capacity(payload.len()));
         // Any start works; an aligned one is only faster to write.
         let start = Some(out.as_ptr().align_offset(align))
             .filter(|&s| s < align)
             .unwrap_or(0);
-        zstd.compress_at(payload, &mut out, start + HEADROOM)
-            .then_some((out, start))
+        zstd.compress_at(payload, out, start + HEADROOM)
+            .then_some(start)
     })??;
-    close_at(kind, key, name, Codec::Zstd, &mut out, start, nonce);
-    Some((out, start))
+    close_at(kind, key, name, Codec::Zstd, out, start, nonce);
+    Some(start)
 }
 
 fn fresh_nonce(key: Option<&SealKey>) -> [u8; NONCE_LEN] {
@@ -873,16 +856,14 @@ mod tests {
         }
 
         #[test]
-        fn seal_in_place_equals_seal(data in proptest::collection::vec(any::<u8>(), 0..5000), repeat in 0usize..300, encrypted: bool, compress: bool, nonce: [u8; NONCE_LEN]) {
+        fn seal_in_place_equals_seal(data in proptest::collection::vec(any::<u8>(), 0..5000), repeat in 0usize..300, encrypted: bool, nonce: [u8; NONCE_LEN]) {
             let k = keys();
             let key = if encrypted { k.seal.as_ref() } else { None };
-            // Repeated data so that both codecs occur, and large enough to be probed.
             let data = data.repeat(repeat.max(1));
-            let level = compress.then_some(3);
-            let expected = seal_with_nonce(Kind::Chunk, key, "chunks/x", &data, level, &nonce);
+            let expected = seal_with_nonce(Kind::Chunk, key, "chunks/x", &data, None, &nonce);
             let mut buf = vec![7u8; HEADROOM];
             buf.extend_from_slice(&data);
-            seal_in_place_with_nonce(Kind::Chunk, key, "chunks/x", &mut buf, level, &nonce);
+            seal_in_place_with_nonce(Kind::Chunk, key, "chunks/x", &mut buf, &nonce);
             prop_assert_eq!(&buf, &expected);
             prop_assert_eq!(open_owned(Kind::Chunk, key, "chunks/x", buf, MAX_CHUNK_LEN).unwrap(), data);
         }
@@ -894,8 +875,10 @@ mod tests {
             let data = data.repeat(repeat.max(1));
             let expected = seal_with_nonce(Kind::Chunk, key, "chunks/x", &data, Some(3), &nonce);
             let compressed = Header::parse(&expected, Kind::Chunk).unwrap().codec == Codec::Zstd;
-            match seal_compressed_with_nonce(Kind::Chunk, key, "chunks/x", &data, 3, 4096, &nonce) {
-                Some((buf, start)) => {
+            // A used buffer, as a backup hands over, whose old contents must not matter.
+            let mut buf = vec![0xa5u8; 100];
+            match seal_compressed_with_nonce(Kind::Chunk, key, "chunks/x", &data, 3, 4096, &mut buf, &nonce) {
+                Some(start) => {
                     prop_assert!(compressed, "compressed what seal stores as it is");
                     prop_assert_eq!(buf[start..].as_ptr().addr() % 4096, 0);
                     prop_assert_eq!(&buf[start..], &expected[..]);

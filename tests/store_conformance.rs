@@ -9,7 +9,7 @@
 //! atomicity only where the probe says it is there.
 
 use crate::s3_servers::{self, Server};
-use blockvault::store::{LocalDir, Memory, Store, StoreError};
+use blockvault::store::{LocalDir, Memory, Placed, Store, StoreError};
 use std::sync::Arc;
 
 /// Whether the backend's `put_new` is atomic against racing creators.
@@ -81,6 +81,21 @@ pub async fn conformance_with(store: Arc<dyn Store>, put_new: PutNew) {
         "{}",
         ctx("get after sync")
     );
+
+    // --- put_unsynced_placed: the object is what follows its start, not the whole buffer ---
+    let mut buf = vec![0xeeu8; 100];
+    buf.extend_from_slice(&big);
+    store
+        .put_unsynced_placed("chunks/ab/placed", Placed::new(buf, 100))
+        .await
+        .unwrap();
+    store.sync("chunks/").await.unwrap();
+    assert!(
+        store.get("chunks/ab/placed").await.unwrap() == big,
+        "{}",
+        ctx("a placed object round-trips without what lies before its start")
+    );
+    store.delete("chunks/ab/placed").await.unwrap();
 
     // --- put_new ---
     assert!(
@@ -487,10 +502,22 @@ async fn local_dir_stores_every_length_whole() {
                 format!("chunks/0{i}/put"),
                 format!("chunks/0{i}/unsynced"),
                 format!("chunks/0{i}/new"),
+                format!("chunks/0{i}/placed"),
             ];
             store.put(&keys[0], data.clone()).await.unwrap();
             store.put_unsynced(&keys[1], data.clone()).await.unwrap();
             assert!(store.put_new(&keys[2], data.clone()).await.unwrap());
+            // At an aligned address, as a backup seals a chunk that compresses: its whole
+            // blocks are written from where they lie, the last partial one through a copy.
+            let mut buf = vec![0xeeu8; 4096 + len];
+            let start = buf.as_ptr().align_offset(4096);
+            buf[start..start + len].copy_from_slice(&data);
+            buf.truncate(start + len);
+            let back = store
+                .put_unsynced_placed(&keys[3], Placed::new(buf, start))
+                .await
+                .unwrap();
+            assert_eq!(back.len(), start + len, "the buffer comes back for reuse");
             store.sync("chunks/").await.unwrap();
             for key in &keys {
                 let back = std::fs::read(root.join(key)).unwrap();

@@ -24,7 +24,7 @@
 //! could leave behind, since no destructor, lock release or buffered write runs after it. It
 //! happens at the exact operation asked for, which an outside SIGKILL after a delay cannot.
 
-use super::{Requests, Store, StoreError};
+use super::{Placed, Requests, Store, StoreError};
 use crate::retention::SplitMix64;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -221,6 +221,11 @@ impl Store for Faulty {
 
     async fn put_unsynced(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
         self.write(key, self.inner.put_unsynced(key, data), true)
+            .await
+    }
+
+    async fn put_unsynced_placed(&self, key: &str, object: Placed) -> Result<Vec<u8>, StoreError> {
+        self.write(key, self.inner.put_unsynced_placed(key, object), true)
             .await
     }
 

@@ -314,11 +314,12 @@ impl Store for LocalDir {
         .await
     }
 
-    async fn put_unsynced_placed(&self, key: &str, object: Placed) -> Result<(), StoreError> {
+    async fn put_unsynced_placed(&self, key: &str, object: Placed) -> Result<Vec<u8>, StoreError> {
         self.counter.count(RequestKind::Put);
         let direct = self.direct.clone();
         self.blocking(key, move |root, path| {
-            write_atomic(root, &path, object.bytes(), Place::ReplaceUnsynced, &direct).map(drop)
+            write_atomic(root, &path, object.bytes(), Place::ReplaceUnsynced, &direct)
+                .map(|_| object.into_buffer())
         })
         .await
     }

@@ -151,19 +151,25 @@ impl RequestCounter {
 /// address direct I/O can write from ([`crate::seal::seal_compressed`]), which saves copying
 /// it into aligned memory first.
 pub struct Placed {
-    pub buf: Vec<u8>,
-    pub start: usize,
+    buf: Vec<u8>,
+    start: usize,
 }
 
 impl Placed {
-    pub fn bytes(&self) -> &[u8] {
-        self.buf.get(self.start..).unwrap_or_default()
+    /// The object `buf[start..]`; `start` past the end is a caller's bug, and panics here
+    /// rather than store a wrong object under a chunk's name.
+    pub fn new(buf: Vec<u8>, start: usize) -> Placed {
+        assert!(start <= buf.len(), "object starts past its buffer's end");
+        Placed { buf, start }
     }
-}
 
-impl From<Vec<u8>> for Placed {
-    fn from(buf: Vec<u8>) -> Placed {
-        Placed { buf, start: 0 }
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// The buffer, for reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 }
 
@@ -180,12 +186,13 @@ pub trait Store: Send + Sync {
     async fn put_unsynced(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
         self.put(key, data).await
     }
-    /// [`put_unsynced`](Self::put_unsynced) of an object that lies at an offset of its buffer.
-    /// A local directory writes it from where it lies; other stores move it to the front.
-    async fn put_unsynced_placed(&self, key: &str, object: Placed) -> Result<(), StoreError> {
+    /// [`put_unsynced`](Self::put_unsynced) of an object that lies at an offset of its buffer,
+    /// and the buffer back for reuse (an empty one where the store kept it). A local directory
+    /// writes the object from where it lies; other stores move it to the front.
+    async fn put_unsynced_placed(&self, key: &str, object: Placed) -> Result<Vec<u8>, StoreError> {
         let Placed { mut buf, start } = object;
-        buf.drain(..start.min(buf.len()));
-        self.put_unsynced(key, buf).await
+        buf.drain(..start);
+        self.put_unsynced(key, buf).await.map(|()| Vec::new())
     }
     /// Makes durable every object under `prefix` that anyone stored with `put_unsynced` and
     /// that is visible now (so also those another process stored, which a backup may
