@@ -2,7 +2,7 @@
 //! per second. Run with `cargo bench`; the side-by-side comparison with other tools is
 //! `scripts/bench-peers.sh`.
 
-use blockvault::backup::{BackupOptions, DEFAULT_IN_FLIGHT, backup};
+use blockvault::backup::{BackupOptions, backup};
 use blockvault::chunker::{
     CdcChunker, DEFAULT_CDC_AVG, DEFAULT_CDC_MAX, DEFAULT_CDC_MIN, FixedChunker,
 };
@@ -130,7 +130,7 @@ fn pipeline(c: &mut Criterion) {
                 let opts = BackupOptions {
                     series: "bench".into(),
                     time: None,
-                    in_flight: DEFAULT_IN_FLIGHT,
+                    in_flight: None,
                     progress: false,
                     allow_empty: false,
                     dry_run: false,

@@ -36,17 +36,32 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// Chunks being hashed, sealed or stored at once. With 4 MiB chunks that is at most ~76 MiB
-/// of chunk data in memory, whatever the size of the source: read buffers for these chunks
-/// and the few read ahead (44 MiB, kept for reuse), and the sealed objects being stored,
-/// each as large as its chunk compressed (~1.3 MB on the bench image).
+/// Chunks being hashed, sealed or stored at once into S3, at the least: its latency wants
+/// many requests in flight (also restore's default, from either kind of store).
 pub const DEFAULT_IN_FLIGHT: usize = 8;
+
+/// The default of `--in-flight` for a backup: the threads that hash and compress, plus two
+/// chunks being written; into S3 at least [`DEFAULT_IN_FLIGHT`]. Each chunk in flight holds
+/// a read buffer (kept for reuse) or its sealed copy, so with 4 MiB chunks the chunk data in
+/// memory is at most about (in flight + 3) × 4 MiB plus the sealed copies being written,
+/// whatever the size of the source. On our 2-core VM, 4 into a local directory was as fast
+/// as 8 for a first backup, an incremental one and both streams of the bench, and kept the
+/// peak at the 74 MiB of Argon2id's working memory where 8 reached 77–84 (benches/RESULTS.md).
+pub fn default_in_flight(local: bool) -> usize {
+    let workers = rayon::current_num_threads() + 2;
+    if local {
+        workers
+    } else {
+        workers.max(DEFAULT_IN_FLIGHT)
+    }
+}
 
 pub struct BackupOptions {
     pub series: String,
     /// When the version is recorded as made; now if None.
     pub time: Option<jiff::Timestamp>,
-    pub in_flight: usize,
+    /// Chunks in flight; [`default_in_flight`] for the store if None.
+    pub in_flight: Option<usize>,
     pub progress: bool,
     /// Record a version even if a stream source produced no bytes at all.
     pub allow_empty: bool,
@@ -509,7 +524,10 @@ async fn run(
     // buffer of its own, or, for a chunk stored as it is, once it is written. They keep their
     // length, so a read into one zeroes nothing first. Sealed chunks are not pooled: kept,
     // each would hold as much memory as the largest it ever held, for no speed (measured).
-    let in_flight = opts.in_flight.max(1);
+    let in_flight = opts
+        .in_flight
+        .unwrap_or_else(|| default_in_flight(repo.store().is_local()))
+        .max(1);
     let pool = Arc::new(Pool::new(
         HEADROOM + chunking.max_chunk() + TAILROOM,
         in_flight + READ_AHEAD + 1,

@@ -1,5 +1,5 @@
 use super::GlobalArgs;
-use crate::backup::{BackupOptions, BackupSummary, DEFAULT_IN_FLIGHT, backup};
+use crate::backup::{BackupOptions, BackupSummary, backup};
 use crate::prune;
 use crate::repo::Repo;
 use crate::source::SourceSpec;
@@ -52,9 +52,10 @@ pub struct BackupArgs {
     /// Record the version as made at this time (RFC 3339, e.g. 2026-01-01T03:00:00Z).
     #[arg(long, value_name = "TIME")]
     pub time: Option<String>,
-    /// Chunks processed at once; memory use is about this times twice the chunk size.
-    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N", value_parser = super::parse_in_flight)]
-    pub in_flight: usize,
+    /// Chunks processed at once [default: the CPU threads + 2 into a local directory (4 on
+    /// 2 cores), and at least 8 into S3]; memory use is about this times twice the chunk size.
+    #[arg(long, value_name = "N", value_parser = super::parse_in_flight)]
+    pub in_flight: Option<usize>,
     /// Record a version even when standard input or the command produces no data (refused
     /// by default: an empty stream is usually a producer that failed).
     #[arg(long)]

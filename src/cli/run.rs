@@ -3,7 +3,7 @@
 
 use super::backup::{ZfsSend, warn_if_unrestorable, zfs_send_plan};
 use super::{GlobalArgs, usage};
-use crate::backup::{BackupOptions, BackupSummary, DEFAULT_IN_FLIGHT, backup};
+use crate::backup::{BackupOptions, BackupSummary, backup};
 use crate::interrupt;
 use crate::jobs::{self, Config, Job, Source, ZfsSource};
 use crate::prune;
@@ -445,7 +445,7 @@ async fn run_job(
         BackupOptions {
             series: job.name.clone(),
             time: None,
-            in_flight: job.in_flight.unwrap_or(DEFAULT_IN_FLIGHT),
+            in_flight: job.in_flight,
             progress: g.progress(),
             allow_empty: job.allow_empty,
             dry_run: a.dry_run,

@@ -206,6 +206,10 @@ impl Faulty {
 
 #[async_trait]
 impl Store for Faulty {
+    fn is_local(&self) -> bool {
+        self.inner.is_local()
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

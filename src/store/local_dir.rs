@@ -288,6 +288,10 @@ fn list_into(
 
 #[async_trait]
 impl Store for LocalDir {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!("local directory {}", self.root.display())
     }

@@ -43,6 +43,10 @@ impl Memory {
 
 #[async_trait]
 impl Store for Memory {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         "memory store".into()
     }

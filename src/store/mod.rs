@@ -177,6 +177,11 @@ impl Placed {
 pub trait Store: Send + Sync {
     /// Where this store is, for messages: "local directory /srv/vault".
     fn describe(&self) -> String;
+    /// Whether requests are answered at the speed of local storage (a directory, memory),
+    /// not over a network whose latency wants many of them in flight.
+    fn is_local(&self) -> bool {
+        false
+    }
     /// Requests made so far (operations, for a local directory).
     fn requests(&self) -> Requests {
         Requests::default()
