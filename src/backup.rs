@@ -46,7 +46,8 @@ pub const DEFAULT_IN_FLIGHT: usize = 8;
 /// memory is at most about (in flight + 3) × 4 MiB plus the sealed copies being written,
 /// whatever the size of the source. On our 2-core VM, 4 into a local directory was as fast
 /// as 8 for a first backup, an incremental one and both streams of the bench, and kept the
-/// peak at the 74 MiB of Argon2id's working memory where 8 reached 77–84 (benches/RESULTS.md).
+/// peak at the 72 MiB that opening the repository takes (Argon2id's working memory) where 8
+/// reached 75–82 (benches/RESULTS.md, fourteenth round).
 pub fn default_in_flight(local: bool) -> usize {
     let workers = rayon::current_num_threads() + 2;
     if local {
