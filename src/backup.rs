@@ -253,8 +253,7 @@ const READ_AHEAD: usize = 2;
 
 /// What the reading thread hands on: a chunk's bytes after [`HEADROOM`] bytes of room (so a
 /// chunk that does not compress is sealed where it lies), the chunk's bytes where they lie in
-/// the page cache, or the length
-/// of a chunk known to be zeros without reading it.
+/// the page cache, or the length of a chunk known to be zeros without reading it.
 enum Piece {
     Data(Vec<u8>),
     Mapped(Mapped),

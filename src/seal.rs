@@ -129,7 +129,7 @@ fn seal_in_place_with_nonce(
 /// address in `out` that is a multiple of `align` (a power of two). Where direct I/O writes
 /// the object, that spares a copy into aligned memory, and the payload's own buffer is free
 /// again at once. `None` when compressing does not shrink the payload: the caller stores it
-/// as it is ([`seal_in_place`] without a level).
+/// as it is ([`seal_in_place`]).
 pub fn seal_compressed(
     kind: Kind,
     key: Option<&SealKey>,
