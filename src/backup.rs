@@ -37,24 +37,25 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// Chunks being hashed, sealed or stored at once into S3, at the least: its latency wants
-/// many requests in flight (also restore's default, from either kind of store).
+/// many requests in flight. Also the default of restore and of gc's deletes, from either kind
+/// of store.
 pub const DEFAULT_IN_FLIGHT: usize = 8;
+/// The most chunks a backup keeps in flight by default however many cores there are: each
+/// holds up to two chunks' worth of memory (a read buffer and a sealed copy).
+pub const MAX_DEFAULT_IN_FLIGHT: usize = 16;
 
 /// The default of `--in-flight` for a backup: the threads that hash and compress, plus two
-/// chunks being written; into S3 at least [`DEFAULT_IN_FLIGHT`]. Each chunk in flight holds
-/// a read buffer (kept for reuse) or its sealed copy, so with 4 MiB chunks the chunk data in
-/// memory is at most about (in flight + 3) × 4 MiB plus the sealed copies being written,
-/// whatever the size of the source. On our 2-core VM, 4 into a local directory was as fast
+/// chunks being written; into S3 at least [`DEFAULT_IN_FLIGHT`]; at most
+/// [`MAX_DEFAULT_IN_FLIGHT`]. The chunk data in memory is then at most about (in flight + 3)
+/// read buffers of the largest chunk's size (kept for reuse) plus the sealed copies being
+/// written: it grows with the cores, up to the cap, not with the size of the source. On our 2-core VM, 4 into a local directory was as fast
 /// as 8 for a first backup, an incremental one and both streams of the bench, and kept the
 /// peak at the 72 MiB that opening the repository takes (Argon2id's working memory) where 8
 /// reached 75–82 (benches/RESULTS.md, fourteenth round).
 pub fn default_in_flight(local: bool) -> usize {
     let workers = rayon::current_num_threads() + 2;
-    if local {
-        workers
-    } else {
-        workers.max(DEFAULT_IN_FLIGHT)
-    }
+    let least = if local { 1 } else { DEFAULT_IN_FLIGHT };
+    workers.clamp(least, MAX_DEFAULT_IN_FLIGHT)
 }
 
 pub struct BackupOptions {
@@ -1152,6 +1153,18 @@ async fn process(ctx: &Ctx, index: usize, piece: Piece) -> Result<(usize, ChunkR
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_in_flight_default_follows_the_cores_and_the_store() {
+        let workers = rayon::current_num_threads() + 2;
+        assert_eq!(default_in_flight(true), workers.min(MAX_DEFAULT_IN_FLIGHT));
+        let remote = default_in_flight(false);
+        assert!((DEFAULT_IN_FLIGHT..=MAX_DEFAULT_IN_FLIGHT).contains(&remote));
+        assert!(
+            remote >= default_in_flight(true),
+            "S3 gets at least a directory's"
+        );
+    }
 
     #[test]
     fn results_that_finish_out_of_order_are_listed_in_order() {

@@ -57,7 +57,7 @@ thread_local! {
     // Compression contexts and the compressed copy of a manifest or other metadata are kept
     // per thread rather than made per object: a fresh zstd -3 context allocates and faults in
     // megabytes of tables, which for 4 MiB chunks cost as much as a tenth of the compression
-    // itself. (A backup's chunks are compressed into buffers of their own, from its pool.)
+    // itself. (A backup's chunks are compressed into buffers of their own.)
     static COMPRESSOR: RefCell<Option<Compressors>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { RefCell::new(None) };
@@ -875,8 +875,9 @@ mod tests {
             let data = data.repeat(repeat.max(1));
             let expected = seal_with_nonce(Kind::Chunk, key, "chunks/x", &data, Some(3), &nonce);
             let compressed = Header::parse(&expected, Kind::Chunk).unwrap().codec == Codec::Zstd;
-            // A used buffer, as a backup hands over, whose old contents must not matter.
-            let mut buf = vec![0xa5u8; 100];
+            // A buffer with room and old contents, which must not matter, in front of the
+            // object as after it.
+            let mut buf = vec![0xa5u8; sealed_capacity(data.len()) + 8192];
             match seal_compressed_with_nonce(Kind::Chunk, key, "chunks/x", &data, 3, 4096, &mut buf, &nonce) {
                 Some(start) => {
                     prop_assert!(compressed, "compressed what seal stores as it is");

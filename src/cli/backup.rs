@@ -53,7 +53,8 @@ pub struct BackupArgs {
     #[arg(long, value_name = "TIME")]
     pub time: Option<String>,
     /// Chunks processed at once [default: the CPU threads + 2 into a local directory (4 on
-    /// 2 cores), and at least 8 into S3]; memory use is about this times twice the chunk size.
+    /// 2 cores), at least 8 into S3, at most 16]; memory use is about this times twice the
+    /// chunk size. A directory on a network mount (NFS, SMB) may want 8 or more, as S3 does.
     #[arg(long, value_name = "N", value_parser = super::parse_in_flight)]
     pub in_flight: Option<usize>,
     /// Record a version even when standard input or the command produces no data (refused

@@ -135,18 +135,17 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<()> {
         seed: a.seed.unwrap_or_else(rand::random),
     });
     let location = repo.location();
+    let local = repo.store().is_local();
     let report = check::check(
         repo,
         CheckOptions {
             only: a.name.clone(),
             read_data,
-            in_flight: a
-                .in_flight
-                .unwrap_or(if g.repo_location()?.starts_with("s3://") {
-                    DEFAULT_IN_FLIGHT
-                } else {
-                    DEFAULT_IN_FLIGHT_LOCAL
-                }),
+            in_flight: a.in_flight.unwrap_or(if local {
+                DEFAULT_IN_FLIGHT_LOCAL
+            } else {
+                DEFAULT_IN_FLIGHT
+            }),
             repair: a.repair,
             progress: g.progress(),
         },

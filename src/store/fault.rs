@@ -315,4 +315,18 @@ mod tests {
         assert_eq!(inner.get("a/b").await.unwrap(), vec![1, 2, 3]);
         assert_eq!(f.get("a/b").await.unwrap(), vec![1, 2], "a short read");
     }
+
+    #[test]
+    fn a_wrapped_store_is_as_local_as_the_store_it_wraps() {
+        // A fault run on a local directory must get a local directory's defaults (a backup's
+        // chunks in flight), not S3's.
+        let f = Faulty::new(Arc::new(Memory::new()), FaultPlan::default());
+        assert!(f.is_local());
+        let dir = tempfile::tempdir().unwrap();
+        let f = Faulty::new(
+            Arc::new(crate::store::LocalDir::new(dir.path())),
+            FaultPlan::default(),
+        );
+        assert!(f.is_local());
+    }
 }
