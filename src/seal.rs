@@ -313,7 +313,7 @@ fn compress(payload: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
 
 /// The most bytes sealing a payload of `len` bytes compressed can take: a buffer with this
 /// much room after the object's start never grows while it is sealed.
-pub fn sealed_capacity(len: usize) -> usize {
+fn sealed_capacity(len: usize) -> usize {
     HEADROOM + zstd::zstd_safe::compress_bound(len) + TAILROOM
 }
 
